@@ -1,0 +1,121 @@
+"""The LightningModule: a network, cross-entropy, accuracy metrics, optimizer and LR schedule.
+
+It takes the *configs* of the network, optimizer and scheduler (plain dicts with ``_target_``)
+rather than built objects, and saves them as hyper-parameters, so that
+``LitClassifier.load_from_checkpoint(path)`` rebuilds the same model with no other argument.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from torch import Tensor, nn
+from torchmetrics import MaxMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+
+class LitClassifier(L.LightningModule):
+    """Classifies images into ``num_classes`` classes.
+
+    Args:
+        net: config of an ``nn.Module`` (``_target_`` and its arguments), as in
+            ``conf/model/cnn.yaml``.
+        optimizer: config of a ``torch.optim`` optimizer with ``_partial_: true``; the parameters
+            are filled in here.
+        scheduler: config of a ``torch.optim.lr_scheduler`` scheduler with ``_partial_: true``, or
+            ``None``. A schedule that spans the whole run gets its length filled in
+            (``OneCycleLR.total_steps``, ``CosineAnnealingLR.T_max``) and is stepped every batch;
+            any other (``StepLR``) is stepped every epoch.
+        num_classes: number of classes (10 for MNIST).
+    """
+
+    def __init__(
+        self,
+        net: dict[str, Any],
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any] | None = None,
+        num_classes: int = 10,
+    ) -> None:
+        super().__init__()
+        # logger=False: train.py logs all hyper-parameters with the final metrics, once.
+        self.save_hyperparameters(logger=False)
+        self.net: nn.Module = instantiate(net)
+        self.criterion = nn.CrossEntropyLoss()
+        self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.val_acc_best = MaxMetric()
+        # lets Lightning's summary show each layer's output shape and FLOPs
+        self.example_input_array = torch.zeros(1, 1, 28, 28)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net(images)
+
+    def _step(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        images, labels = batch
+        logits = self(images)
+        return self.criterion(logits, labels), logits.argmax(dim=1), labels
+
+    def on_train_start(self) -> None:
+        # the sanity-check validation must not count towards the best accuracy
+        self.val_acc_best.reset()
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss, preds, labels = self._step(batch)
+        self.train_acc(preds, labels)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        loss, preds, labels = self._step(batch)
+        self.val_acc(preds, labels)
+        self.log("val/loss", loss, on_step=False, on_epoch=True)
+        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_acc_best(self.val_acc.compute())
+        self.log("val/acc_best", self.val_acc_best.compute())
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        loss, preds, labels = self._step(batch)
+        self.test_acc(preds, labels)
+        self.log("test/loss", loss, on_step=False, on_epoch=True)
+        self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
+
+    def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return torch.softmax(self(images), dim=1)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
+        if not self.hparams.scheduler:
+            return optimizer
+        make_scheduler = instantiate(self.hparams.scheduler)
+        run_length = _run_length_argument(make_scheduler)
+        if run_length is None:
+            return {"optimizer": optimizer, "lr_scheduler": make_scheduler(optimizer)}
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        scheduler = make_scheduler(optimizer, **{run_length: total_steps})
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+
+#: scheduler arguments that mean "length of the whole run" and are filled in from the trainer
+_RUN_LENGTH_ARGUMENTS = ("total_steps", "T_max")
+
+
+def _run_length_argument(make_scheduler: Any) -> str | None:
+    """The run-length argument of a partial scheduler that the config left unset, if any."""
+    already_set = getattr(make_scheduler, "keywords", {})
+    parameters = inspect.signature(getattr(make_scheduler, "func", make_scheduler)).parameters
+    for name in _RUN_LENGTH_ARGUMENTS:
+        if name in parameters and name not in already_set:
+            return name
+    return None

@@ -1,0 +1,149 @@
+"""MNIST as a ``LightningDataModule`` whose batches are cut from tensors held in memory.
+
+The whole training set is 47 MB of uint8, so batches are gathered by index from one tensor and
+normalized per batch: no per-image PIL decode, no worker processes, and the same order for the
+same seed on every machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import Tensor
+from torchvision.datasets.mnist import read_image_file, read_label_file
+
+from mnist_lit.data.sources import ensure_mnist
+
+
+class EpochShuffleSampler:
+    """Indices of a data set, reshuffled per epoch from ``(seed, epoch)`` alone, split by rank.
+
+    Lightning calls ``set_epoch`` at the start of every epoch (as for ``DistributedSampler``), so
+    the order depends on the epoch number, not on how many epochs ran in this process: a resumed
+    run sees the same batches as an uninterrupted one. With ``world_size > 1`` each rank takes every
+    ``world_size``-th index of the padded permutation, so each sample is seen once per epoch.
+    """
+
+    def __init__(
+        self, size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1
+    ) -> None:
+        self.size, self.shuffle, self.seed = size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.size // self.world_size)  # ceil: the last rank's share is padded
+
+    def indices(self) -> Tensor:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.size, generator=generator)
+        else:
+            order = torch.arange(self.size)
+        padded = len(self) * self.world_size
+        if padded > self.size:  # repeat a few indices so every rank gets as many batches
+            order = torch.cat([order, order[: padded - self.size]])
+        return order[self.rank :: self.world_size]
+
+
+class InMemoryBatches:
+    """Iterates over ``(normalized images [B, 1, H, W], labels [B])`` gathered from uint8 tensors."""
+
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        batch_size: int,
+        mean: float,
+        std: float,
+        sampler: EpochShuffleSampler,
+    ) -> None:
+        self.images, self.labels = images, labels
+        self.batch_size, self.mean, self.std = batch_size, mean, std
+        # Lightning looks up these two DataLoader attributes: it calls sampler.set_epoch
+        self.sampler = sampler
+        self.batch_sampler = None
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for batch_indices in self.sampler.indices().split(self.batch_size):
+            images = self.images[batch_indices].unsqueeze(1).float().div_(255.0)
+            yield images.sub_(self.mean).div_(self.std), self.labels[batch_indices]
+
+
+class MNISTDataModule(L.LightningDataModule):
+    """Official MNIST: 60k training images split into train/val by a fixed seed, 10k test."""
+
+    #: where the IDX files live under ``data_dir`` (torchvision's ``MNIST`` looks there too)
+    raw_subdir = "MNIST/raw"
+    num_classes = 10
+    train_total = 60_000
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 128,
+        eval_batch_size: int = 1000,
+        val_size: int = 5000,
+        split_seed: int = 42,
+        shuffle_seed: int = 0,
+        mean: float = 0.1307,
+        std: float = 0.3081,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.raw_dir = Path(data_dir) / self.raw_subdir
+        self.splits: dict[str, tuple[Tensor, Tensor]] = {}
+
+    def prepare_data(self) -> None:
+        """Fetch and verify the IDX files once (Lightning calls this on one process per node)."""
+        ensure_mnist(self.raw_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        ensure_mnist(self.raw_dir)  # cheap when present; covers callers that skip prepare_data
+        train_images = read_image_file(str(self.raw_dir / "train-images-idx3-ubyte"))
+        train_labels = read_label_file(str(self.raw_dir / "train-labels-idx1-ubyte"))
+        # The same train/val split every time, whatever the training seed.
+        order = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(
+            self.hparams.split_seed
+        ))
+        val_idx, train_idx = order[: self.hparams.val_size], order[self.hparams.val_size :]
+        self.splits = {
+            "train": (train_images[train_idx], train_labels[train_idx]),
+            "val": (train_images[val_idx], train_labels[val_idx]),
+            "test": (
+                read_image_file(str(self.raw_dir / "t10k-images-idx3-ubyte")),
+                read_label_file(str(self.raw_dir / "t10k-labels-idx1-ubyte")),
+            ),
+        }
+
+    def _batches(self, split: str, batch_size: int, shuffle: bool) -> InMemoryBatches:
+        images, labels = self.splits[split]
+        rank, world_size = 0, 1
+        if self.trainer is not None:
+            rank, world_size = self.trainer.global_rank, self.trainer.world_size
+        sampler = EpochShuffleSampler(
+            len(images), shuffle, self.hparams.shuffle_seed, rank=rank, world_size=world_size
+        )
+        return InMemoryBatches(
+            images, labels, batch_size, self.hparams.mean, self.hparams.std, sampler
+        )
+
+    def train_dataloader(self) -> InMemoryBatches:
+        return self._batches("train", self.hparams.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> InMemoryBatches:
+        return self._batches("val", self.hparams.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> InMemoryBatches:
+        return self._batches("test", self.hparams.eval_batch_size, shuffle=False)
