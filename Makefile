@@ -1,0 +1,50 @@
+# Every target creates .venv first if it is missing (or older than pyproject.toml).
+# Pass Hydra overrides to training with ARGS, e.g. make train ARGS="model=mlp optimizer=sgd".
+# Pass pytest options with PYTEST_ARGS, e.g. make test PYTEST_ARGS="-m 'not slow'".
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: help install data train eval test lint format tensorboard clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(INSTALLED): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch and torchvision are pinned in pyproject.toml (the only place)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(INSTALLED)
+
+install: $(INSTALLED)  ## create .venv and install the package with its pinned torch
+
+data: $(INSTALLED)  ## fetch and verify MNIST into data/MNIST/raw
+	$(PY) -m mnist_lit.data --data-dir data
+
+train: data  ## train the default config (cnn, adam, one-cycle); overrides in ARGS
+	$(PY) train.py $(ARGS)
+
+eval: $(INSTALLED)  ## test a checkpoint: make eval ARGS="ckpt_path=logs/train/runs/<time>/checkpoints/last.ckpt"
+	$(PY) eval.py $(ARGS)
+
+test: data  ## run the test suite (real MNIST, small subsets)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(INSTALLED)  ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(INSTALLED)  ## ruff: fix what can be fixed and format
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+tensorboard: $(INSTALLED)  ## open TensorBoard on every run under logs/
+	$(VENV)/bin/tensorboard --logdir logs --port 6006
+
+clean:  ## remove logs (keeps data/ and .venv/)
+	rm -rf logs

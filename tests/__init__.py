@@ -1,0 +1,1 @@
+"""Tests for mnist-lit; shared fixtures and helpers live in conftest.py."""

@@ -1,0 +1,82 @@
+"""Shared fixtures: real MNIST (fetched once by the project's own code) and composed configs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from mnist_lit.config import CONFIG_DIR, PROJECT_ROOT
+from mnist_lit.data.sources import ensure_mnist
+
+#: the repo's data dir: tests share the cached download with `make data` / `make train`
+DATA_DIR = PROJECT_ROOT / "data"
+
+#: overrides that keep a training run to seconds on 2 cores
+QUICK = [
+    "trainer=cpu",
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=8",
+    "+trainer.limit_val_batches=2",
+    "+trainer.limit_test_batches=2",
+    "+trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=2",
+    "callbacks.progress_bar=null",
+]
+
+
+@pytest.fixture(scope="session")
+def mnist_data_dir() -> Path:
+    """Real MNIST in data/MNIST/raw, fetched and verified once by ``ensure_mnist``."""
+    ensure_mnist(DATA_DIR / "MNIST" / "raw")
+    return DATA_DIR
+
+
+def compose_config(
+    config_name: str, overrides: list[str], output_dir: Path, data_dir: Path = DATA_DIR
+) -> DictConfig:
+    """Compose a config as ``python <config_name>.py`` would, with runs under ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name=config_name):
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    # what Hydra sets at run time, so ${hydra:runtime.output_dir} resolves
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.job.num = 0
+        cfg.paths.data_dir = str(data_dir)
+        cfg.paths.log_dir = str(output_dir.parent)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture
+def train_cfg(tmp_path: Path, mnist_data_dir: Path) -> Iterator:
+    """A factory: ``train_cfg(*overrides)`` -> a quick training config writing into tmp_path."""
+
+    def make(*overrides: str) -> DictConfig:
+        return compose_config("train", [*QUICK, *overrides], tmp_path / "run", mnist_data_dir)
+
+    yield make
+    GlobalHydra.instance().clear()
+
+
+def run_cli(script: str, *args: str, cwd: Path = PROJECT_ROOT, timeout: int = 300):
+    """Run ``python <script> args`` from the repo root as a user would; returns CompletedProcess."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / script), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
