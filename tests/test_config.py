@@ -14,8 +14,17 @@ from mnist_lit.train import build_model, build_trainer
 
 from .conftest import compose_config, run_cli
 
-GROUPS = ["data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks",
-          "experiment", "debug"]  # fmt: skip
+GROUPS = [
+    "data",
+    "model",
+    "optimizer",
+    "scheduler",
+    "trainer",
+    "logger",
+    "callbacks",
+    "experiment",
+    "debug",
+]
 
 
 def options(group: str) -> list[str]:

@@ -40,8 +40,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     trainer = instantiate(cfg.trainer, logger=False)
     results = trainer.test(model, datamodule=datamodule)
     metrics = {k: float(v) for k, v in results[0].items()}
-    print(f"[mnist-lit] ckpt={cfg.ckpt_path} test/acc={metrics['test/acc']:.4f} "
-          f"test/loss={metrics['test/loss']:.4f}")  # fmt: skip
+    print(
+        f"[mnist-lit] ckpt={cfg.ckpt_path} test/acc={metrics['test/acc']:.4f} "
+        f"test/loss={metrics['test/loss']:.4f}"
+    )
     return metrics
 
 
