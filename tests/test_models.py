@@ -76,3 +76,12 @@ def test_networks_learn_a_batch() -> None:
             optimizer.step()
         assert loss.item() < 0.5 * first.item()
         assert all(p.grad is not None for p in net.parameters())
+
+
+@pytest.mark.parametrize("network", NETWORKS)
+def test_width_scales_every_layer(network: type[nn.Module]) -> None:
+    narrow, wide = network(width=0.5), network(width=2.0)
+    assert sum(p.numel() for p in wide.parameters()) > 3 * sum(
+        p.numel() for p in narrow.parameters()
+    )
+    assert wide(torch.randn(2, 1, 28, 28)).shape == (2, 10)

@@ -81,11 +81,14 @@ class LitClassifier(L.LightningModule):
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute())
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        loss, preds, labels = self._step(batch)
-        self.test_acc(preds, labels)
-        self.log("test/loss", loss, on_step=False, on_epoch=True)
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, labels = batch
+        logits = self(images)
+        self.test_acc(logits.argmax(dim=1), labels)
+        self.log("test/loss", self.criterion(logits, labels), on_step=False, on_epoch=True)
         self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
+        # the class probabilities, for callbacks (confusion matrix, worst mistakes)
+        return torch.softmax(logits.detach(), dim=1)
 
     def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> Tensor:
         images = batch[0] if isinstance(batch, (tuple, list)) else batch

@@ -5,13 +5,17 @@ Everything comes from ``conf/train.yaml`` and its groups; see ``python train.py 
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
@@ -20,7 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_lit.classifier import LitClassifier
 from mnist_lit.config import CONFIG_DIR, check_command_line, validate_or_exit
 from mnist_lit.console import print_config_tree, quiet_known_noise
-from mnist_lit.data.sources import DataFetchError
+from mnist_lit.data.sources import DataFetchError, atomic_write_bytes
+from mnist_lit.report import RUN_SUMMARY_FILE
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +76,15 @@ def train(cfg: DictConfig) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     print_config_tree(cfg, save_to=output_dir / "config_tree.txt", order=TREE_ORDER)
     L.seed_everything(cfg.seed, workers=True)
+    _share_cpu_cores()
 
     datamodule = instantiate(cfg.data)
     model = build_model(cfg)
     trainer = build_trainer(cfg)
 
+    started = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    fit_seconds = time.perf_counter() - started
     fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
     best_ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -89,6 +97,15 @@ def train(cfg: DictConfig) -> float | None:
     metrics = {**fit_metrics, **test_metrics}
     _log_hparams(trainer.loggers, cfg, metrics)
     optimized = metrics.get(cfg.optimized_metric)
+    summary = {
+        "overrides": _task_overrides(),
+        "seed": cfg.seed,
+        "metrics": metrics,
+        "epochs": trainer.current_epoch,
+        "fit_seconds": round(fit_seconds, 2),
+        "best_ckpt": best_ckpt,
+    }
+    atomic_write_bytes(output_dir / RUN_SUMMARY_FILE, json.dumps(summary, indent=2).encode())
     model_name = HydraConfig.get().runtime.choices.get("model") if HydraConfig.initialized() else ""
     print(
         f"[mnist-lit] model={model_name} "
@@ -97,6 +114,20 @@ def train(cfg: DictConfig) -> float | None:
         f"best_ckpt={best_ckpt or '(none saved)'} run_dir={output_dir}"
     )
     return optimized
+
+
+def _share_cpu_cores() -> None:
+    """Jobs that a parallel launcher runs side by side each get an equal share of the cores."""
+    if not HydraConfig.initialized():
+        return
+    n_jobs = OmegaConf.select(HydraConfig.get(), "launcher.n_jobs", default=None)
+    if isinstance(n_jobs, int) and n_jobs > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_jobs))
+
+
+def _task_overrides() -> list[str]:
+    """The command-line overrides of this job (a sweep job's own values included)."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def _log_hparams(loggers: list[Logger], cfg: DictConfig, metrics: dict[str, float]) -> None:

@@ -18,6 +18,7 @@ class CNN(nn.Module):
         hidden: width of the head's hidden layer.
         dropout: drop probability before the output layer (0 turns it off).
         batchnorm: BatchNorm after every conv and after the hidden ``Linear``.
+        width: multiplies every channel count and the hidden width (one knob for a search).
     """
 
     def __init__(
@@ -26,24 +27,26 @@ class CNN(nn.Module):
         hidden: int = 128,
         dropout: float = 0.0,
         batchnorm: bool = True,
+        width: float = 1.0,
         in_channels: int = 1,
         image_size: int = 28,
         num_classes: int = 10,
     ) -> None:
         super().__init__()
         blocks: list[nn.Module] = []
-        width, side = in_channels, image_size
-        for out in channels:
-            blocks.append(nn.Conv2d(width, out, kernel_size=3, padding=1, bias=not batchnorm))
+        features, side = in_channels, image_size
+        hidden = max(1, round(hidden * width))
+        for out in [max(1, round(c * width)) for c in channels]:
+            blocks.append(nn.Conv2d(features, out, kernel_size=3, padding=1, bias=not batchnorm))
             if batchnorm:
                 blocks.append(nn.BatchNorm2d(out))
             blocks += [nn.ReLU(inplace=True), nn.MaxPool2d(2)]
-            width, side = out, side // 2
+            features, side = out, side // 2
         self.features = nn.Sequential(*blocks)
 
         head: list[nn.Module] = [
             nn.Flatten(),
-            nn.Linear(width * side * side, hidden, bias=not batchnorm),
+            nn.Linear(features * side * side, hidden, bias=not batchnorm),
         ]
         if batchnorm:
             head.append(nn.BatchNorm1d(hidden))

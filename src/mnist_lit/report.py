@@ -1,0 +1,372 @@
+"""Sweep reports: what a Hydra multirun found, in one table, from each job's ``metrics.json``.
+
+Written after every multirun (a Hydra callback, ``conf/hydra/default.yaml``) and on demand::
+
+    python -m mnist_lit.report logs/train/multiruns/<time>
+
+into the sweep dir: ``report.md`` (jobs sorted by test accuracy; configs repeated over seeds
+grouped as mean ± std with n; the effect of each two-valued swept setting, paired by seed),
+``report.csv`` (one row per job) and ``report.png`` (test accuracy per config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import statistics
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+#: what train.py writes into each run dir when it finishes
+RUN_SUMMARY_FILE = "metrics.json"
+
+#: overrides that do not change what is trained (paths, display) or that repeat it (seed)
+_NOT_A_SETTING = (
+    "seed",
+    "paths.",
+    "hydra.",
+    "callbacks.progress_bar",
+    "trainer.enable_progress_bar",
+)
+
+
+@dataclass
+class Job:
+    """One job of a sweep: its overrides and, when it finished, its final metrics."""
+
+    number: int
+    overrides: list[str]
+    metrics: dict[str, float] = field(default_factory=dict)
+    seed: int | None = None
+    epochs: int | None = None
+    fit_seconds: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.metrics)
+
+    @property
+    def settings(self) -> dict[str, str]:
+        """``key -> value`` of the overrides that define the trained config (seed excluded)."""
+        pairs = (o.lstrip("+~").split("=", 1) for o in self.overrides if "=" in o)
+        return {k: _canonical(v) for k, v in pairs if not k.startswith(_NOT_A_SETTING)}
+
+    def config(self, keys: set[str] | None = None) -> str:
+        """The settings as ``k=v ...``, only ``keys`` if given (those that vary in a sweep)."""
+        shown = sorted((k, v) for k, v in self.settings.items() if keys is None or k in keys)
+        return " ".join(f"{k}={v}" for k, v in shown) or "(defaults)"
+
+    def percent(self, name: str) -> float | None:
+        value = self.metrics.get(name)
+        return None if value is None else 100.0 * value
+
+    @property
+    def gap(self) -> float | None:
+        """Train minus val accuracy at the last epoch, in points: how much the model overfits.
+
+        Train accuracy is the one logged while training (dropout active), as in every log."""
+        train, val = self.percent("train/acc"), self.percent("val/acc")
+        return None if train is None or val is None else train - val
+
+
+def load_jobs(sweep_dir: Path) -> list[Job]:
+    """Every numbered job dir of a sweep; a job without ``metrics.json`` did not finish."""
+    jobs = []
+    for job_dir in sorted((p for p in sweep_dir.iterdir() if p.name.isdigit()), key=_number):
+        overrides_file = job_dir / ".hydra" / "overrides.yaml"
+        overrides = list(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
+        job = Job(number=int(job_dir.name), overrides=[str(o) for o in overrides])
+        summary_file = job_dir / RUN_SUMMARY_FILE
+        if summary_file.is_file():
+            summary = json.loads(summary_file.read_text())
+            job.metrics = summary.get("metrics", {})
+            job.seed, job.epochs = summary.get("seed"), summary.get("epochs")
+            job.fit_seconds = summary.get("fit_seconds")
+        jobs.append(job)
+    return jobs
+
+
+def _number(path: Path) -> int:
+    return int(path.name)
+
+
+def _canonical(value: str) -> str:
+    """``True``/``true`` are one value (Hydra writes swept booleans capitalized)."""
+    return value.lower() if value.lower() in ("true", "false") else value
+
+
+def varying_keys(jobs: list[Job]) -> set[str]:
+    """Settings whose value differs between jobs: the ones a table needs to show."""
+    values: dict[str, set[str]] = defaultdict(set)
+    for job in jobs:
+        for key in {k for j in jobs for k in j.settings}:
+            values[key].add(job.settings.get(key, "(default)"))
+    return {key for key, seen in values.items() if len(seen) > 1}
+
+
+def common_settings(jobs: list[Job]) -> str:
+    varying = varying_keys(jobs)
+    shared = {k: v for j in jobs for k, v in j.settings.items() if k not in varying}
+    return " ".join(f"{k}={v}" for k, v in sorted(shared.items())) or "none"
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def mean_std(values: Sequence[float | None]) -> tuple[float, float, int] | None:
+    """Mean, sample std (0 for one value) and n of the values that exist."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    spread = statistics.stdev(present) if len(present) > 1 else 0.0
+    return statistics.fmean(present), spread, len(present)
+
+
+def _fmt(stats: tuple[float, float, int] | None, decimals: int = 2, signed: bool = False) -> str:
+    if stats is None:
+        return "-"
+    mean, std, n = stats
+    sign = "+" if signed else ""
+    return f"{mean:{sign}.{decimals}f}" + (f" ± {std:.{decimals}f}" if n > 1 else "")
+
+
+@dataclass
+class Group:
+    """Jobs that trained the same config with different seeds."""
+
+    config: str
+    jobs: list[Job]
+
+    def stats(self, what: str) -> tuple[float, float, int] | None:
+        if what == "gap":
+            return mean_std([j.gap for j in self.jobs])
+        if what in ("epochs", "fit_seconds"):
+            return mean_std([getattr(j, what) for j in self.jobs])
+        return mean_std([j.percent(what) for j in self.jobs])
+
+
+def group_jobs(jobs: list[Job], sort_by: str) -> list[Group]:
+    """Finished jobs grouped by config, best mean ``sort_by`` first."""
+    groups: dict[str, list[Job]] = defaultdict(list)
+    shown = varying_keys(jobs)
+    for job in jobs:
+        if job.finished:
+            groups[job.config(shown)].append(job)
+    ranked = [Group(config, members) for config, members in groups.items()]
+    return sorted(ranked, key=lambda g: -(g.stats(sort_by) or (-1.0, 0, 0))[0])
+
+
+def effects(jobs: list[Job], metric: str) -> list[str]:
+    """For each swept setting with two values: its effect on ``metric`` and on the gap.
+
+    Jobs are paired when every other setting and the seed match, so each difference compares
+    like with like; reported per model when the model is swept too.
+    """
+    finished = [j for j in jobs if j.finished]
+    values: dict[str, list[str]] = defaultdict(list)
+    for job in finished:
+        for key, value in job.settings.items():
+            if value not in values[key]:
+                values[key].append(value)
+    lines = []
+    for key, levels in values.items():
+        if len(levels) != 2 or key == "model":
+            continue
+        low, high = sorted(levels, key=_as_number)
+        by_rest: dict[tuple, dict[str, Job]] = defaultdict(dict)
+        for job in finished:
+            rest = tuple(sorted((k, v) for k, v in job.settings.items() if k != key))
+            by_rest[(rest, job.seed)][job.settings.get(key, "")] = job
+        per_model: dict[str, list[tuple[float, float | None]]] = defaultdict(list)
+        for (rest, _seed), pair in by_rest.items():
+            if low in pair and high in pair:
+                model = dict(rest).get("model", "all")
+                accuracy = pair[high].percent(metric) - pair[low].percent(metric)
+                gaps = (pair[high].gap, pair[low].gap)
+                gap = None if None in gaps else gaps[0] - gaps[1]
+                per_model[model].append((accuracy, gap))
+        for model, diffs in sorted(per_model.items()):
+            accuracy = mean_std([d[0] for d in diffs])
+            gap = mean_std([d[1] for d in diffs])
+            lines.append(
+                f"- **{model}**: {key} {low} → {high} changes {metric} by "
+                f"{_fmt(accuracy, signed=True)} points and the train-val gap by "
+                f"{_fmt(gap, signed=True)} points (n = {len(diffs)} pairs)"
+            )
+    return lines
+
+
+def _as_number(text: str) -> tuple[int, float | str]:
+    try:
+        return (0, float(text))
+    except ValueError:
+        return (1, {"false": "0", "true": "1"}.get(text.lower(), text))
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _metric_names(jobs: list[Job]) -> tuple[str, str]:
+    """The metric to sort by (test accuracy when tested) and the validation one."""
+    tested = any("test/acc" in j.metrics for j in jobs)
+    return ("test/acc" if tested else "val/acc_best"), "val/acc_best"
+
+
+def render_markdown(sweep_dir: Path, jobs: list[Job]) -> str:
+    sort_by, val = _metric_names(jobs)
+    finished = [j for j in jobs if j.finished]
+    out = io.StringIO()
+    out.write(f"# Sweep report: `{sweep_dir}`\n\n")
+    out.write(
+        f"{len(finished)} of {len(jobs)} jobs finished. Accuracies in percent; the gap is train "
+        f"minus val accuracy at the last epoch. Sorted by {sort_by}.\n\n"
+        f"Common to every job: `{common_settings(jobs)}`\n\n"
+    )
+    shown = varying_keys(jobs)
+    groups = group_jobs(jobs, sort_by)
+    if any(len(g.jobs) > 1 for g in groups):
+        out.write("## Configs (mean ± std over seeds)\n\n")
+        out.write(f"| config | n | {val} | {sort_by} | gap | epochs | time (s) |\n")
+        out.write("|---|---|---|---|---|---|---|\n")
+        for g in groups:
+            out.write(
+                f"| {g.config} | {len(g.jobs)} | {_fmt(g.stats(val))} | "
+                f"{_fmt(g.stats(sort_by))} | {_fmt(g.stats('gap'))} | "
+                f"{_fmt(g.stats('epochs'), 0)} | {_fmt(g.stats('fit_seconds'), 0)} |\n"
+            )
+        out.write("\n")
+    lines = effects(jobs, sort_by)
+    if lines:
+        out.write("## Effects (paired by seed, mean ± std of the differences)\n\n")
+        out.write("\n".join(lines) + "\n\n")
+    out.write("## Jobs\n\n")
+    out.write(f"| job | overrides | seed | {val} | {sort_by} | gap | epochs | time (s) |\n")
+    out.write("|---|---|---|---|---|---|---|---|\n")
+    for job in sorted(finished, key=lambda j: -(j.percent(sort_by) or -1)):
+        gap = "-" if job.gap is None else f"{job.gap:.2f}"
+        out.write(
+            f"| {job.number} | {job.config(shown)} | {job.seed} | {job.percent(val) or 0:.2f} | "
+            f"{job.percent(sort_by) or 0:.2f} | {gap} | {job.epochs} | {job.fit_seconds:.0f} |\n"
+        )
+    for job in (j for j in jobs if not j.finished):
+        out.write(f"| {job.number} | {job.config(shown)} | - | did not finish | | | | |\n")
+    return out.getvalue()
+
+
+def render_csv(jobs: list[Job]) -> str:
+    sort_by, _ = _metric_names(jobs)
+    columns = [
+        "job",
+        "overrides",
+        "seed",
+        "val_acc_best",
+        "test_acc",
+        "train_acc",
+        "val_acc",
+        "gap",
+        "epochs",
+        "fit_seconds",
+        "finished",
+    ]
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(columns)
+    for job in sorted(jobs, key=lambda j: -(j.percent(sort_by) or -1)):
+        m = job.metrics
+        writer.writerow(
+            [
+                job.number,
+                " ".join(job.overrides),
+                job.seed,
+                m.get("val/acc_best"),
+                m.get("test/acc"),
+                m.get("train/acc"),
+                m.get("val/acc"),
+                job.gap,
+                job.epochs,
+                job.fit_seconds,
+                job.finished,
+            ]
+        )
+    return out.getvalue()
+
+
+def render_plot(jobs: list[Job], path: Path) -> None:
+    """Horizontal bars of the sorted metric per config, with the spread over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sort_by, _ = _metric_names(jobs)
+    groups = group_jobs(jobs, sort_by)[::-1]  # best on top
+    stats = [g.stats(sort_by) for g in groups]
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(groups) + 1.5))
+    ax.barh(
+        [g.config for g in groups],
+        [s[0] for s in stats],
+        xerr=[s[1] for s in stats],
+        color="tab:blue",
+        alpha=0.8,
+        capsize=3,
+    )
+    low = min(s[0] - s[1] for s in stats) if stats else 0
+    ax.set_xlim(max(0.0, low - 0.5), 100.0)
+    ax.set_xlabel(f"{sort_by} (%), mean ± std over seeds")
+    ax.tick_params(axis="y", labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(sweep_dir: str | Path) -> Path:
+    """Write report.md, report.csv and report.png into ``sweep_dir``; return report.md's path."""
+    from mnist_lit.data.sources import atomic_write_bytes
+
+    sweep_dir = Path(sweep_dir)
+    jobs = load_jobs(sweep_dir)
+    if not jobs:
+        raise FileNotFoundError(f"{sweep_dir} has no job folders (0/, 1/, ...): is it a multirun?")
+    atomic_write_bytes(sweep_dir / "report.md", render_markdown(sweep_dir, jobs).encode())
+    atomic_write_bytes(sweep_dir / "report.csv", render_csv(jobs).encode())
+    if any(j.finished for j in jobs):
+        render_plot(jobs, sweep_dir / "report.png")
+    return sweep_dir / "report.md"
+
+
+class SweepReport(Callback):
+    """Hydra callback: write the sweep report when a multirun ends."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        path = write_report(config.hydra.sweep.dir)
+        print(f"[mnist-lit] sweep report: {path}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m mnist_lit.report <sweep dir>``: (re)write the report of a finished sweep."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("sweep_dir", type=Path, help="e.g. logs/train/multiruns/<time>")
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        print(f"error: {args.sweep_dir} is not a folder: pass a multirun dir", file=sys.stderr)
+        return 2
+    try:
+        path = write_report(args.sweep_dir)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(path.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

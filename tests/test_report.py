@@ -1,0 +1,93 @@
+"""Sweep reports from job folders: sorting, seed groups (mean ± std, n), effects, CSV, plot."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from mnist_lit.report import main, write_report
+
+
+def make_job(
+    sweep: Path,
+    number: int,
+    overrides: list[str],
+    seed: int,
+    test: float,
+    train: float = 0.99,
+    val: float = 0.98,
+) -> None:
+    """A finished job folder as train.py leaves it (only the files the report reads)."""
+    job = sweep / str(number)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    metrics = {"test/acc": test, "val/acc_best": val, "val/acc": val, "train/acc": train}
+    summary = {"seed": seed, "metrics": metrics, "epochs": 2, "fit_seconds": 10.0 + number}
+    (job / "metrics.json").write_text(json.dumps(summary))
+
+
+@pytest.fixture
+def ablation(tmp_path: Path) -> Path:
+    """2 dropout values x 3 seeds for one model: dropout adds 0.2 +- 0.1 points, closes the gap."""
+    number = 0
+    for seed, delta in zip((1, 2, 3), (0.001, 0.002, 0.003), strict=True):
+        for dropout, test, train in (("0.0", 0.980, 0.999), ("0.3", 0.980 + delta, 0.985)):
+            overrides = ["model=mlp", f"model.dropout={dropout}", f"seed={seed}"]
+            make_job(tmp_path, number, overrides, seed, test, train=train, val=0.98)
+            number += 1
+    return tmp_path
+
+
+def test_groups_seeds_with_mean_std_and_n(ablation: Path) -> None:
+    text = write_report(ablation).read_text()
+    assert "6 of 6 jobs finished" in text
+    assert "Common to every job: `model=mlp`" in text
+    # mean test acc with dropout: 98.2 +- 0.1 over 3 seeds, listed first (sorted)
+    configs = text.split("## Configs")[1].split("##")[0]
+    rows = [r for r in configs.splitlines() if r.startswith("| model.dropout")]
+    assert rows[0].startswith(
+        "| model.dropout=0.3 | 3 | 98.00 ± 0.00 | 98.20 ± 0.10 | 0.50 ± 0.00 |"
+    )
+    assert rows[1].startswith(
+        "| model.dropout=0.0 | 3 | 98.00 ± 0.00 | 98.00 ± 0.00 | 1.90 ± 0.00 |"
+    )
+
+
+def test_effects_are_paired_by_seed(ablation: Path) -> None:
+    text = write_report(ablation).read_text()
+    effect = next(line for line in text.splitlines() if "model.dropout 0.0 → 0.3" in line)
+    assert "test/acc by +0.20 ± 0.10 points" in effect
+    assert (
+        "gap by -1.40 ± 0.00 points" in effect
+    )  # 99.9-98 = 1.9 -> 98.5-98 = 0.5, the same each seed
+    assert "n = 3 pairs" in effect
+
+
+def test_csv_has_one_sorted_row_per_job(ablation: Path) -> None:
+    write_report(ablation)
+    rows = list(csv.DictReader((ablation / "report.csv").open()))
+    assert len(rows) == 6
+    accuracies = [float(r["test_acc"]) for r in rows]
+    assert accuracies == sorted(accuracies, reverse=True)
+    assert rows[0]["overrides"] == "model=mlp model.dropout=0.3 seed=3"
+    assert (ablation / "report.png").stat().st_size > 1000
+
+
+def test_unfinished_jobs_are_listed(tmp_path: Path) -> None:
+    make_job(tmp_path, 0, ["model=cnn"], 42, 0.99)
+    (tmp_path / "1" / ".hydra").mkdir(parents=True)
+    (tmp_path / "1" / ".hydra" / "overrides.yaml").write_text("- model=mlp\n")
+    text = write_report(tmp_path).read_text()
+    assert "1 of 2 jobs finished" in text
+    assert "| 1 | model=mlp | - | did not finish |" in text
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:
+    assert main([str(tmp_path / "missing")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    assert main([str(tmp_path)]) == 2  # a folder with no jobs
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is it a multirun?" in err
