@@ -68,6 +68,8 @@ def test_defaults_are_the_documented_ones(tmp_path: Path) -> None:
         "early_stopping",
         "lr_monitor",
         "progress_bar",
+        "sample_batch",
+        "test_images",
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -59,6 +60,13 @@ def test_fit_tests_best_checkpoint_and_logs_tensorboard(train_cfg, capsys) -> No
     assert b"optimizer/lr" in hparams.content and b"model/choice" in hparams.content
     experiment = events.summary_metadata["_hparams_/experiment"].plugin_data.content
     assert b"hp/test_acc" in experiment
+
+    # pictures: the first input batch, the confusion matrix and the worst mistakes
+    images = set(events.Tags()["images"])
+    assert {"inputs/train_batch", "test/confusion_matrix", "test/worst_mistakes"} <= images
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert summary["metrics"]["test/acc"] == pytest.approx(scalars["hp/test_acc"][0])
+    assert summary["epochs"] == 2 and summary["fit_seconds"] > 0
 
 
 def test_checkpoint_loads_alone_and_eval_matches(train_cfg, tmp_path: Path) -> None:
@@ -166,3 +174,13 @@ def test_cli_run_and_multirun(tmp_path: Path, mnist_data_dir: Path) -> None:
         assert "val/acc" in read_scalars(job / "tensorboard")  # its own TensorBoard run
         assert (job / "checkpoints" / "last.ckpt").is_file()
     assert seen == {("mlp", "sgd"), ("mlp", "adam"), ("cnn", "sgd"), ("cnn", "adam")}
+
+    # the sweep report, written by the Hydra callback when the multirun ended
+    report = (sweep_dir / "report.md").read_text()
+    assert "4 of 4 jobs finished" in report
+    assert (sweep_dir / "report.png").is_file()
+    rows = (sweep_dir / "report.csv").read_text().splitlines()
+    assert len(rows) == 5
+    for job in jobs:  # each row's numbers are the job's own
+        val_best = json.loads((job / "metrics.json").read_text())["metrics"]["val/acc_best"]
+        assert any(row.startswith(f"{job.name},") and str(val_best) in row for row in rows)

@@ -1,41 +1,29 @@
-"""``python eval.py ckpt_path=<file.ckpt>``: test a saved checkpoint on MNIST's test set."""
+"""``python eval.py ckpt_path=<file.ckpt> [data=...]``: test a saved checkpoint on the test set."""
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import hydra
 import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from mnist_lit.classifier import LitClassifier
+from mnist_lit.checkpoints import CheckpointError, dataset_of_config, load_checkpoint
 from mnist_lit.config import CONFIG_DIR, check_command_line, validate_or_exit
 from mnist_lit.console import quiet_known_noise
 from mnist_lit.data.sources import DataFetchError
 
-
-def load_checkpoint(ckpt_path: str | Path) -> LitClassifier:
-    """Load a LitClassifier, with a one-line error for a missing or unreadable file."""
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"checkpoint {path} does not exist: pass ckpt_path=<run dir>/checkpoints/<file>.ckpt"
-        )
-    try:
-        return LitClassifier.load_from_checkpoint(path, map_location="cpu")
-    except Exception as err:  # a truncated file or a checkpoint of another program
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"checkpoint {path} is not a LitClassifier checkpoint: {reason}") from err
+__all__ = ["evaluate", "load_checkpoint", "main"]  # load_checkpoint: moved to checkpoints.py
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test the checkpoint on the test split and return its metrics."""
     validate_or_exit(cfg)
     quiet_known_noise()
+    # first: a bad checkpoint is then the one line printed
+    model = load_checkpoint(cfg.ckpt_path, dataset=dataset_of_config(cfg.data))
     L.seed_everything(cfg.seed, workers=True)
-    model = load_checkpoint(cfg.ckpt_path)
     datamodule = instantiate(cfg.data)
     trainer = instantiate(cfg.trainer, logger=False)
     results = trainer.test(model, datamodule=datamodule)
@@ -51,7 +39,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 def _hydra_main(cfg: DictConfig) -> None:
     try:
         evaluate(cfg)
-    except (FileNotFoundError, ValueError, DataFetchError) as err:
+    except (CheckpointError, DataFetchError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -2,20 +2,22 @@
 
 The whole training set is 47 MB of uint8, so batches are gathered by index from one tensor and
 normalized per batch: no per-image PIL decode, no worker processes, and the same order for the
-same seed on every machine.
+same seed on every machine. Any MNIST-like data set (four IDX files of 28x28 images, 10 classes)
+is a subclass that names its ``DatasetSpec``: see ``fashion_mnist.py``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import lightning as L
 import torch
 from torch import Tensor
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
-from mnist_lit.data.sources import ensure_mnist
+from mnist_lit.data.sources import MNIST, DatasetSpec, ensure_dataset
 
 
 class EpochShuffleSampler:
@@ -82,8 +84,9 @@ class InMemoryBatches:
 class MNISTDataModule(L.LightningDataModule):
     """Official MNIST: 60k training images split into train/val by a fixed seed, 10k test."""
 
-    #: where the IDX files live under ``data_dir`` (torchvision's ``MNIST`` looks there too)
-    raw_subdir = "MNIST/raw"
+    #: which files to get, from where, and the folder under ``data_dir`` they go to
+    #: (``MNIST/raw``, where torchvision's ``MNIST`` looks too)
+    spec: ClassVar[DatasetSpec] = MNIST
     num_classes = 10
     train_total = 60_000
 
@@ -100,17 +103,20 @@ class MNISTDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
-        self.raw_dir = Path(data_dir) / self.raw_subdir
+        # saved in checkpoints with the other hparams (``datamodule_hyper_parameters``), so that
+        # predict, eval and export can tell which data set a model was trained on
+        self.hparams["dataset"] = self.spec.name
+        self.raw_dir = Path(data_dir) / self.spec.raw_subdir
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
 
     def prepare_data(self) -> None:
         """Fetch and verify the IDX files once (Lightning calls this on one process per node)."""
-        ensure_mnist(self.raw_dir)
+        ensure_dataset(self.spec, self.raw_dir)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        ensure_mnist(self.raw_dir)  # cheap when present; covers callers that skip prepare_data
+        ensure_dataset(self.spec, self.raw_dir)  # cheap when present; for callers that skip it
         train_images = read_image_file(str(self.raw_dir / "train-images-idx3-ubyte"))
         train_labels = read_label_file(str(self.raw_dir / "train-labels-idx1-ubyte"))
         # The same train/val split every time, whatever the training seed.

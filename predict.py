@@ -1,0 +1,12 @@
+"""Run from the repo root: ``python predict.py [overrides]`` (see ``python predict.py --help``)."""
+
+import sys
+from pathlib import Path
+
+# works before `pip install -e .` too: the package lives in src/
+sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
+
+from mnist_lit.predict import main
+
+if __name__ == "__main__":
+    main()

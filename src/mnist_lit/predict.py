@@ -1,0 +1,254 @@
+"""``python predict.py ckpt_path=<file.ckpt> images=<files or folder>``: classify image files.
+
+Each image is prepared the way MNIST's digits were (``data/preprocess.py``: grayscale, light on
+dark, cropped, scaled into a 20x20 box (28x28 for Fashion-MNIST), centred by mass in 28x28,
+normalized), then classified by the checkpoint. A table goes to stdout, optionally a CSV or JSON
+file too; a file that cannot be read is one ``error: <file>: <problem>`` line on stderr and the
+others are still classified. Exit code: 0 all classified, 1 some file failed, 2 a bad command
+line or checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, ListConfig
+
+from mnist_lit.checkpoints import CheckpointError, load_checkpoint, spec_of_config
+from mnist_lit.config import CONFIG_DIR, ConfigError, check_command_line, validate_or_exit
+from mnist_lit.console import quiet_known_noise
+from mnist_lit.data.preprocess import ImageError, find_images, preprocess, read_image
+
+#: what ``output=`` may end with
+OUTPUT_FORMATS = (".csv", ".json")
+
+
+@dataclass
+class Prediction:
+    """One file's result: its top classes with probabilities, or why it failed."""
+
+    file: str
+    top: list[tuple[int, float]]  # (label, probability), most probable first
+    error: str | None = None
+
+
+# ----------------------------------------------------------------------------- which files
+
+
+def image_paths(images: str | Sequence[str]) -> tuple[list[Path], list[Prediction]]:
+    """The files to classify (a folder gives its PNG/JPEG files, sorted) and the bad entries."""
+    entries = [images] if isinstance(images, str) else list(images)
+    paths: list[Path] = []
+    failed: list[Prediction] = []
+    for entry in entries:
+        path = Path(str(entry))
+        if path.is_dir():
+            found = find_images(path)
+            if not found:
+                failed.append(Prediction(str(path), [], "a folder with no .png, .jpg or .jpeg"))
+            paths += found
+        elif path.exists():
+            paths.append(path)
+        else:
+            failed.append(Prediction(str(path), [], "no such file or folder"))
+    return paths, failed
+
+
+# ----------------------------------------------------------------------------- classifying
+
+
+def classify(
+    model: torch.nn.Module,
+    paths: Sequence[Path],
+    mean: float,
+    std: float,
+    *,
+    batch_size: int = 256,
+    top_k: int = 3,
+    box_size: int = 20,
+    threshold: float = 0.2,
+    on_error: Callable[[Prediction], None] | None = None,
+) -> list[Prediction]:
+    """Prepare and classify each file, in order; a file that fails gets its ``error`` set."""
+    results: list[Prediction] = []
+    pending: list[tuple[Prediction, torch.Tensor]] = []  # prepared, not yet classified
+    model.eval()
+    for i, path in enumerate(paths):
+        result = Prediction(str(path), [])
+        results.append(result)
+        try:
+            image = read_image(path)
+            pending.append(
+                (result, preprocess(image, mean, std, box_size=box_size, threshold=threshold))
+            )
+        except ImageError as err:
+            result.error = str(err)
+        except Exception as err:  # an image no one foresaw: report it, classify the others
+            result.error = f"cannot prepare it ({type(err).__name__}: {_first_line(err)})"
+        if result.error is not None and on_error is not None:
+            on_error(result)
+        if pending and (len(pending) == batch_size or i == len(paths) - 1):
+            _classify_batch(model, pending, top_k)
+            pending = []
+    return results
+
+
+def _classify_batch(
+    model: torch.nn.Module, pending: list[tuple[Prediction, torch.Tensor]], top_k: int
+) -> None:
+    with torch.inference_mode():
+        probabilities = torch.softmax(model(torch.stack([x for _, x in pending])), dim=1)
+    values, labels = probabilities.topk(min(top_k, probabilities.shape[1]), dim=1)
+    for (result, _), value_row, label_row in zip(pending, values, labels, strict=True):
+        result.top = list(zip(label_row.tolist(), value_row.tolist(), strict=True))
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else "no message"
+
+
+# ----------------------------------------------------------------------------- showing, saving
+
+
+def print_table(predictions: Sequence[Prediction], classes: Sequence[str]) -> None:
+    """The classified files as a table: file, label, its probability, the top 3."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=None, show_lines=False)
+    table.add_column("file", overflow="fold")
+    table.add_column("label")
+    table.add_column("probability", justify="right")
+    table.add_column("top 3")
+    for p in predictions:
+        if p.error is None:
+            label, probability = p.top[0]
+            top = ", ".join(f"{classes[k]} {v:.1%}" for k, v in p.top)
+            table.add_row(p.file, classes[label], f"{probability:.3f}", top)
+    # piped into a file or another program: no wrapping at the 80 columns rich assumes there
+    Console(width=None if sys.stdout.isatty() else 10_000).print(table)
+
+
+def records(predictions: Sequence[Prediction], classes: Sequence[str]) -> list[dict]:
+    """One plain dict per file, for JSON and CSV."""
+    rows = []
+    for p in predictions:
+        if p.error is not None:
+            rows.append({"file": p.file, "error": p.error})
+            continue
+        top = [{"label": k, "class": classes[k], "probability": round(v, 6)} for k, v in p.top]
+        rows.append({"file": p.file, **top[0], "top": top})
+    return rows
+
+
+def write_output(path: Path, rows: list[dict]) -> None:
+    """Write ``rows`` as CSV or JSON (by suffix): a temp file then ``os.replace``."""
+    if path.suffix.lower() == ".json":
+        text = json.dumps(rows, indent=2) + "\n"
+    else:
+        buffer = io.StringIO()
+        fields = ["file", "label", "class", "probability", "top", "error"]
+        writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            top = " ".join(f"{t['label']}:{t['probability']:.4f}" for t in row.get("top", []))
+            writer.writerow({**row, "top": top})
+        text = buffer.getvalue()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def _report(prediction: Prediction) -> None:
+    print(f"error: {prediction.file}: {prediction.error}", file=sys.stderr)
+
+
+def predict(cfg: DictConfig) -> int:
+    """Classify ``cfg.images`` with ``cfg.ckpt_path``; returns the exit code (0 or 1)."""
+    validate_or_exit(cfg)
+    output = Path(cfg.output) if cfg.get("output") else None
+    if output is not None and output.suffix.lower() not in OUTPUT_FORMATS:
+        raise ConfigError(f"output={output} is invalid: it must end in .csv or .json")
+    spec = spec_of_config(cfg.data)
+    if spec is None:
+        raise ConfigError(
+            f"data._target_={cfg.data._target_} has no DatasetSpec (a `spec` class attribute): "
+            "predict needs its class names"
+        )
+    box_size, threshold = cfg.preprocess.box_size or spec.box_size, cfg.preprocess.threshold
+    if not isinstance(box_size, int) or not 1 <= box_size <= 28:
+        raise ConfigError(f"preprocess.box_size={box_size} is invalid: it must be in [1, 28]")
+    if not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+        raise ConfigError(f"preprocess.threshold={threshold} is invalid: it must be in (0, 1)")
+    quiet_known_noise()
+    model = load_checkpoint(cfg.ckpt_path, dataset=spec.name)
+    if model.hparams.num_classes != len(spec.classes):
+        raise CheckpointError(
+            f"checkpoint {cfg.ckpt_path} has {model.hparams.num_classes} classes, but "
+            f"data={spec.name} has {len(spec.classes)}"
+        )
+    images = list(cfg.images) if isinstance(cfg.images, ListConfig) else str(cfg.images)
+    paths, failed = image_paths(images)
+    for prediction in failed:
+        _report(prediction)
+    predictions = classify(
+        model,
+        paths,
+        cfg.data.mean,
+        cfg.data.std,
+        batch_size=cfg.batch_size,
+        box_size=box_size,
+        threshold=threshold,
+        on_error=_report,
+    )
+    if any(p.error is None for p in predictions):
+        print_table(predictions, spec.classes)
+    if output is not None:
+        try:
+            write_output(output, records([*failed, *predictions], spec.classes))
+        except OSError as err:
+            raise ConfigError(f"cannot write output={output}: {err.strerror or err}") from None
+        print(f"[mnist-lit] wrote {output}")
+    return 1 if failed or any(p.error for p in predictions) else 0
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="predict")
+def _hydra_main(cfg: DictConfig) -> None:
+    try:
+        code = predict(cfg)
+    except (CheckpointError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if code:
+        raise SystemExit(code)
+
+
+def main() -> None:
+    """Console entry point (``mnist-predict``) and what ``python predict.py`` runs."""
+    check_command_line("predict", sys.argv[1:])
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()
