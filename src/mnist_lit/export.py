@@ -19,10 +19,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -41,6 +39,7 @@ from mnist_lit.checkpoints import CheckpointError, load_checkpoint, spec_of_conf
 from mnist_lit.config import CONFIG_DIR, ConfigError, check_command_line, validate_or_exit
 from mnist_lit.console import quiet_known_noise
 from mnist_lit.data.sources import DataFetchError, DatasetSpec, ensure_dataset
+from mnist_lit.files import atomic_write
 
 #: format -> file suffix
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -80,20 +79,6 @@ def metadata(spec: DatasetSpec, mean: float, std: float, ckpt_path: str | Path) 
 # ----------------------------------------------------------------------------- writing
 
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` next to ``path``, then rename: a reader never sees half a model."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp_name))
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
 def export_onnx(model: nn.Module, path: Path, meta: dict[str, str]) -> None:
     """ONNX with a dynamic batch dimension, weights inside the one file, metadata attached."""
     example = torch.zeros(2, 1, 28, 28)
@@ -110,7 +95,7 @@ def export_onnx(model: nn.Module, path: Path, meta: dict[str, str]) -> None:
     )
     program.model.metadata_props.update(meta)
     program.model.doc_string = f"{meta['input']} -> {meta['output']}"
-    _write_atomically(path, lambda tmp: program.save(tmp, external_data=False))
+    atomic_write(path, lambda tmp: program.save(tmp, external_data=False))
 
 
 def export_torchscript(model: nn.Module, path: Path, meta: dict[str, str]) -> None:
@@ -118,7 +103,7 @@ def export_torchscript(model: nn.Module, path: Path, meta: dict[str, str]) -> No
     extra = {"metadata.json": json.dumps(meta, indent=2)}
     with _jit_without_deprecation_warnings():
         scripted = torch.jit.script(model)
-        _write_atomically(path, lambda tmp: torch.jit.save(scripted, str(tmp), _extra_files=extra))
+        atomic_write(path, lambda tmp: torch.jit.save(scripted, str(tmp), _extra_files=extra))
 
 
 @contextlib.contextmanager

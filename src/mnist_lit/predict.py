@@ -13,9 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ from mnist_lit.checkpoints import CheckpointError, load_checkpoint, spec_of_conf
 from mnist_lit.config import CONFIG_DIR, ConfigError, check_command_line, validate_or_exit
 from mnist_lit.console import quiet_known_noise
 from mnist_lit.data.preprocess import ImageError, find_images, preprocess, read_image
+from mnist_lit.files import atomic_write_bytes
 
 #: what ``output=`` may end with
 OUTPUT_FORMATS = (".csv", ".json")
@@ -153,7 +152,7 @@ def records(predictions: Sequence[Prediction], classes: Sequence[str]) -> list[d
 
 
 def write_output(path: Path, rows: list[dict]) -> None:
-    """Write ``rows`` as CSV or JSON (by suffix): a temp file then ``os.replace``."""
+    """Write ``rows`` as CSV or JSON (by suffix), atomically."""
     if path.suffix.lower() == ".json":
         text = json.dumps(rows, indent=2) + "\n"
     else:
@@ -165,16 +164,7 @@ def write_output(path: Path, rows: list[dict]) -> None:
             top = " ".join(f"{t['label']}:{t['probability']:.4f}" for t in row.get("top", []))
             writer.writerow({**row, "top": top})
         text = buffer.getvalue()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 # ----------------------------------------------------------------------------- the command

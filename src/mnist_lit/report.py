@@ -26,6 +26,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_lit.files import atomic_write_bytes
+
 #: what train.py writes into each run dir when it finishes
 RUN_SUMMARY_FILE = "metrics.json"
 
@@ -330,8 +332,6 @@ def render_plot(jobs: list[Job], path: Path) -> None:
 
 def write_report(sweep_dir: str | Path) -> Path:
     """Write report.md, report.csv and report.png into ``sweep_dir``; return report.md's path."""
-    from mnist_lit.data.sources import atomic_write_bytes
-
     sweep_dir = Path(sweep_dir)
     jobs = load_jobs(sweep_dir)
     if not jobs:

@@ -24,7 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_lit.classifier import LitClassifier
 from mnist_lit.config import CONFIG_DIR, check_command_line, validate_or_exit
 from mnist_lit.console import print_config_tree, quiet_known_noise
-from mnist_lit.data.sources import DataFetchError, atomic_write_bytes
+from mnist_lit.data.sources import DataFetchError
+from mnist_lit.files import atomic_write_bytes
 from mnist_lit.report import RUN_SUMMARY_FILE
 
 log = logging.getLogger(__name__)

@@ -44,6 +44,8 @@ from typing import ClassVar
 import numpy as np
 from filelock import FileLock
 
+from mnist_lit.files import atomic_write_bytes
+
 try:  # numpy >= 2
     from numpy._core.multiarray import _reconstruct as _np_reconstruct
 except ImportError:  # numpy 1.x
@@ -164,22 +166,6 @@ def md5sum(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp makes 0600 files; data files are for everyone to read
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 def files_to_fetch(raw_dir: Path, expected_md5: Mapping[str, str]) -> list[str]:
