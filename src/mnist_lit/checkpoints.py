@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from mnist_lit.classifier import LitClassifier
+from mnist_lit.console import first_line
 from mnist_lit.data.sources import DatasetSpec
 
 #: what each hyper-parameter of ``LitClassifier`` may name as its ``_target_``: a module prefix
@@ -109,12 +110,12 @@ def build_model(checkpoint: dict[str, Any], ckpt_path: str | Path = "checkpoint"
     try:
         model = LitClassifier(**{k: hparams[k] for k in names if k in hparams})
     except Exception as err:  # arguments the network does not take
-        reason = _first_line(err, skip="Error in call to target")
+        reason = first_line(err, skip="Error in call to target")
         raise CheckpointError(f"{prefix}: cannot build its network ({reason})") from None
     try:
         result = model.load_state_dict(checkpoint["state_dict"], strict=False)
     except Exception as err:  # weights of another shape, or not tensors
-        reason = _first_line(err, skip="Error(s) in loading state_dict")
+        reason = first_line(err, skip="Error(s) in loading state_dict")
         raise CheckpointError(f"{prefix}: its weights do not fit its network ({reason})") from None
     if result.missing_keys or result.unexpected_keys:
         keys = result.missing_keys or result.unexpected_keys
@@ -181,17 +182,9 @@ def _unreadable(path: Path, err: Exception) -> str:
     if path.stat().st_size == 0:
         return "the file is empty"
     if "zip archive" in text:  # torch's format is a zip file: this one is cut short or damaged
-        return f"the file is truncated or damaged ({_first_line(err).split('. ')[0]})"
+        return f"the file is truncated or damaged ({first_line(err).split('. ')[0]})"
     return "it is not a PyTorch checkpoint file (torch.load cannot read it)"
 
 
 def _is_state_dict(obj: object) -> bool:
     return isinstance(obj, dict) and bool(obj) and all(torch.is_tensor(v) for v in obj.values())
-
-
-def _first_line(err: BaseException, skip: str = "") -> str:
-    """The error's first line of text (after a heading that starts with ``skip``)."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    if skip and len(lines) > 1 and lines[0].startswith(skip):
-        lines = lines[1:]
-    return lines[0] if lines else type(err).__name__

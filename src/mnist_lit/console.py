@@ -22,6 +22,15 @@ def quiet_known_noise() -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 
 
+def first_line(err: BaseException, skip: str = "", empty: str | None = None) -> str:
+    """An error's first line of text, for one-line messages; skips a heading that starts with
+    ``skip``; ``empty`` (default: the exception's type name) when it has no text."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if skip and len(lines) > 1 and lines[0].startswith(skip):
+        lines = lines[1:]
+    return lines[0] if lines else (empty or type(err).__name__)
+
+
 def print_config_tree(
     cfg: DictConfig, save_to: Path | None = None, order: Sequence[str] = ()
 ) -> None:

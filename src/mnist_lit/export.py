@@ -37,7 +37,7 @@ from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from mnist_lit.checkpoints import CheckpointError, load_checkpoint, spec_of_config
 from mnist_lit.config import CONFIG_DIR, ConfigError, check_command_line, validate_or_exit
-from mnist_lit.console import quiet_known_noise
+from mnist_lit.console import first_line, quiet_known_noise
 from mnist_lit.data.sources import DataFetchError, DatasetSpec, ensure_dataset
 from mnist_lit.files import atomic_write
 
@@ -233,8 +233,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     except OSError as err:
         raise ExportError(f"cannot write {output}: {err.strerror or err}") from None
     except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ExportError(f"{cfg.format} export failed: {first}") from None
+        raise ExportError(f"{cfg.format} export failed: {first_line(err)}") from None
     print(f"[mnist-lit] exported {cfg.format} to {output} ({output.stat().st_size:,} bytes)")
     print(f"  input  {meta['input']}")
     print(f"  output {meta['output']}")

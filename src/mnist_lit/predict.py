@@ -24,7 +24,7 @@ from omegaconf import DictConfig, ListConfig
 
 from mnist_lit.checkpoints import CheckpointError, load_checkpoint, spec_of_config
 from mnist_lit.config import CONFIG_DIR, ConfigError, check_command_line, validate_or_exit
-from mnist_lit.console import quiet_known_noise
+from mnist_lit.console import first_line, quiet_known_noise
 from mnist_lit.data.preprocess import ImageError, find_images, preprocess, read_image
 from mnist_lit.files import atomic_write_bytes
 
@@ -93,7 +93,9 @@ def classify(
         except ImageError as err:
             result.error = str(err)
         except Exception as err:  # an image no one foresaw: report it, classify the others
-            result.error = f"cannot prepare it ({type(err).__name__}: {_first_line(err)})"
+            result.error = (
+                f"cannot prepare it ({type(err).__name__}: {first_line(err, empty='no message')})"
+            )
         if result.error is not None and on_error is not None:
             on_error(result)
         if pending and (len(pending) == batch_size or i == len(paths) - 1):
@@ -110,14 +112,6 @@ def _classify_batch(
     values, labels = probabilities.topk(min(top_k, probabilities.shape[1]), dim=1)
     for (result, _), value_row, label_row in zip(pending, values, labels, strict=True):
         result.top = list(zip(label_row.tolist(), value_row.tolist(), strict=True))
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else "no message"
-
-
-# ----------------------------------------------------------------------------- showing, saving
 
 
 def print_table(predictions: Sequence[Prediction], classes: Sequence[str]) -> None:

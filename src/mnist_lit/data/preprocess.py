@@ -25,6 +25,8 @@ from torch import Tensor
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as F
 
+from mnist_lit.console import first_line
+
 #: what a folder is searched for (case-insensitive)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -76,8 +78,7 @@ def find_images(folder: str | Path) -> list[Path]:
 
 def _torchvision_reason(err: RuntimeError) -> str:
     """torchvision's message without its ``function, /path/file.cpp:NN,`` prefix."""
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return re.sub(r"^[\w()]+, \S+\.cpp:\d+, ", "", first).strip()
+    return re.sub(r"^[\w()]+, \S+\.cpp:\d+, ", "", first_line(err)).strip()
 
 
 # ----------------------------------------------------------------------------- steps

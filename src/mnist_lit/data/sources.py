@@ -44,6 +44,7 @@ from typing import ClassVar
 import numpy as np
 from filelock import FileLock
 
+from mnist_lit.console import first_line
 from mnist_lit.files import atomic_write_bytes
 
 try:  # numpy >= 2
@@ -460,7 +461,7 @@ def ensure_mnist(
 def _reason(err: BaseException) -> str:
     if isinstance(err, urllib.error.URLError) and not isinstance(err, urllib.error.HTTPError):
         return f"unreachable: {err.reason}"
-    return str(err).splitlines()[0] if str(err) else type(err).__name__
+    return first_line(err)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
