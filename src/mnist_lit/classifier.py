@@ -56,24 +56,25 @@ class LitClassifier(L.LightningModule):
         return self.net(images)
 
     def _step(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """``(loss, logits, labels)`` of a batch: what every stage logs from."""
         images, labels = batch
         logits = self(images)
-        return self.criterion(logits, labels), logits.argmax(dim=1), labels
+        return self.criterion(logits, labels), logits, labels
 
     def on_train_start(self) -> None:
         # the sanity-check validation must not count towards the best accuracy
         self.val_acc_best.reset()
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss, preds, labels = self._step(batch)
-        self.train_acc(preds, labels)
+        loss, logits, labels = self._step(batch)
+        self.train_acc(logits, labels)  # torchmetrics takes the argmax of [N, C] scores
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        loss, preds, labels = self._step(batch)
-        self.val_acc(preds, labels)
+        loss, logits, labels = self._step(batch)
+        self.val_acc(logits, labels)
         self.log("val/loss", loss, on_step=False, on_epoch=True)
         self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
 
@@ -82,10 +83,9 @@ class LitClassifier(L.LightningModule):
         self.log("val/acc_best", self.val_acc_best.compute())
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        images, labels = batch
-        logits = self(images)
-        self.test_acc(logits.argmax(dim=1), labels)
-        self.log("test/loss", self.criterion(logits, labels), on_step=False, on_epoch=True)
+        loss, logits, labels = self._step(batch)
+        self.test_acc(logits, labels)
+        self.log("test/loss", loss, on_step=False, on_epoch=True)
         self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
         # the class probabilities, for callbacks (confusion matrix, worst mistakes)
         return torch.softmax(logits.detach(), dim=1)
