@@ -20,6 +20,7 @@ import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ class Job:
     def finished(self) -> bool:
         return bool(self.metrics)
 
-    @property
+    @cached_property
     def settings(self) -> dict[str, str]:
         """``key -> value`` of the overrides that define the trained config (seed excluded)."""
         pairs = (o.lstrip("+~").split("=", 1) for o in self.overrides if "=" in o)
@@ -108,11 +109,8 @@ def _canonical(value: str) -> str:
 
 def varying_keys(jobs: list[Job]) -> set[str]:
     """Settings whose value differs between jobs: the ones a table needs to show."""
-    values: dict[str, set[str]] = defaultdict(set)
-    for job in jobs:
-        for key in {k for j in jobs for k in j.settings}:
-            values[key].add(job.settings.get(key, "(default)"))
-    return {key for key, seen in values.items() if len(seen) > 1}
+    keys = {key for job in jobs for key in job.settings}
+    return {key for key in keys if len({j.settings.get(key, "(default)") for j in jobs}) > 1}
 
 
 def common_settings(jobs: list[Job]) -> str:
