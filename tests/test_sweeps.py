@@ -14,9 +14,12 @@ from .conftest import QUICK, run_cli
 SWEEP_QUICK = [o for o in QUICK if "progress" not in o]
 
 
-def sweep_dir(log_dir: Path) -> Path:
-    (found,) = (log_dir / "train" / "multiruns").iterdir()
-    return found
+def run_sweep(log_dir: Path, *overrides: str) -> Path:
+    """Run ``python train.py <overrides>`` (quick jobs, logs under ``log_dir``); its sweep dir."""
+    result = run_cli("train.py", *overrides, *SWEEP_QUICK, f"paths.log_dir={log_dir}", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (log_dir / "train" / "multiruns").iterdir()
+    return sweep
 
 
 def job_metrics(sweep: Path) -> dict[str, dict]:
@@ -29,18 +32,7 @@ def job_metrics(sweep: Path) -> dict[str, dict]:
 
 @pytest.mark.slow
 def test_parallel_launcher_runs_jobs_side_by_side(tmp_path: Path, mnist_data_dir: Path) -> None:
-    result = run_cli(
-        "train.py",
-        "-m",
-        "hydra/launcher=parallel",
-        "model=mlp",
-        "seed=1,2",
-        *SWEEP_QUICK,
-        f"paths.log_dir={tmp_path}",
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    sweep = sweep_dir(tmp_path)
+    sweep = run_sweep(tmp_path, "-m", "hydra/launcher=parallel", "model=mlp", "seed=1,2")
     metrics = job_metrics(sweep)
     assert sorted(metrics) == ["0", "1"]
     assert metrics["0"]["val/acc_best"] != metrics["1"]["val/acc_best"]  # two seeds
@@ -49,17 +41,7 @@ def test_parallel_launcher_runs_jobs_side_by_side(tmp_path: Path, mnist_data_dir
 
 @pytest.mark.slow
 def test_optuna_search_returns_the_best_trial(tmp_path: Path, mnist_data_dir: Path) -> None:
-    result = run_cli(
-        "train.py",
-        "hparams_search=optuna",
-        "model=mlp",
-        "hydra.sweeper.n_trials=3",
-        *SWEEP_QUICK,
-        f"paths.log_dir={tmp_path}",
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    sweep = sweep_dir(tmp_path)
+    sweep = run_sweep(tmp_path, "hparams_search=optuna", "model=mlp", "hydra.sweeper.n_trials=3")
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     values = {name: m["val/acc_best"] for name, m in job_metrics(sweep).items()}
     assert len(values) == 3
@@ -78,17 +60,8 @@ def test_optuna_search_returns_the_best_trial(tmp_path: Path, mnist_data_dir: Pa
 @pytest.mark.slow
 def test_ablation_report_states_the_effects(tmp_path: Path, mnist_data_dir: Path) -> None:
     """The ablation grid cut to one model and two seeds: 8 jobs, and its report's effects."""
-    result = run_cli(
-        "train.py",
-        "experiment=ablation",
-        "model=mlp",
-        "seed=1,2",
-        *SWEEP_QUICK,
-        f"paths.log_dir={tmp_path}",
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = (sweep_dir(tmp_path) / "report.md").read_text()
+    sweep = run_sweep(tmp_path, "experiment=ablation", "model=mlp", "seed=1,2")
+    report = (sweep / "report.md").read_text()
     assert "8 of 8 jobs finished" in report
     assert "## Configs (mean ± std over seeds)" in report
     assert "model.dropout 0.0 → 0.3 changes test/acc by" in report
