@@ -24,6 +24,13 @@ def read_scalars(tensorboard_dir: Path) -> dict[str, list[float]]:
     return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
+def clear_files(run_dir: str) -> None:
+    """Empty a run dir: the next run of the same test writes into the same one."""
+    for path in Path(run_dir).rglob("*"):
+        if path.is_file():
+            path.unlink()
+
+
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
 def test_fast_dev_run(model: str, train_cfg) -> None:
     cfg = train_cfg(f"model={model}", "debug=fast_dev_run")
@@ -119,9 +126,7 @@ def test_same_seed_same_numbers(train_cfg) -> None:
         )
         scalars = read_scalars(Path(cfg.paths.output_dir) / "tensorboard")
         results.append((scalars["hp/test_acc"][0], scalars["hp/train_loss"][0], model.state_dict()))
-        for path in Path(cfg.paths.output_dir).rglob("*"):  # the next run writes the same dir
-            if path.is_file():
-                path.unlink()
+        clear_files(cfg.paths.output_dir)
     (acc1, loss1, weights1), (acc2, loss2, weights2) = results
     assert acc1 == acc2 and loss1 == loss2
     assert all(torch.equal(weights1[k], weights2[k]) for k in weights1)
@@ -133,9 +138,7 @@ def test_other_seed_other_numbers(train_cfg) -> None:
         cfg = train_cfg("model=mlp", f"seed={seed}", "test=false")
         train(cfg)
         losses.append(read_scalars(Path(cfg.paths.output_dir) / "tensorboard")["hp/train_loss"][0])
-        for path in Path(cfg.paths.output_dir).rglob("*"):
-            if path.is_file():
-                path.unlink()
+        clear_files(cfg.paths.output_dir)
     assert losses[0] != losses[1]
 
 
