@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
+from mnist_lit.data.augment import RandomAffine
 from mnist_lit.data.sources import MNIST, DatasetSpec, ensure_dataset
 
 
@@ -55,7 +56,13 @@ class EpochShuffleSampler:
 
 
 class InMemoryBatches:
-    """Yields ``(normalized images [B, 1, H, W], labels [B])`` gathered from uint8 tensors."""
+    """Yields ``(normalized images [B, 1, H, W], labels [B])`` gathered from uint8 tensors.
+
+    Resumable: Lightning saves ``state_dict()`` (the epoch and how many of its batches were
+    served) in every checkpoint, and after ``load_state_dict`` the next pass over that epoch
+    skips the batches already trained on, so a run resumed from a mid-epoch checkpoint sees the
+    same batches, augmented the same way, as one that was never stopped.
+    """
 
     def __init__(
         self,
@@ -65,20 +72,47 @@ class InMemoryBatches:
         mean: float,
         std: float,
         sampler: EpochShuffleSampler,
+        augment: RandomAffine | None = None,
     ) -> None:
         self.images, self.labels = images, labels
         self.batch_size, self.mean, self.std = batch_size, mean, std
+        self.augment = augment if augment is not None and augment.enabled else None
         # Lightning looks up these two DataLoader attributes: it calls sampler.set_epoch
         self.sampler = sampler
         self.batch_sampler = None
+        self.served = 0  # batches of the current epoch handed out so far
+        self._resume: tuple[int, int] | None = None  # (epoch, batches to skip) from a checkpoint
 
     def __len__(self) -> int:
         return -(-len(self.sampler) // self.batch_size)
 
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "served": self.served}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = (state["epoch"], state["served"])
+
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        for batch_indices in self.sampler.indices().split(self.batch_size):
+        skip = 0
+        if self._resume is not None and self._resume[0] == self.sampler.epoch:
+            skip = self._resume[1]
+        self._resume = None
+        self.served = skip
+        order = self.sampler.indices().to(self.images.device)
+        for number, batch_indices in enumerate(order.split(self.batch_size)):
+            if number < skip:
+                continue
+            self.served = number + 1
             images = self.images[batch_indices].unsqueeze(1).float().div_(255.0)
+            if self.augment is not None:
+                images = self.augment(images, self._generator(number))
             yield images.sub_(self.mean).div_(self.std), self.labels[batch_indices]
+
+    def _generator(self, batch_number: int) -> torch.Generator:
+        """The augmentation draws of one batch: fixed by (seed, epoch, rank, batch) alone."""
+        sampler = self.sampler
+        key = hash((sampler.seed, sampler.epoch, sampler.rank, batch_number)) & (2**63 - 1)
+        return torch.Generator().manual_seed(key)
 
 
 class MNISTDataModule(L.LightningDataModule):
@@ -100,14 +134,19 @@ class MNISTDataModule(L.LightningDataModule):
         shuffle_seed: int = 0,
         mean: float = 0.1307,
         std: float = 0.3081,
+        augment: dict[str, float] | None = None,
+        on_device: bool = False,
     ) -> None:
         super().__init__()
+        # a plain dict (not Hydra's DictConfig), so checkpoints load with weights_only=True
+        augment = {key: float(value) for key, value in augment.items()} if augment else None
         self.save_hyperparameters(logger=False)
         # saved in checkpoints with the other hparams (``datamodule_hyper_parameters``), so that
         # predict, eval and export can tell which data set a model was trained on
         self.hparams["dataset"] = self.spec.name
         self.raw_dir = Path(data_dir) / self.spec.raw_subdir
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
+        self.augment = RandomAffine(**augment) if augment else None
 
     def prepare_data(self) -> None:
         """Fetch and verify the IDX files once (Lightning calls this on one process per node)."""
@@ -134,15 +173,19 @@ class MNISTDataModule(L.LightningDataModule):
         }
 
     def _batches(self, split: str, batch_size: int, shuffle: bool) -> InMemoryBatches:
-        images, labels = self.splits[split]
         rank, world_size = 0, 1
         if self.trainer is not None:
             rank, world_size = self.trainer.global_rank, self.trainer.world_size
+            if self.hparams.on_device:  # move the whole split once; batches are then cut there
+                device = self.trainer.strategy.root_device
+                self.splits[split] = tuple(t.to(device) for t in self.splits[split])
+        images, labels = self.splits[split]
         sampler = EpochShuffleSampler(
             len(images), shuffle, self.hparams.shuffle_seed, rank=rank, world_size=world_size
         )
+        augment = self.augment if split == "train" else None
         return InMemoryBatches(
-            images, labels, batch_size, self.hparams.mean, self.hparams.std, sampler
+            images, labels, batch_size, self.hparams.mean, self.hparams.std, sampler, augment
         )
 
     def train_dataloader(self) -> InMemoryBatches:

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 
 class CNN(nn.Module):
-    """``[Conv3x3 -> BatchNorm? -> ReLU -> MaxPool2] * len(channels) -> Linear -> ... -> Linear``.
+    """``[(Conv3x3 -> BatchNorm? -> ReLU) * convs_per_block -> MaxPool2] * len(channels) -> head``.
 
     Each block halves the image side (28 -> 14 -> 7). The head is one hidden ``Linear`` layer
     (BatchNorm and dropout there, as in the MLP) and the output layer.
@@ -19,6 +19,8 @@ class CNN(nn.Module):
         dropout: drop probability before the output layer (0 turns it off).
         batchnorm: BatchNorm after every conv and after the hidden ``Linear``.
         width: multiplies every channel count and the hidden width (one knob for a search).
+        convs_per_block: conv layers before each pooling (2 = VGG-style blocks: more depth for
+            little extra cost after the first block).
     """
 
     def __init__(
@@ -28,6 +30,7 @@ class CNN(nn.Module):
         dropout: float = 0.0,
         batchnorm: bool = True,
         width: float = 1.0,
+        convs_per_block: int = 1,
         in_channels: int = 1,
         image_size: int = 28,
         num_classes: int = 10,
@@ -37,11 +40,16 @@ class CNN(nn.Module):
         features, side = in_channels, image_size
         hidden = max(1, round(hidden * width))
         for out in [max(1, round(c * width)) for c in channels]:
-            blocks.append(nn.Conv2d(features, out, kernel_size=3, padding=1, bias=not batchnorm))
-            if batchnorm:
-                blocks.append(nn.BatchNorm2d(out))
-            blocks += [nn.ReLU(inplace=True), nn.MaxPool2d(2)]
-            features, side = out, side // 2
+            for _ in range(convs_per_block):
+                blocks.append(
+                    nn.Conv2d(features, out, kernel_size=3, padding=1, bias=not batchnorm)
+                )
+                if batchnorm:
+                    blocks.append(nn.BatchNorm2d(out))
+                blocks.append(nn.ReLU(inplace=True))
+                features = out
+            blocks.append(nn.MaxPool2d(2))
+            side //= 2
         self.features = nn.Sequential(*blocks)
 
         head: list[nn.Module] = [
