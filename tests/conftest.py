@@ -27,7 +27,7 @@ QUICK = [
     "+trainer.limit_train_batches=8",
     "+trainer.limit_val_batches=2",
     "+trainer.limit_test_batches=2",
-    "+trainer.enable_progress_bar=false",
+    "++trainer.enable_progress_bar=false",
     "trainer.log_every_n_steps=2",
     "callbacks.progress_bar=null",
 ]

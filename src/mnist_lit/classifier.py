@@ -14,7 +14,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from torch import Tensor, nn
-from torchmetrics import MaxMetric
+from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 
@@ -49,6 +49,12 @@ class LitClassifier(L.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.val_acc_best = MaxMetric()
+        # epoch means of the loss as metrics: reduced across DDP ranks like the accuracies
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        # saved in checkpoints, so a run resumed mid-epoch ends that epoch with the same means
+        # and keeps its best validation accuracy
+        for metric in (self.train_acc, self.train_loss, self.val_acc_best):
+            metric.persistent(True)
         # lets Lightning's summary show each layer's output shape and FLOPs
         self.example_input_array = torch.zeros(1, 1, 28, 28)
 
@@ -61,31 +67,32 @@ class LitClassifier(L.LightningModule):
         logits = self(images)
         return self.criterion(logits, labels), logits, labels
 
-    def on_train_start(self) -> None:
-        # the sanity-check validation must not count towards the best accuracy
-        self.val_acc_best.reset()
-
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, logits, labels = self._step(batch)
         self.train_acc(logits, labels)  # torchmetrics takes the argmax of [N, C] scores
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.train_loss(loss.detach(), weight=len(labels))
+        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         loss, logits, labels = self._step(batch)
         self.val_acc(logits, labels)
-        self.log("val/loss", loss, on_step=False, on_epoch=True)
+        self.val_loss(loss, weight=len(labels))
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True)
         self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
 
     def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:  # a few batches of an untrained model: not a result
+            return
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute())
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, logits, labels = self._step(batch)
         self.test_acc(logits, labels)
-        self.log("test/loss", loss, on_step=False, on_epoch=True)
+        self.test_loss(loss, weight=len(labels))
+        self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
         self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
         # the class probabilities, for callbacks (confusion matrix, worst mistakes)
         return torch.softmax(logits.detach(), dim=1)
