@@ -1,0 +1,201 @@
+"""SLURM and multi-node DDP, as far as a machine without SLURM or GPUs allows.
+
+The configs compose (through train.py's own command line too), the dry run prints the sbatch
+script whose layout matches the trainer config and the overrides, a bad command line fails in one
+line, and Lightning accepts that layout under SLURM's and torchrun's environment variables.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+from mnist_lit import cluster
+from mnist_lit.config import PROJECT_ROOT
+
+from .conftest import compose_config, run_cli
+
+SLURM = ["hydra/launcher=slurm", "trainer=ddp_multinode"]
+
+
+@pytest.fixture(autouse=True)
+def _clear_hydra():
+    yield
+    GlobalHydra.instance().clear()
+
+
+def dry_run(capsys: pytest.CaptureFixture[str], *overrides: str) -> str:
+    """``python -m mnist_lit.cluster <overrides>``'s stdout (in-process; stderr must be empty)."""
+    cluster.main(list(overrides))
+    out, err = capsys.readouterr()
+    assert err == ""
+    return out
+
+
+def sbatch_flags(out: str) -> dict[str, str]:
+    """``#SBATCH --key=value`` lines as ``{key: value}``."""
+    return dict(re.findall(r"^#SBATCH --([\w-]+)=(\S+)$", out, flags=re.MULTILINE))
+
+
+def test_slurm_launcher_takes_its_layout_from_the_trainer(tmp_path: Path) -> None:
+    cfg = compose_config("train", SLURM, tmp_path / "run")
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == cluster.SLURM_LAUNCHER
+    assert (cfg.trainer.strategy, cfg.trainer.accelerator) == ("ddp", "gpu")
+    assert (cfg.trainer.num_nodes, cfg.trainer.devices) == (2, 4)
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
+    assert launcher.setup == [f"source {PROJECT_ROOT}/.venv/bin/activate"]
+    assert launcher.submitit_folder == f"{cfg.hydra.sweep.dir}/.submitit/%j"
+
+    cfg = compose_config("train", [*SLURM, "trainer.num_nodes=3", "trainer.devices=8"], tmp_path)
+    launcher = cfg.hydra.launcher
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (3, 8, 8)
+
+
+def test_train_cli_composes_both_configs() -> None:
+    """``python train.py ... --cfg all``: the launcher and trainer configs as train.py sees them."""
+    result = run_cli("train.py", *SLURM, "trainer.num_nodes=3", "--cfg", "all")
+    assert result.returncode == 0, result.stderr[-2000:]
+    cfg = yaml.safe_load(result.stdout)
+    assert cfg["hydra"]["launcher"]["_target_"] == cluster.SLURM_LAUNCHER
+    assert cfg["hydra"]["launcher"]["nodes"] == "${oc.select:trainer.num_nodes,1}"
+    assert cfg["hydra"]["launcher"]["tasks_per_node"] == "${oc.select:trainer.devices,1}"
+    assert cfg["trainer"]["num_nodes"] == 3 and cfg["trainer"]["strategy"] == "ddp"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "nodes", "per_node"),
+    [([], 2, 4), (["trainer.num_nodes=3", "trainer.devices=2"], 3, 2), (["trainer=gpu"], 1, 1)],
+)
+def test_dry_run_prints_the_layout_of_the_config(
+    overrides: list[str], nodes: int, per_node: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = dry_run(capsys, *overrides, "hydra.launcher.partition=gpu")
+    flags = sbatch_flags(out)
+    assert flags["nodes"] == str(nodes)
+    assert flags["ntasks-per-node"] == str(per_node)
+    assert flags["gpus-per-node"] == str(per_node)
+    assert flags["partition"] == "gpu"
+    assert "array" not in flags  # one job: no array
+    assert out.count("#!/bin/bash") == 1
+    assert re.search(r"^srun --unbuffered .* -u -m submitit\.core\._submit ", out, re.MULTILINE)
+    assert f"{nodes * per_node} process(es), DDP ranks 0-{nodes * per_node - 1}" in out
+
+
+def test_dry_run_of_a_sweep_is_one_array_job(capsys: pytest.CaptureFixture[str]) -> None:
+    out = dry_run(capsys, "-m", "seed=1,2,3")
+    assert sbatch_flags(out)["array"] == "0-2%3"
+    sweep_dir = re.search(r"^#SBATCH --output=(\S+)/\.submitit/", out, re.MULTILINE)[1]
+    for num in range(3):
+        assert f"#   job {num}: python train.py trainer=ddp_multinode seed={num + 1}\n" in out
+        assert f"#          -> {sweep_dir}/{num}\n" in out
+    # the sweep in the experiment's config (hydra.sweeper.params) counts too: 2 x 2 x 2 x 3 jobs
+    assert sbatch_flags(dry_run(capsys, "experiment=ablation"))["array"] == "0-23%24"
+
+
+def test_dry_run_submits_and_creates_nothing(tmp_path: Path) -> None:
+    """The real command line: exit 0, the script on stdout, no sweep dir made."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mnist_lit.cluster", f"paths.log_dir={tmp_path}/logs"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "#SBATCH --nodes=2" in result.stdout
+    assert f"#SBATCH --output={tmp_path}/logs/train/multiruns/" in result.stdout
+    assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["model.dropuot=0.5"], "error: unknown config key 'model.dropuot'"),
+        (["model.dropout=1.5"], "error: model.dropout=1.5 is invalid"),
+        (["hydra.launcher.nodes=3"], "error: trainer.num_nodes=2 but hydra.launcher.nodes=3"),
+        (["seed=1,2", "trainer.devices=2,4"], "error: trainer.devices=2 but hydra.launcher."),
+        (["trainer.devices=auto"], "error: trainer.devices='auto' cannot go to SLURM"),
+        (["hydra/launcher=parallel"], "error: hydra/launcher=parallel does not submit to SLURM"),
+        (["--cfg", "job"], "error: unknown option --cfg"),
+    ],
+)
+def test_bad_command_lines_fail_in_one_line(
+    overrides: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cluster.main(overrides)
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2
+    assert out == ""
+    assert err.startswith(expected) and err.count("\n") == 1, err
+
+
+def test_bad_command_line_from_the_shell() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mnist_lit.cluster", "trainer.num_nodes=0"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "error: trainer.num_nodes=0 cannot go to SLURM (job trainer=ddp_multinode"
+        " trainer.num_nodes=0): it must be the number of nodes, trainer.num_nodes=N"
+    ]
+
+
+def test_lightning_accepts_the_layout_under_slurm_and_torchrun(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trainer config on rank 5 of 8, started by srun (with the dry run's #SBATCH layout) or
+    by torchrun: Lightning picks the cluster environment, the ranks, and finds no mismatch."""
+    flags = sbatch_flags(dry_run(capsys, "trainer.num_nodes=2", "trainer.devices=4"))
+    nodes, per_node = int(flags["nodes"]), int(flags["ntasks-per-node"])
+    cfg = compose_config("train", [*SLURM, "trainer.num_nodes=2", "trainer.devices=4"], tmp_path)
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)  # Lightning sets it
+    for key in ("MASTER_ADDR", "MASTER_PORT"):  # Lightning may set these: restore them after
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
+    srun = {
+        "SLURM_NTASKS": str(nodes * per_node),
+        "SLURM_NTASKS_PER_NODE": str(per_node),
+        "SLURM_NNODES": str(nodes),
+        "SLURM_NODELIST": "gpu[07-08]",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NAME": "train",
+        "SLURM_PROCID": "5",
+        "SLURM_LOCALID": "1",
+        "SLURM_NODEID": "1",
+    }
+    torchrun = {
+        "TORCHELASTIC_RUN_ID": "mnist",
+        "WORLD_SIZE": "8",
+        "RANK": "5",
+        "LOCAL_RANK": "1",
+        "GROUP_RANK": "1",
+    }
+    for env, environment in ((srun, SLURMEnvironment), (torchrun, TorchElasticEnvironment)):
+        with monkeypatch.context() as patch:
+            for key, value in env.items():
+                patch.setenv(key, value)
+            # the GPU config, built on the CPU (this machine has no GPU)
+            trainer = instantiate(cfg.trainer, accelerator="cpu", deterministic=False, logger=False)
+            cluster_env = trainer.strategy.cluster_environment
+            assert isinstance(cluster_env, environment)
+            assert (trainer.num_nodes, trainer.num_devices, trainer.world_size) == (2, 4, 8)
+            assert (trainer.global_rank, trainer.local_rank, trainer.node_rank) == (5, 1, 1)
+            cluster_env.validate_settings(num_devices=4, num_nodes=2)  # what fit() checks first
