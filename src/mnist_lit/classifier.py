@@ -67,35 +67,48 @@ class LitClassifier(L.LightningModule):
         logits = self(images)
         return self.criterion(logits, labels), logits, labels
 
+    # Metrics are updated per batch and logged once per epoch: a `self.log` per step costs
+    # more than a whole MLP step. `compute()` reduces across DDP ranks.
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, logits, labels = self._step(batch)
-        self.train_acc(logits, labels)  # torchmetrics takes the argmax of [N, C] scores
-        self.train_loss(loss.detach(), weight=len(labels))
-        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        self.train_acc.update(logits, labels)  # torchmetrics takes the argmax of [N, C] scores
+        self.train_loss.update(loss.detach(), weight=len(labels))
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        self._log_and_reset("train", self.train_loss, self.train_acc)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         loss, logits, labels = self._step(batch)
-        self.val_acc(logits, labels)
-        self.val_loss(loss, weight=len(labels))
-        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True)
-        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+        self.val_acc.update(logits, labels)
+        self.val_loss.update(loss, weight=len(labels))
 
     def on_validation_epoch_end(self) -> None:
+        accuracy = self._log_and_reset("val", self.val_loss, self.val_acc)
         if self.trainer.sanity_checking:  # a few batches of an untrained model: not a result
             return
-        self.val_acc_best(self.val_acc.compute())
+        self.val_acc_best.update(accuracy)
         self.log("val/acc_best", self.val_acc_best.compute())
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, logits, labels = self._step(batch)
-        self.test_acc(logits, labels)
-        self.test_loss(loss, weight=len(labels))
-        self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
-        self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
+        self.test_acc.update(logits, labels)
+        self.test_loss.update(loss, weight=len(labels))
         # the class probabilities, for callbacks (confusion matrix, worst mistakes)
         return torch.softmax(logits.detach(), dim=1)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_and_reset("test", self.test_loss, self.test_acc)
+
+    def _log_and_reset(self, stage: str, loss: MeanMetric, accuracy: MulticlassAccuracy) -> Tensor:
+        """Log a stage's epoch loss and accuracy, start both afresh; return the accuracy."""
+        value = accuracy.compute()
+        self.log(f"{stage}/loss", loss.compute(), prog_bar=stage == "train")
+        self.log(f"{stage}/acc", value, prog_bar=stage == "val")
+        loss.reset()
+        accuracy.reset()
+        return value
 
     def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> Tensor:
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
@@ -109,7 +122,8 @@ class LitClassifier(L.LightningModule):
         run_length = _run_length_argument(make_scheduler)
         if run_length is None:
             return {"optimizer": optimizer, "lr_scheduler": make_scheduler(optimizer)}
-        total_steps = int(self.trainer.estimated_stepping_batches)
+        # at least 10: OneCycleLR divides by its warm-up length, 0 steps for a 4-step run
+        total_steps = max(int(self.trainer.estimated_stepping_batches), 10)
         scheduler = make_scheduler(optimizer, **{run_length: total_steps})
         return {
             "optimizer": optimizer,
