@@ -6,10 +6,11 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from mnist_lit.config import CONFIG_DIR, ConfigError, validate
+from mnist_lit.config import CONFIG_DIR, RULES, ConfigError, validate
 from mnist_lit.train import build_model, build_trainer
 
 from .conftest import compose_config, run_cli
@@ -37,9 +38,9 @@ ALL_OPTIONS = [(group, option) for group in GROUPS for option in options(group)]
 @pytest.mark.parametrize(("group", "option"), ALL_OPTIONS, ids=[f"{g}={o}" for g, o in ALL_OPTIONS])
 def test_every_group_option_composes_and_builds(group: str, option: str, tmp_path: Path) -> None:
     """Each option composes, resolves, validates, and its objects instantiate."""
-    if group == "trainer" and option == "gpu":
-        pytest.skip("needs a GPU to build; composed in test_gpu_trainer_config")
     cfg = compose_config("train", [f"{group}={option}"], tmp_path)
+    if cfg.trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
+        pytest.skip("needs a GPU to build; composed in test_gpu_trainer_config")
     for key in cfg:  # every interpolation resolves (Hydra's own node is read-only)
         if key != "hydra" and OmegaConf.is_config(cfg[key]):
             OmegaConf.to_container(cfg[key], resolve=True, throw_on_missing=True)
@@ -65,6 +66,9 @@ def test_defaults_are_the_documented_ones(tmp_path: Path) -> None:
     assert re.search(r"/train/multiruns/[\d_-]+$", cfg.hydra.sweep.dir)
     assert set(cfg.callbacks) == {
         "model_checkpoint",
+        "resume_checkpoint",
+        "exact_resume",
+        "stop_at_target",
         "early_stopping",
         "lr_monitor",
         "progress_bar",
@@ -91,21 +95,59 @@ def test_scheduler_none_means_constant_lr(tmp_path: Path) -> None:
     assert build_model(cfg).hparams.scheduler is None
 
 
+#: the groups whose values a user tunes; every number and flag in them needs a rule
+TUNED = ("data", "model", "optimizer", "scheduler", "trainer")
+
+
+def _numbers_and_flags(node: object, prefix: str) -> list[str]:
+    """Dotted keys of the numbers, lists of numbers and flags in a plain container."""
+    if isinstance(node, dict):  # (``_partial_`` and the like are Hydra's)
+        items = [(key, v) for key, v in node.items() if not key.startswith("_")]
+        return [k for key, v in items for k in _numbers_and_flags(v, f"{prefix}.{key}")]
+    if isinstance(node, list):  # channels: [32, 64]
+        return [prefix] if node and all(isinstance(v, (int, float)) for v in node) else []
+    return [prefix] if isinstance(node, (int, float)) else []
+
+
 @pytest.mark.parametrize(
-    ("override", "key"),
+    ("group", "option"),
+    [(g, o) for g, o in ALL_OPTIONS if g in (*TUNED, "debug", "experiment")],
+    ids=[f"{g}={o}" for g, o in ALL_OPTIONS if g in (*TUNED, "debug", "experiment")],
+)
+def test_every_number_and_flag_has_a_type_and_range(
+    group: str, option: str, tmp_path: Path
+) -> None:
+    """The schema is complete: a value a config sets is checked (``data.val_size`` on its own)."""
+    cfg = compose_config("train", [f"{group}={option}"], tmp_path)
+    checked = {rule.key for rule in RULES} | {"data.val_size"}
+    keys = [k for k in ("seed", "test") if k in cfg]
+    for name in TUNED:
+        keys += _numbers_and_flags(OmegaConf.to_container(cfg[name]) if cfg[name] else {}, name)
+    assert sorted(set(keys) - checked) == []
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
     [
-        ("optimizer.lr=-0.1", "optimizer.lr"),
-        ("optimizer.lr=0", "optimizer.lr"),
-        ("model.dropout=1.0", "model.dropout"),
-        ("model.dropout=-0.1", "model.dropout"),
-        ("data.batch_size=0", "data.batch_size"),
-        ("data.val_size=60000", "data.val_size"),
-        ("trainer.max_epochs=0", "trainer.max_epochs"),
+        ("optimizer.lr=-0.1", "optimizer.lr=-0.1 is invalid: it must be a number > 0"),
+        ("optimizer.lr=0", "optimizer.lr=0 is invalid: it must be a number > 0"),
+        ("model.dropout=1.0", "model.dropout=1.0 is invalid: it must be a probability in [0, 1)"),
+        ("model.dropout=-0.1", "model.dropout=-0.1 is invalid: it must be a probability in [0, 1)"),
+        ("data.batch_size=0", "data.batch_size=0 is invalid: it must be an integer >= 1"),
+        (
+            "data.val_size=60000",
+            "data.val_size=60000 is invalid: it must be an integer in [1, 59999]",
+        ),
+        (
+            "trainer.max_epochs=0",
+            "trainer.max_epochs=0 is invalid: it must be an integer >= 1 or -1 (no limit)",
+        ),
     ],
 )
-def test_bad_values_name_their_key(override: str, key: str, tmp_path: Path) -> None:
+def test_bad_values_name_their_key(override: str, message: str, tmp_path: Path) -> None:
+    """(tests/test_errors.py has the whole table, through the command-line check.)"""
     cfg = compose_config("train", [override], tmp_path)
-    with pytest.raises(ConfigError, match=key):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         validate(cfg)
 
 

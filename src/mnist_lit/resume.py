@@ -9,7 +9,7 @@ makes that exact:
   the best and ``last.ckpt`` per epoch; checkpoints hold Lightning's loop state;
 - the training batches are resumable (``InMemoryBatches.state_dict``): the resumed epoch skips
   the batches already trained on, and the metrics that average over an epoch are saved too;
-- ``RNGStateCheckpoint`` carries the random state that dropout draws from;
+- ``ExactResume`` restores the random state that dropout draws from, and the batch position;
 - ``AtomicCheckpointIO`` writes each checkpoint to a temporary file and renames it, so a kill
   never leaves half a checkpoint under a real name; and a checkpoint that is damaged anyway
   (a full disk, a copy cut short) is skipped for the one before it.
@@ -55,16 +55,22 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write_bytes(Path(path), buffer.getvalue())
 
 
-class RNGStateCheckpoint(L.Callback):
-    """Saves torch's random state (dropout masks) in checkpoints; restores it when resuming.
+class ExactResume(L.Callback):
+    """Restores what Lightning's own resume leaves out, at the start of training.
 
-    It is restored at the start of training, after the sanity-check validation, so the first
-    resumed batch draws what it would have drawn in a run never stopped. (The batch order and
-    augmentation have their own seeded generators: ``data/datamodule.py``.)
+    - torch's random state (dropout masks), saved in every checkpoint;
+    - the position of the training batches in the interrupted epoch. Lightning saves it
+      (``InMemoryBatches.state_dict``) but does not load it back when ``configure_optimizers``
+      has asked for ``trainer.estimated_stepping_batches`` (as the one-cycle schedule does): that
+      builds the train loader before the checkpoint's loop state is read.
+
+    Both are applied in ``on_train_start``, after the sanity-check validation and before the
+    first batch is drawn. (The batch order and augmentation have their own seeded generators.)
     """
 
     def __init__(self) -> None:
-        self._loaded: dict[str, Any] | None = None
+        self._rng: dict[str, Any] | None = None
+        self._loader_states: list[dict[str, Any]] = []
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"torch": torch.get_rng_state()}
@@ -73,15 +79,29 @@ class RNGStateCheckpoint(L.Callback):
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._loaded = state_dict
+        self._rng = state_dict
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
+        self._loader_states = fit_loop.get("state_dict", {}).get("combined_loader", [])
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._loaded is None:
-            return
-        torch.set_rng_state(self._loaded["torch"])
-        if "cuda" in self._loaded and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(self._loaded["cuda"])
-        self._loaded = None
+        if self._rng is not None:
+            torch.set_rng_state(self._rng["torch"])
+            if "cuda" in self._rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(self._rng["cuda"])
+            self._rng = None
+        loaders = trainer.train_dataloader
+        stateful = [
+            loader
+            for loader in (loaders if isinstance(loaders, (list, tuple)) else [loaders])
+            if hasattr(loader, "load_state_dict")
+        ]
+        for loader, state in zip(stateful, self._loader_states, strict=False):
+            loader.load_state_dict(state)
+        self._loader_states = []
 
 
 def newest_intact_checkpoint(run_dir: Path) -> Path:
@@ -92,7 +112,7 @@ def newest_intact_checkpoint(run_dir: Path) -> Path:
         (run_dir / "checkpoints").rglob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True
     )
     for path in found:
-        problem = checkpoint_problem(path)
+        problem = checkpoint_problem(path, resume=True)
         if problem is None:
             return path
         log.warning("not resuming from %s: %s; trying the one before", path, problem)

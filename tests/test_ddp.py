@@ -1,0 +1,172 @@
+"""DDP (``trainer=ddp``): 2 processes on the CPU, run as a user types it, and how data is split."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import yaml
+from torch.nn.functional import cross_entropy
+
+from mnist_lit.classifier import LitClassifier
+from mnist_lit.config import PROJECT_ROOT
+from mnist_lit.data import MNISTDataModule
+from mnist_lit.data.datamodule import EpochShuffleSampler
+
+from .conftest import QUICK, run_cli
+
+#: QUICK's few batches, on 2 DDP ranks, with the MLP
+DDP_QUICK = [o for o in QUICK if o != "trainer=cpu"] + ["trainer=ddp", "model=mlp"]
+RANK_DIR = ".pl_hydra_rank_1"
+
+
+def stray_runs(marker: Path) -> list[Path]:
+    """Run dirs under the repo's logs/ made by a run that logs under ``marker`` (there should be
+    none: a rank that composed its config from conf/ instead of its job's would make one)."""
+    runs = (PROJECT_ROOT / "logs" / "train").glob("*runs/*/.hydra/config.yaml")
+    return [config.parent.parent for config in runs if str(marker) in config.read_text()]
+
+
+def assert_rank_joined(job: Path) -> None:
+    """Rank 1 composed rank 0's config (seed, data, callbacks...) and ran in this job's dir."""
+    rank0 = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
+    rank1 = yaml.safe_load((job / RANK_DIR / "config.yaml").read_text())
+    assert rank1 == rank0
+    hydra = yaml.safe_load((job / RANK_DIR / "hydra.yaml").read_text())["hydra"]
+    assert Path(hydra["runtime"]["output_dir"]) == job
+    # each rank uses its share of the cores (Lightning's and train.py's thread cap)
+    threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // 2))
+    assert f"rank 0 of 2: {threads} CPU threads" in (job / "train.log").read_text()
+    assert f"rank 1 of 2: {threads} CPU threads" in (job / RANK_DIR / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_ddp_run_writes_one_run_dir(tmp_path: Path, mnist_data_dir: Path) -> None:
+    """2 ranks, one run dir; test metrics are those of the whole test set, not of rank 0's half."""
+    overrides = [o for o in DDP_QUICK if "limit_test_batches" not in o]
+    result = run_cli("train.py", *overrides, f"paths.log_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    assert [p.name for p in tmp_path.iterdir()] == ["train"]
+    assert [p.name for p in (tmp_path / "train").iterdir()] == ["runs"]
+    (run,) = (tmp_path / "train" / "runs").iterdir()
+    assert not stray_runs(tmp_path)
+    assert (run / "metrics.json").is_file() and (run / "config_tree.txt").is_file()
+    rank_files = sorted(p.name for p in (run / RANK_DIR).iterdir())
+    assert rank_files == ["config.yaml", "hydra.yaml", "overrides.yaml", "train.log"]
+    assert_rank_joined(run)
+    # one TensorBoard writer: every event file comes from rank 0's process
+    events = list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and len({e.name.split(".")[-2] for e in events}) == 1
+    # rank 0 alone prints the config tree and the summary line
+    assert result.stdout.count("optimized_metric") == 1
+    assert len(re.findall(r"^\[mnist-lit\] model=mlp test/acc=", result.stdout, re.M)) == 1
+
+    # each rank tested its 5,000 images; the logged metrics are those of all 10,000
+    summary = json.loads((run / "metrics.json").read_text())
+    model = LitClassifier.load_from_checkpoint(summary["best_ckpt"], map_location="cpu").eval()
+    data = MNISTDataModule(data_dir=str(mnist_data_dir))
+    data.setup("test")
+    with torch.no_grad():
+        outputs = [(model(x), y) for x, y in data.test_dataloader()]
+    logits, labels = torch.cat([o[0] for o in outputs]), torch.cat([o[1] for o in outputs])
+    assert len(labels) == 10_000
+    accuracy = (logits.argmax(1) == labels).float().mean().item()
+    assert summary["metrics"]["test/acc"] == pytest.approx(accuracy, abs=1e-6)
+    loss = cross_entropy(logits, labels).item()
+    assert summary["metrics"]["test/loss"] == pytest.approx(loss, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_ddp_multirun_jobs_keep_their_ranks(tmp_path: Path, mnist_data_dir: Path) -> None:
+    """``-m trainer=ddp seed=1,2``: each job's rank 1 runs that job's config in that job's dir."""
+    result = run_cli(
+        "train.py", "-m", *DDP_QUICK, "seed=1,2", f"paths.log_dir={tmp_path}", timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    assert [p.name for p in (tmp_path / "train").iterdir()] == ["multiruns"]
+    (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
+    assert not stray_runs(tmp_path)
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs == ["0", "1"]
+    for job, seed in (("0", 1), ("1", 2)):
+        assert json.loads((sweep / job / "metrics.json").read_text())["seed"] == seed
+        assert_rank_joined(sweep / job)
+    assert "2 of 2 jobs finished" in (sweep / "report.md").read_text()
+
+
+@pytest.mark.parametrize("size", [10, 11, 55_000])
+def test_each_sample_once_per_epoch_across_ranks(size: int) -> None:
+    """The ranks' shares are disjoint, cover the data set, and are equally long (padded)."""
+    for epoch in (0, 1):
+        shares = []
+        for rank in (0, 1):
+            sampler = EpochShuffleSampler(size, shuffle=True, seed=3, rank=rank, world_size=2)
+            sampler.set_epoch(epoch)
+            shares.append(sampler.indices())
+        assert len(shares[0]) == len(shares[1]) == len(sampler)
+        seen = torch.cat(shares)
+        assert set(seen.tolist()) == set(range(size))
+        assert len(seen) == size + size % 2  # an odd size repeats one index to pad
+
+
+def test_half_batches_on_two_ranks_make_the_same_global_batches() -> None:
+    """Why trainer=ddp with data.batch_size=B/2 is the fair comparison with one process at B.
+
+    Batch k of rank 0 and batch k of rank 1 together hold exactly the samples of batch k of a
+    single process, so DDP (which averages the two ranks' mean gradients) takes the same steps.
+    """
+    size, batch = 55_000, 128
+    single = EpochShuffleSampler(size, shuffle=True, seed=7).indices().split(batch)
+    ranks = [
+        EpochShuffleSampler(size, True, 7, rank=rank, world_size=2).indices().split(batch // 2)
+        for rank in (0, 1)
+    ]
+    assert len(single) == len(ranks[0]) == len(ranks[1])
+    for whole, half0, half1 in zip(single, *ranks, strict=True):
+        assert sorted(torch.cat([half0, half1]).tolist()) == sorted(whole.tolist())
+
+
+def test_data_module_gives_each_rank_its_share(mnist_data_dir: Path) -> None:
+    """The loaders of every split take the rank and world size from the trainer."""
+    data = MNISTDataModule(data_dir=str(mnist_data_dir), batch_size=500)
+    data.setup("fit")
+    for rank in (0, 1):
+        data.trainer = SimpleNamespace(global_rank=rank, world_size=2)
+        for loader, size in (
+            (data.train_dataloader(), 55_000),
+            (data.val_dataloader(), 5_000),
+            (data.test_dataloader(), 10_000),
+        ):
+            assert (loader.sampler.rank, loader.sampler.world_size) == (rank, 2)
+            assert len(loader.sampler) == size // 2
+
+
+@pytest.mark.slow
+def test_ddp_matches_one_process_accuracy(tmp_path: Path, mnist_data_dir: Path) -> None:
+    """2 epochs of the MLP: one process at batch 128 vs 2 DDP ranks at 64 (global batch 128).
+
+    The same global batches and number of steps (see the test above); what differs is batch norm
+    (statistics of 64 images per rank, not 128), the dropout masks and the order of float sums.
+    Seeds alone move this MLP's test accuracy by about 0.1 point (README, ablation), so 0.5 point
+    is the tolerance: far outside that would mean the ranks do not train together.
+    """
+    common = ["model=mlp", "trainer.max_epochs=2", "callbacks.progress_bar=null"]
+    accuracies = {}
+    for name, overrides in {
+        "single": ["trainer=cpu"],
+        "ddp": ["trainer=ddp", "data.batch_size=64"],
+    }.items():
+        log_dir = tmp_path / name
+        result = run_cli("train.py", *common, *overrides, f"paths.log_dir={log_dir}", timeout=900)
+        assert result.returncode == 0, result.stderr[-3000:]
+        (run,) = (log_dir / "train" / "runs").iterdir()
+        accuracies[name] = json.loads((run / "metrics.json").read_text())["metrics"]["test/acc"]
+    assert accuracies["single"] > 0.97
+    assert accuracies["ddp"] == pytest.approx(accuracies["single"], abs=0.005), accuracies
