@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install data train eval test lint format tensorboard clean
+.PHONY: help install data train eval test bench lint format tensorboard clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ eval: $(INSTALLED)  ## test a checkpoint: make eval ARGS="ckpt_path=logs/train/r
 
 test: data  ## run the test suite (real MNIST, small subsets)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: data  ## side by side with pytorch/examples and a plain loop (~10 min); logs/bench/<time>/bench.md
+	$(PY) benchmarks/bench.py
 
 lint: $(INSTALLED)  ## ruff lint and format check
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,98 @@
+"""``make bench``: the PASS/MISS logic, and a ``--quick`` run that prints and writes every table."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from mnist_lit.config import PROJECT_ROOT
+
+BENCH = PROJECT_ROOT / "benchmarks" / "bench.py"
+SECTIONS = (
+    "## Training throughput",
+    "## Time to 99.0 % test accuracy",
+    "## Evaluation and memory",
+    "## Targets",
+    "## How it was measured",
+)
+
+
+def load_bench() -> ModuleType:
+    """benchmarks/bench.py is a script, not a package module: load it from its file."""
+    spec = importlib.util.spec_from_file_location("bench", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench"] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+def tta(examples_s: float | None, examples_total: float, fast_s: float | None) -> dict:
+    """Part 3's results with only what the time-to-accuracy check reads."""
+    return {
+        "examples": {"reached_s": examples_s, "train_s": examples_total},
+        "fast": {"reached_s": fast_s, "train_s": fast_s or 20.0},
+    }
+
+
+def test_time_to_accuracy_check() -> None:
+    check = load_bench().time_to_accuracy_check
+    both = check(tta(200.0, 200.0, 10.0))
+    assert (both.value, both.passed, both.mark) == ("20.0x", True, "PASS")
+    assert check(tta(90.0, 90.0, 10.0)).mark == "MISS"
+    # the examples recipe did not get there in 300 s: at least 300 / 12 = 25x
+    bound = check(tta(None, 300.0, 12.0))
+    assert bound.value.startswith("> 25.0x") and bound.passed
+    assert not check(tta(None, 60.0, 12.0)).passed
+    missed = check(tta(200.0, 200.0, None))
+    assert missed.value.startswith("n/a") and not missed.passed
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("mnist_data_dir")
+def test_quick_bench_writes_every_table(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    command = [sys.executable, str(BENCH), "--quick", "--out", str(out)]  # reads data/MNIST
+    done = subprocess.run(
+        command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    report = (out / "bench.md").read_text()
+    assert report in done.stdout  # the same tables on the screen and in the file
+    positions = [report.index(section) for section in SECTIONS]
+    assert positions == sorted(positions)
+    assert "QUICK smoke run" in report
+    targets = report.split("## Targets")[1].split("##")[0]
+    marks = [line for line in targets.splitlines() if line.endswith(("| PASS |", "| MISS |"))]
+    assert len(marks) == 6
+
+    results = json.loads((out / "bench.json").read_text())
+    assert results["machine"]["torch_threads"] >= 1 and results["machine"]["cpu"]
+    for model in ("cnn", "mlp"):
+        figures = results["throughput"][model]
+        for pipeline in ("examples", "plain", "lightning"):
+            assert figures["samples_per_s"][pipeline] > 0
+            assert len(figures["repeats"][pipeline]) == 3
+            assert all(rate > 0 for rate in figures["repeats"][pipeline])
+        assert figures["project_vs_examples"] > 0
+        assert math.isfinite(figures["lightning_overhead_pct"])
+    for recipe in ("examples", "fast"):
+        evals = results["time_to_accuracy"][recipe]["evals"]
+        assert evals, recipe
+        seconds = [e["train_s"] for e in evals]
+        assert seconds[0] > 0 and seconds == sorted(seconds)
+        assert all(0.0 <= e["acc"] <= 1.0 for e in evals)
+    memory = results["memory"]
+    assert memory["default_run"]["peak_rss_bytes"] > 100e6  # torch alone takes more
+    assert memory["default_run"]["wall_s"] > 0
+    assert memory["eval"]["trainer_test_images_per_s"] > 0
+    assert memory["eval"]["forward_images_per_s"] > 0
+    assert len(results["checks"]) == 6
