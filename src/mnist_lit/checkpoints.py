@@ -4,18 +4,24 @@ A checkpoint is a pickle, and a pickle can run code: it is read with ``torch.loa
 weights_only=True)``, which only rebuilds tensors and plain data. Its hyper-parameters also name
 code (``_target_``) that building the model imports and calls, so only networks from
 ``mnist_lit.models``, optimizers from ``torch.optim`` and schedules from
-``torch.optim.lr_scheduler`` are built. Every failure is a ``CheckpointError`` with one line.
+``torch.optim.lr_scheduler`` are built. Every failure is a ``CheckpointError`` with one line
+that names the file and the fix; ``checkpoint_problem`` gives that line without raising, for the
+checks that run before any work (``ckpt_path=`` on every command line) and for picking a
+checkpoint to resume from.
 """
 
 from __future__ import annotations
 
+import inspect
+import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra._internal.utils import _locate
-from hydra.utils import get_class
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 from torch import nn
 
@@ -35,8 +41,18 @@ ALLOWED_TARGETS: dict[str, tuple[str, tuple[type, ...]]] = {
 }
 
 
+#: how every "not a checkpoint of this project" message ends
+USE_OURS = "pass one that train.py saved (<run dir>/checkpoints/*.ckpt)"
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used here; the message is one line with the fix."""
+
+
+def _not_ours(path: str | Path, why: str) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint {path} is not a LitClassifier checkpoint: {why}; {USE_OURS}"
+    )
 
 
 def spec_of_config(data_cfg: DictConfig) -> DatasetSpec | None:
@@ -54,6 +70,10 @@ def dataset_of_config(data_cfg: DictConfig) -> str | None:
 def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
     """The checkpoint's contents, loaded weights-only; a ``CheckpointError`` for a bad file."""
     path = Path(ckpt_path)
+    if path.is_dir():
+        raise CheckpointError(
+            f"checkpoint {path} is a folder, not a file: pass ckpt_path={_a_checkpoint_in(path)}"
+        )
     if not path.is_file():
         raise CheckpointError(
             f"checkpoint {path} does not exist: pass ckpt_path=<run dir>/checkpoints/<file>.ckpt"
@@ -61,16 +81,18 @@ def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # random bytes, a truncated file, objects weights_only refuses
-        raise CheckpointError(
-            f"checkpoint {path} is not a LitClassifier checkpoint: {_unreadable(path, err)}"
-        ) from None
+        raise _not_ours(path, _unreadable(path, err)) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         what = "a plain state_dict" if _is_state_dict(checkpoint) else type(checkpoint).__name__
-        raise CheckpointError(
-            f"checkpoint {path} is not a LitClassifier checkpoint: it is {what}, with no "
-            f"'state_dict' and 'hyper_parameters' (save one with Trainer.save_checkpoint)"
-        )
+        raise _not_ours(path, f"it is {what}, with no 'state_dict' and 'hyper_parameters'")
     return checkpoint
+
+
+def _a_checkpoint_in(folder: Path) -> str:
+    """A checkpoint of the run in ``folder`` to suggest (its last.ckpt if it has one)."""
+    found = sorted(folder.glob("*.ckpt")) + sorted(folder.glob("checkpoints/*.ckpt"))
+    last = [p for p in found if p.name == "last.ckpt"]
+    return str((last or found)[0]) if found else f"{folder}/<file>.ckpt"
 
 
 def trained_on(checkpoint: dict[str, Any]) -> str | None:
@@ -80,7 +102,9 @@ def trained_on(checkpoint: dict[str, Any]) -> str | None:
     return dataset if isinstance(dataset, str) else None
 
 
-def check_dataset(checkpoint: dict[str, Any], selected: str) -> None:
+def check_dataset(
+    checkpoint: dict[str, Any], selected: str, ckpt_path: str | Path | None = None
+) -> None:
     """One line when the checkpoint was trained on another data set than ``data=<selected>``.
 
     A checkpoint that does not say (from before data sets were recorded, or fitted without a
@@ -88,41 +112,97 @@ def check_dataset(checkpoint: dict[str, Any], selected: str) -> None:
     """
     dataset = trained_on(checkpoint)
     if dataset is not None and dataset != selected:
+        name = f"checkpoint {ckpt_path}" if ckpt_path is not None else "checkpoint"
         raise CheckpointError(
-            f"checkpoint was trained on {dataset}, but data={selected} is selected: "
-            f"pass data={dataset}"
+            f"{name} was trained on {dataset}, but data={selected} is selected: pass data={dataset}"
         )
+
+
+def check_resumable(checkpoint: dict[str, Any], ckpt_path: str | Path) -> None:
+    """One line when training cannot go on from the checkpoint (it holds the weights only)."""
+    if "optimizer_states" not in checkpoint:
+        raise CheckpointError(
+            f"checkpoint {ckpt_path} holds the weights only (no optimizer state), so training "
+            "cannot resume from it: pass <run dir>/checkpoints/last.ckpt, or ckpt_path=null to "
+            "start fresh"
+        )
+
+
+def check_network(
+    checkpoint: dict[str, Any], net: Mapping[str, Any], ckpt_path: str | Path
+) -> None:
+    """One line when the checkpoint's weights do not fit the network that ``net`` configures.
+
+    Compares the names and shapes of the weights, so a setting that changes none may differ
+    (``dropout=0.2`` for ``0.1``; but not ``0`` for ``0.1``, which drops a layer and renames the
+    ones after it). The fix names the settings the checkpoint was trained with.
+    """
+    built = instantiate(dict(net))
+    wanted = {f"net.{k}": tuple(v.shape) for k, v in built.state_dict().items()}
+    state = checkpoint["state_dict"]
+    held = {k: tuple(v.shape) for k, v in state.items() if k.startswith("net.")}
+    if held == wanted:
+        return
+    trained = dict(checkpoint.get("hyper_parameters", {}).get("net") or {})
+    target, selected = trained.pop("_target_", "?"), net.get("_target_")
+    if target != selected:
+        settings = ", ".join(f"{k}={_override_value(v)}" for k, v in trained.items())
+        problem = f"holds a {target}({settings}), not the {selected} the model config builds"
+        fix = "select that network"
+    else:  # the settings it was trained with (defaults included) that the config changes
+        trained = {**_defaults(built), **trained}
+        changed = [
+            f"model.{k}={_override_value(v)}"
+            for k, v in trained.items()
+            if _override_value(net.get(k, v)) != _override_value(v)
+        ]
+        problem = f"holds a {target} with other layers than the model config's"
+        fix = f"pass {' '.join(changed)}" if changed else "train with the code that saved it"
+    raise CheckpointError(
+        f"checkpoint {ckpt_path} {problem}: {fix}, or ckpt_path=null to start fresh"
+    )
+
+
+def _defaults(obj: object) -> dict[str, Any]:
+    """The default arguments of ``obj``'s class."""
+    parameters = inspect.signature(type(obj)).parameters.values()
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+
+
+def _override_value(value: object) -> str:
+    """``value`` as a command-line override writes it: ``[16,32]``, ``true``, ``0.1``."""
+    return json.dumps(value, separators=(",", ":"))
 
 
 def build_model(checkpoint: dict[str, Any], ckpt_path: str | Path = "checkpoint") -> LitClassifier:
     """A ``LitClassifier`` in eval mode from a checkpoint read by ``read_checkpoint``."""
-    prefix = f"checkpoint {ckpt_path} is not a LitClassifier checkpoint"
     hparams = checkpoint.get("hyper_parameters")
     if not isinstance(hparams, dict) or not isinstance(hparams.get("net"), dict):
-        raise CheckpointError(
-            f"{prefix}: it has no 'net' hyper-parameter (a checkpoint of another LightningModule?)"
+        raise _not_ours(
+            ckpt_path, "it has no 'net' hyper-parameter (a checkpoint of another LightningModule?)"
         )
     for key in ALLOWED_TARGETS:
         config = hparams.get(key)
         if config is not None or key != "scheduler":
-            _check_target(key, config, prefix)
+            _check_target(key, config, ckpt_path)
     names = ("net", "optimizer", "scheduler", "num_classes")
     try:
         model = LitClassifier(**{k: hparams[k] for k in names if k in hparams})
     except Exception as err:  # arguments the network does not take
         reason = first_line(err, skip="Error in call to target")
-        raise CheckpointError(f"{prefix}: cannot build its network ({reason})") from None
+        raise _not_ours(ckpt_path, f"cannot build its network ({reason})") from None
     try:
         result = model.load_state_dict(checkpoint["state_dict"], strict=False)
     except Exception as err:  # weights of another shape, or not tensors
         reason = first_line(err, skip="Error(s) in loading state_dict")
-        raise CheckpointError(f"{prefix}: its weights do not fit its network ({reason})") from None
+        raise _not_ours(ckpt_path, f"its weights do not fit its network ({reason})") from None
     if result.missing_keys or result.unexpected_keys:
         keys = result.missing_keys or result.unexpected_keys
         what = "lacks" if result.missing_keys else "has unexpected"
-        raise CheckpointError(
-            f"{prefix}: its weights do not fit its network: it {what} {len(keys)} tensors "
-            f"({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+        listed = f"{', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}"
+        raise _not_ours(
+            ckpt_path,
+            f"its weights do not fit its network: it {what} {len(keys)} tensors ({listed})",
         )
     return model.eval()
 
@@ -136,11 +216,41 @@ def load_checkpoint(ckpt_path: str | Path, dataset: str | None = None) -> LitCla
     """
     checkpoint = read_checkpoint(ckpt_path)
     if dataset is not None:
-        check_dataset(checkpoint, dataset)
+        check_dataset(checkpoint, dataset, ckpt_path)
     return build_model(checkpoint, ckpt_path)
 
 
-def _check_target(key: str, config: object, prefix: str) -> None:
+def checkpoint_problem(
+    ckpt_path: str | Path,
+    *,
+    dataset: str | None = None,
+    resume: bool = False,
+    net: Mapping[str, Any] | None = None,
+) -> str | None:
+    """Why ``ckpt_path`` cannot be used, as one line with the fix; ``None`` when it can.
+
+    ``None`` means: the file loads weights-only, is a LitClassifier checkpoint whose model builds
+    and takes its weights, and (when asked) was trained on ``dataset``, can resume training
+    (``resume``) and fits the network ``net`` configures. It reads the file and builds the small
+    model on the CPU, nothing else (no data, no trainer, no files written): a few tens of
+    milliseconds for this project's checkpoints, so command lines check ``ckpt_path=`` with it
+    before any work, and resuming tries checkpoints newest first with it.
+    """
+    try:
+        checkpoint = read_checkpoint(ckpt_path)
+        if dataset is not None:
+            check_dataset(checkpoint, dataset, ckpt_path)
+        build_model(checkpoint, ckpt_path)
+        if resume:
+            check_resumable(checkpoint, ckpt_path)
+        if net is not None:
+            check_network(checkpoint, net, ckpt_path)
+    except CheckpointError as err:
+        return str(err)
+    return None
+
+
+def _check_target(key: str, config: object, ckpt_path: str | Path) -> None:
     """Refuse a hyper-parameter whose ``_target_`` is not an allowed class (building calls it)."""
     module_prefix, bases = ALLOWED_TARGETS[key]
     target = config.get("_target_") if isinstance(config, dict) else None
@@ -153,14 +263,15 @@ def _check_target(key: str, config: object, prefix: str) -> None:
         allowed = isinstance(cls, type) and issubclass(cls, bases)
         allowed = allowed and f"{cls.__module__}.".startswith(module_prefix)
     if not allowed:
-        raise CheckpointError(
-            f"{prefix}: its {key} names {target!r}, not a class of {module_prefix}* "
-            f"(refusing to run code a checkpoint names)"
+        raise _not_ours(
+            ckpt_path,
+            f"its {key} names {target!r}, not a class of {module_prefix}* "
+            "(refusing to run code a checkpoint names)",
         )
     # hydra's instantiate would call a ``_target_`` nested in the arguments too
     if any(_names_code(v) for k, v in config.items() if k != "_target_"):
-        raise CheckpointError(
-            f"{prefix}: its {key} arguments name code to call (a nested _target_), refusing it"
+        raise _not_ours(
+            ckpt_path, f"its {key} arguments name code to call (a nested _target_), refusing it"
         )
 
 

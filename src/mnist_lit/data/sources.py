@@ -16,7 +16,10 @@ tried in order by ``ensure_dataset``:
 Every file is checked against the md5 of the official *uncompressed* file before it is used (a
 ``.gz`` can be repacked, as Debian's are, and still hold the same bytes), and written under a
 temporary name then renamed, so a half-written file never looks like a good one. A file lock lets
-parallel jobs (a sweep, DDP ranks) share one data dir: one fetches, the others wait and verify.
+parallel jobs (a sweep, DDP ranks) share one data dir: one fetches, the others wait (and say so in
+the log), then verify. The lock is the kernel's (``flock``): it dies with its process, so a fetcher
+that is killed leaves no stale lock, and the temporary file it may leave is removed by the next
+process that takes the lock.
 """
 
 from __future__ import annotations
@@ -36,13 +39,14 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from mnist_lit.console import first_line
 from mnist_lit.files import atomic_write_bytes
@@ -159,6 +163,35 @@ register_dataset(MNIST)
 
 
 # ----------------------------------------------------------------------------- small helpers
+
+#: the lock file in each raw dir: whoever holds it may write the data files
+LOCK_NAME = ".fetch.lock"
+
+
+@contextmanager
+def data_dir_lock(raw_dir: Path, title: str) -> Iterator[None]:
+    """Hold ``raw_dir``'s lock; log once when another process holds it, so a wait is explained."""
+    lock = FileLock(str(raw_dir / LOCK_NAME))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("another process is preparing %s in %s; waiting for it", title, raw_dir)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def remove_stale_temporaries(raw_dir: Path, names: Iterable[str]) -> None:
+    """Delete the temporary files a killed writer left (``.<name>.<random>.tmp``).
+
+    Call it with the lock held: only a lock holder writes here, so any such file is a leftover.
+    """
+    for name in names:
+        for leftover in raw_dir.glob(f".{name}.*.tmp"):
+            log.info("removing %s, left by a fetch that was interrupted", leftover)
+            leftover.unlink(missing_ok=True)
 
 
 def md5sum(path: Path) -> str:
@@ -390,7 +423,8 @@ def ensure_dataset(
     raw_dir.mkdir(parents=True, exist_ok=True)
     expected_md5 = spec.md5
     attempts: list[str] = []
-    with FileLock(str(raw_dir / ".fetch.lock")):
+    with data_dir_lock(raw_dir, spec.title):
+        remove_stale_temporaries(raw_dir, expected_md5)
         todo = files_to_fetch(raw_dir, expected_md5)
         if not todo:
             return raw_dir
