@@ -797,8 +797,9 @@ def notes(plan: dict[str, Any]) -> list[str]:
         "Lightning median - 1) x 100.",
         "**Plain loop**: a hand-written loop over the data module's own `InMemoryBatches` "
         "(`train_dataloader()`); it computes the loss and nothing else. The Lightning side also "
-        "updates `train/acc` (torchmetrics) and logs `train/loss` every step, as `LitClassifier` "
-        "does: that is in its overhead.",
+        "updates the epoch's `train/acc` and `train/loss` metrics (torchmetrics) every step and "
+        "saves a resume checkpoint every 200 steps, as `python train.py` does: that is in its "
+        "overhead.",
         "**Lightning side**: conf/train.yaml composed with `trainer=cpu model=<model>`, built by "
         "`mnist_lit.train.build_model/build_trainer` as `python train.py` does: TensorBoard "
         "logger, checkpointing, early stopping, LR monitor and the image callbacks all on. "

@@ -153,8 +153,7 @@ def test_bad_command_line_from_the_shell() -> None:
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
-        "error: trainer.num_nodes=0 cannot go to SLURM (job trainer=ddp_multinode"
-        " trainer.num_nodes=0): it must be the number of nodes, trainer.num_nodes=N"
+        "error: trainer.num_nodes=0 is invalid: it must be an integer >= 1"
     ]
 
 

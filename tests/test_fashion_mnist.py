@@ -21,7 +21,6 @@ from PIL import Image
 from torchvision.datasets.mnist import read_image_file
 
 from mnist_lit import predict as predict_module
-from mnist_lit.checkpoints import CheckpointError
 from mnist_lit.data import FASHION_MNIST, FashionMNISTDataModule, MNISTDataModule
 from mnist_lit.data.preprocess import preprocess
 from mnist_lit.data.sources import (
@@ -248,5 +247,7 @@ def test_training_and_predicting_by_config(
     wrong = compose_config(
         "predict", [f"ckpt_path={ckpt}", f"images={tmp_path}"], tmp_path / "p2", fashion_data_dir
     )
-    with pytest.raises(CheckpointError, match="trained on fashion_mnist, but data=mnist"):
+    # found by the config check, before any work: one line, exit 2
+    with pytest.raises(SystemExit, match="2"):
         predict(wrong)
+    assert "trained on fashion_mnist, but data=mnist" in capsys.readouterr().err
