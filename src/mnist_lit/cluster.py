@@ -32,7 +32,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from submitit.slurm.slurm import SlurmExecutor
 
-from mnist_lit.config import CONFIG_DIR, ConfigError, check_command_line, validate
+from mnist_lit.config import (
+    CONFIG_DIR,
+    ConfigError,
+    check_command_line,
+    exit_with_error,
+    validate,
+)
 
 #: what the dry run adds unless the command line picks another option of the group
 DEFAULT_CHOICES = {"hydra/launcher": "slurm", "trainer": "ddp_multinode"}
@@ -241,20 +247,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = [a for a in args if a not in ("-m", "--multirun")]  # a submission is always a multirun
     flags = [a for a in args if a.startswith("-")]
     if flags:
-        _exit(f"unknown option {flags[0]}: pass Hydra overrides only (key=value, group=option)")
+        exit_with_error(
+            f"unknown option {flags[0]}: pass Hydra overrides only (key=value, group=option)"
+        )
     overrides = with_default_choices(args)
     check_command_line("train", overrides)  # bad keys and values: one line, exit 2, as train.py
     try:
         print(dry_run(overrides))
     except ConfigError as err:
-        _exit(str(err))
+        exit_with_error(str(err))
     except (HydraException, OmegaConfBaseException, AssertionError, NameError, ValueError) as err:
-        _exit(" ".join(str(err).split()))
-
-
-def _exit(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+        exit_with_error(" ".join(str(err).split()))
 
 
 if __name__ == "__main__":

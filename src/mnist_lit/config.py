@@ -32,7 +32,7 @@ import typing
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra import compose, initialize_config_dir
 from hydra._internal.utils import _locate  # hydra.utils.get_object also logs each failure
@@ -694,14 +694,15 @@ def check_command_line(config_name: str, argv: Sequence[str]) -> None:
     try:
         jobs = _combinations(args.overrides)
     except OverrideParseException as err:
-        _exit(_one_line(err))
+        exit_with_error(_one_line(err))
     for overrides in jobs:
         error = command_line_error(config_name, overrides)
         if error is not None:
-            _exit(error)
+            exit_with_error(error)
 
 
-def _exit(message: str) -> None:
+def exit_with_error(message: str) -> NoReturn:
+    """End a command as every entry point does on bad input: one ``error:`` line, exit code 2."""
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
 
@@ -711,4 +712,4 @@ def validate_or_exit(cfg: DictConfig) -> None:
     try:
         validate(cfg)
     except ConfigError as err:
-        _exit(str(err))
+        exit_with_error(str(err))

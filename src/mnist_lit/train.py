@@ -26,7 +26,13 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_lit.classifier import LitClassifier
-from mnist_lit.config import CONFIG_DIR, PROJECT_ROOT, check_command_line, validate_or_exit
+from mnist_lit.config import (
+    CONFIG_DIR,
+    PROJECT_ROOT,
+    check_command_line,
+    exit_with_error,
+    validate_or_exit,
+)
 from mnist_lit.console import print_config_tree, quiet_known_noise
 from mnist_lit.data.sources import DataFetchError
 from mnist_lit.files import atomic_write_bytes
@@ -106,12 +112,10 @@ def train(cfg: DictConfig) -> float | None:
     if trainer.world_size > 1 and _parallel_jobs() > 1:
         # Lightning starts the extra ranks by re-running the main script, and a joblib worker's
         # main script is joblib's own
-        print(
-            "error: DDP (trainer=ddp) cannot run inside hydra/launcher=parallel: use the default "
-            "launcher, which runs one job at a time, each with all its ranks",
-            file=sys.stderr,
+        exit_with_error(
+            "DDP (trainer=ddp) cannot run inside hydra/launcher=parallel: use the default "
+            "launcher, which runs one job at a time, each with all its ranks"
         )
-        raise SystemExit(2)
 
     with _processes_of_this_job(trainer, output_dir):
         started = time.perf_counter()
@@ -279,8 +283,7 @@ def main() -> None:
         try:  # `resume=<run dir>`: that run's own overrides, its dir, its newest checkpoint
             argv = resume_command_line(sys.argv[1:], PROJECT_ROOT / "logs" / "train" / "runs")
         except ResumeError as err:
-            print(f"error: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
+            exit_with_error(str(err))
         sys.argv = [sys.argv[0], *argv]
         check_command_line("train", argv)
     else:  # rank 0 checked this config already
