@@ -119,7 +119,7 @@ BAD_OVERRIDES = [
     case("train.py", "+callbacks.early_stopping.patiense=3", "did you mean 'callbacks.early_stopping.patience'?"),
     case("train.py", "data.augment={shiftt:2}", "key 'data.augment.shiftt'", "RandomAffine takes shift, degrees"),
     case("train.py", "tset=false", "unknown config key 'tset': did you mean 'test'?", "'+tset=...'"),
-    case("train.py", "trainer.precision=16-mixed", "trainer.precision is not in the config yet: add it with '+trainer.precision=16-mixed'"),
+    case("train.py", "trainer.gradient_clip_val=1.0", "trainer.gradient_clip_val is not in the config yet: add it with '+trainer.gradient_clip_val=1.0'"),
     case("train.py", "+callbacks.foo=1", "callbacks.foo=1 is invalid", "a config with a _target_ (the class to build)"),
     case("train.py", "model._target_=mnist_lit.Nope", "model._target_='mnist_lit.Nope' is invalid", "No module named"),
     # wrong types
@@ -158,7 +158,7 @@ BAD_OVERRIDES = [
     case("train.py", "scheduler=cosine scheduler.eta_min=-1", "eta_min=-1 is invalid", "a number >= 0"),
     case("train.py", "trainer.devices=0", "trainer.devices=0 is invalid", "-1 (all), auto, or a list"),
     case("train.py", "trainer.accelerator=gpuu", "accelerator='gpuu' is invalid", "one of auto, gpu, cpu"),
-    case("train.py", "+trainer.precision=15", "precision=15 is invalid", "one of 64, 32, 16, ", "bf16-mixed"),
+    case("train.py", "trainer.precision=15", "precision=15 is invalid", "one of auto, 64, 32, 16, ", "bf16-mixed"),
     case("train.py", "+trainer.limit_train_batches=1.5", "batches=1.5 is invalid", _COUNT_OR_FRACTION),
     case("train.py", "+trainer.limit_val_batches=-1", "limit_val_batches=-1 is invalid", _COUNT_OR_FRACTION),
     case("train.py", "+trainer.val_check_interval=1.5", "interval=1.5 is invalid", "a float in (0.0, 1.0]"),
@@ -244,7 +244,7 @@ def test_bad_command_line_fails_with_one_line(
     [
         "",
         "model=mlp optimizer=sgd scheduler=cosine",
-        "+trainer.precision=bf16-mixed +trainer.limit_train_batches=0.5 trainer.devices=[0]",
+        "trainer.precision=bf16-mixed +trainer.limit_train_batches=0.5 trainer.devices=[0]",
         "+optimizer.betas=[0.9,0.99] callbacks.early_stopping.patience=2 data.augment={shift:2}",
         "ckpt_path={full} " + " ".join(FITS_TINY),
         "ckpt_path=last",

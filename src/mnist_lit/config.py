@@ -160,7 +160,8 @@ def _lightning_choices(name: str) -> tuple[Any, ...]:
         annotation = typing.get_type_hints(Trainer.__init__)[name]
     except Exception:  # another Lightning: leave the check to it
         return ()
-    return tuple(_literals(annotation))
+    # precision: auto is the project's own (mnist_lit.hardware.resolve_precision)
+    return ("auto", *_literals(annotation)) if name == "precision" else tuple(_literals(annotation))
 
 
 def _literals(annotation: Any) -> list[Any]:

@@ -13,6 +13,7 @@ from mnist_lit.checkpoints import CheckpointError, dataset_of_config, load_check
 from mnist_lit.config import CONFIG_DIR, check_command_line, validate_or_exit
 from mnist_lit.console import quiet_known_noise
 from mnist_lit.data.sources import DataFetchError
+from mnist_lit.hardware import instantiate_trainer
 
 __all__ = ["evaluate", "load_checkpoint", "main"]  # load_checkpoint: moved to checkpoints.py
 
@@ -25,7 +26,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     model = load_checkpoint(cfg.ckpt_path, dataset=dataset_of_config(cfg.data))
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
-    trainer = instantiate(cfg.trainer, logger=False)
+    trainer = instantiate_trainer(cfg.trainer, logger=False)
     results = trainer.test(model, datamodule=datamodule)
     metrics = {k: float(v) for k, v in results[0].items()}
     print(

@@ -36,6 +36,7 @@ from mnist_lit.config import (
 from mnist_lit.console import print_config_tree, quiet_known_noise
 from mnist_lit.data.sources import DataFetchError
 from mnist_lit.files import atomic_write_bytes
+from mnist_lit.hardware import instantiate_trainer
 from mnist_lit.report import RUN_SUMMARY_FILE
 from mnist_lit.resume import ResumeError, checkpoint_step, resume_command_line
 
@@ -59,7 +60,7 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     resumed_at = checkpoint_step(cfg.ckpt_path) if cfg.get("ckpt_path") else None
     loggers = [_build_logger(lg, resumed_at) for lg in (cfg.get("logger") or {}).values() if lg]
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return instantiate_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
 
 def _build_logger(logger_cfg: DictConfig, resumed_at: int | None) -> Logger:

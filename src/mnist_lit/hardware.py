@@ -1,0 +1,91 @@
+"""What this machine computes fastest, decided once at start-up.
+
+``trainer.precision: auto`` (conf/trainer/default.yaml) becomes ``bf16-mixed`` where the hardware
+multiplies bf16 natively, else ``32-true``. bf16 autocast runs the matrix products and
+convolutions in bfloat16 and keeps weights, batch norm and the loss in float32: on an AVX512-BF16
+CPU it trains the networks here markedly faster than float32 (README, "Speed"). Where the CPU
+lacks the instructions, bf16 is emulated and slower than float32, hence the check rather than
+bf16 everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+#: what ``trainer.precision`` may say besides Lightning's own values
+AUTO = "auto"
+BF16 = "bf16-mixed"
+FP32 = "32-true"
+
+
+def cpu_has_native_bf16() -> bool:
+    """True on x86 CPUs with AVX512-BF16 or AMX (Intel Cooper Lake+, AMD Zen 4+)."""
+    # private helpers of torch.cpu, the only place torch tells; absent ones mean "no"
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def gpu_has_native_bf16() -> bool:
+    """True on CUDA GPUs with bf16 tensor cores (Ampere and later)."""
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def resolve_precision(precision: object, accelerator: object) -> object:
+    """``trainer.precision`` as Lightning takes it: ``auto`` is decided here, anything else kept.
+
+    ``accelerator`` is the trainer's: ``auto`` means a CUDA GPU when there is one, as Lightning
+    picks it (another accelerator, such as Apple's ``mps``, gets float32).
+    """
+    if str(precision) != AUTO:
+        return precision
+    name = str(accelerator)
+    if name in ("gpu", "cuda") or (name == AUTO and torch.cuda.is_available()):
+        return BF16 if gpu_has_native_bf16() else FP32
+    if name == "cpu" or (name == AUTO and not torch.backends.mps.is_available()):
+        return BF16 if cpu_has_native_bf16() else FP32
+    return FP32
+
+
+def skip_gpu_probe_without_gpu() -> None:
+    """On a machine without a CUDA GPU, stop every optimizer step from probing for one.
+
+    Importing Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` (so that a probe does not
+    initialize CUDA before a fork). Adam and AdamW then ask ``torch.cuda.is_available()`` at every
+    ``step()``, which with that variable tries to load the NVIDIA driver's NVML library afresh each
+    time: ~40 us a step where there is no driver. With no GPU there is nothing a fork could
+    break, so the plain (cached, ~1 us) check is used instead.
+    """
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1" and torch.cuda.device_count() == 0:
+        os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
+
+
+def skip_nan_filling() -> None:
+    """Keep deterministic algorithms, but stop torch filling every new tensor with NaN first.
+
+    ``trainer.deterministic`` turns on ``torch.use_deterministic_algorithms``, which by default
+    also fills each ``torch.empty`` result with NaN, so that a kernel that read memory it never
+    wrote would give the same (NaN) result each time: a debugging aid. Correct kernels write
+    before they read, so the numbers are the same without it (tests/test_resume.py and
+    tests/test_train.py compare runs to the last digit); the filling cost ~0.5 ms of each
+    2.5 ms MLP step on the CPU.
+    """
+    torch.utils.deterministic.fill_uninitialized_memory = False
+
+
+def instantiate_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> L.Trainer:
+    """``instantiate(trainer_cfg, **kwargs)``, with ``precision: auto`` decided for this machine
+    and the two per-step costs above gone."""
+    skip_gpu_probe_without_gpu()
+    precision = kwargs.pop("precision", trainer_cfg.get("precision"))
+    if precision is not None:
+        accelerator = kwargs.get("accelerator", trainer_cfg.get("accelerator", AUTO))
+        kwargs["precision"] = resolve_precision(precision, accelerator)
+    trainer = instantiate(trainer_cfg, **kwargs)
+    skip_nan_filling()  # after the Trainer: its `deterministic` switches the algorithms on
+    return trainer
