@@ -247,6 +247,8 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule("optimizer.eps", _positive, "a number > 0, e.g. 1e-8"),
     Rule("optimizer.amsgrad", _is_bool, _BOOL),
+    # null: torch picks (its per-tensor loops on the CPU)
+    Rule("optimizer.fused", _is_bool, _BOOL, nullable=True),
     # scheduler: onecycle, cosine, step
     Rule("scheduler.max_lr", _positive, "a number > 0"),
     Rule("scheduler.pct_start", _is_fraction, "a float in [0.0, 1.0], e.g. 0.25"),
