@@ -103,8 +103,10 @@ class SampleBatchImages(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
+        if trainer.global_step != 0 or batch_idx != 0:  # first: this runs before every step
+            return
         writer = _tensorboard(trainer)
-        if writer is None or trainer.global_step != 0 or batch_idx != 0:
+        if writer is None:
             return
         images = _pixels(batch[0][: self.count].detach().cpu(), trainer)
         writer.add_image("inputs/train_batch", make_grid(images, nrow=16, pad_value=1.0), 0)
