@@ -54,6 +54,12 @@ from mnist_lit.checkpoints import dataset_of_config, load_checkpoint
 from mnist_lit.config import CONFIG_DIR, PROJECT_ROOT, validate
 from mnist_lit.console import quiet_known_noise
 from mnist_lit.data.sources import ensure_mnist
+from mnist_lit.hardware import (
+    instantiate_trainer,
+    resolve_precision,
+    skip_gpu_probe_without_gpu,
+    skip_nan_filling,
+)
 from mnist_lit.report import RUN_SUMMARY_FILE
 from mnist_lit.train import build_model, build_trainer
 
@@ -71,12 +77,20 @@ EXAMPLES_WORKERS = 0
 #: pytorch/examples leaves ``shuffle`` off on the CPU (see above); training data wants shuffling,
 #: as it does on an accelerator and as the project does, so it is on here (no cost to speak of)
 EXAMPLES_SHUFFLE = True
-#: the three pipelines of parts 1 and 2, in the order of the first repeat
-PIPELINES = ("examples", "plain", "lightning")
+#: the pipelines of parts 1 and 2, in the order of the first repeat
+PIPELINES = ("examples", "plain", "lightning", "lightning_fp32", "lightning_bare")
 PIPELINE_NAMES = {
-    "examples": "pytorch/examples pipeline",
+    "examples": "pytorch/examples pipeline (float32)",
     "plain": "plain loop, in-memory batches",
-    "lightning": "project: Lightning Trainer",
+    "lightning": "project: `python train.py`'s Trainer",
+    "lightning_fp32": "project at `trainer.precision=32-true`",
+    "lightning_bare": "Lightning alone: no callbacks, no logger",
+}
+#: what the project's variants of the Lightning pipeline add to the user's overrides
+PIPELINE_OVERRIDES = {
+    "lightning": [],
+    "lightning_fp32": ["trainer.precision=32-true"],
+    "lightning_bare": ["callbacks=none", "~logger"],
 }
 #: the progress bar is output, not training: off in every timed fit (and stated in the report)
 NO_PROGRESS_BAR = ("callbacks.progress_bar=null", "+trainer.enable_progress_bar=false")
@@ -175,6 +189,11 @@ def compose_config(config_name: str, overrides: list[str], output_dir: Path) -> 
     return cfg
 
 
+def project_precision(cfg: DictConfig) -> object:
+    """The precision the project's Trainer trains at (``trainer.precision: auto`` decided)."""
+    return resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+
+
 def project_optimizer(
     cfg: DictConfig, net: nn.Module, total_steps: int
 ) -> tuple[torch.optim.Optimizer, Any]:
@@ -240,11 +259,13 @@ def seconds_of_steps(
     scheduler: Any,
     warmup: int,
     timed: int,
+    precision: object = "32-true",
 ) -> float:
     """Seconds of ``timed`` whole iterations (get a batch, one training step) after ``warmup``.
 
     The step of pytorch/examples' ``train()`` (its every-10-batches log print left out: output)
-    plus the per-batch schedule step, so the work is that of the Lightning side.
+    plus the per-batch schedule step, so the work is that of the Lightning side; ``precision``
+    puts the forward pass and loss under the autocast that Lightning's would.
     """
     net.train()
     iterator = iter(batches)
@@ -254,7 +275,8 @@ def seconds_of_steps(
             start = time.perf_counter()
         images, labels = next(iterator)
         optimizer.zero_grad()
-        loss = F.cross_entropy(net(images), labels)
+        with autocast_for(precision):
+            loss = F.cross_entropy(net(images), labels)
         loss.backward()
         optimizer.step()
         scheduler.step()
@@ -283,8 +305,11 @@ class StepWindow(L.Callback):
             self.seconds = time.perf_counter() - self._start
 
 
-def throughput_overrides(model: str, batches: int) -> list[str]:
-    """The user's ``python train.py trainer=cpu model=<model>``, cut to one short epoch."""
+def throughput_overrides(model: str, batches: int, extra: list[str] | None = None) -> list[str]:
+    """The user's ``python train.py trainer=cpu model=<model> [extra]``, cut to one short epoch."""
+    extra = extra or []
+    # callbacks=none leaves no progress bar callback to drop
+    no_bar = [o for o in NO_PROGRESS_BAR if "callbacks=none" not in extra or "callbacks." not in o]
     return [
         "trainer=cpu",
         f"model={model}",
@@ -293,8 +318,18 @@ def throughput_overrides(model: str, batches: int) -> list[str]:
         # validation is not training; one batch of it still runs after the timed window so that
         # early stopping and checkpointing, which watch val/acc, work as in a user's run
         "+trainer.limit_val_batches=1",
-        *NO_PROGRESS_BAR,
+        *no_bar,
+        *extra,
     ]
+
+
+def autocast_for(precision: object) -> contextlib.AbstractContextManager[Any]:
+    """The autocast that Lightning's ``precision`` puts around a training step on the CPU."""
+    if str(precision) == "bf16-mixed":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    if str(precision) == "16-mixed":
+        return torch.autocast("cpu", dtype=torch.float16)
+    return contextlib.nullcontext()
 
 
 def run_pipeline(
@@ -302,10 +337,11 @@ def run_pipeline(
 ) -> float:
     """Training samples/s of one pipeline, once: ``timed`` batches after ``warmup`` batches."""
     warmup, timed = plan.warmup[model], plan.timed[model]
-    cfg = compose_config("train", throughput_overrides(model, warmup + timed), run_dir)
+    extra = PIPELINE_OVERRIDES.get(pipeline, [])
+    cfg = compose_config("train", throughput_overrides(model, warmup + timed, extra), run_dir)
     batch_size = int(cfg.data.batch_size)
     L.seed_everything(cfg.seed, verbose=False)
-    if pipeline == "lightning":
+    if pipeline in PIPELINE_OVERRIDES:
         with library_output_to(log_path):
             datamodule = instantiate(cfg.data)
             lit_model = build_model(cfg)
@@ -327,7 +363,9 @@ def run_pipeline(
         assert len(batches) >= warmup + timed, "the timed window must fit in one epoch"
         net = instantiate(cfg.model)
         optimizer, scheduler = project_optimizer(cfg, net, warmup + timed)
-        seconds = seconds_of_steps(net, batches, optimizer, scheduler, warmup, timed)
+        # the plain loop at the project's precision; pytorch/examples' at its own, float32
+        precision = project_precision(cfg) if pipeline == "plain" else "32-true"
+        seconds = seconds_of_steps(net, batches, optimizer, scheduler, warmup, timed, precision)
     return timed * batch_size / seconds
 
 
@@ -337,7 +375,8 @@ def measure_throughput(plan: Plan, data_dir: Path, work_dir: Path) -> dict[str, 
     for model in ("cnn", "mlp"):
         rates: dict[str, list[float]] = {p: [] for p in PIPELINES}
         for repeat in range(plan.repeats):
-            order = PIPELINES[repeat % 3 :] + PIPELINES[: repeat % 3]
+            turn = repeat % len(PIPELINES)
+            order = PIPELINES[turn:] + PIPELINES[:turn]
             for pipeline in order:
                 run_dir = work_dir / f"{model}_{pipeline}_{repeat}"  # the Lightning fit's own
                 rate = run_pipeline(
@@ -353,6 +392,8 @@ def measure_throughput(plan: Plan, data_dir: Path, work_dir: Path) -> dict[str, 
             "timed_batches": plan.timed[model],
             "project_vs_examples": medians["lightning"] / medians["examples"],
             "lightning_overhead_pct": (medians["plain"] / medians["lightning"] - 1) * 100,
+            "bare_overhead_pct": (medians["plain"] / medians["lightning_bare"] - 1) * 100,
+            "bf16_speedup": medians["lightning"] / medians["lightning_fp32"],
         }
     return results
 
@@ -555,7 +596,7 @@ def eval_throughput(plan: Plan, ckpt_path: str, run_dir: Path, log_path: Path) -
         datamodule = instantiate(cfg.data)
         limit = {"limit_test_batches": plan.eval_batches} if plan.eval_batches else {}
         # eval.py's trainer (no logger); its progress bar is output, not evaluation: off
-        trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False, **limit)
+        trainer = instantiate_trainer(cfg.trainer, logger=False, enable_progress_bar=False, **limit)
 
         accuracies: list[float] = []
 
@@ -567,7 +608,8 @@ def eval_throughput(plan: Plan, ckpt_path: str, run_dir: Path, log_path: Path) -
 
         def one_forward_pass() -> float:
             started = time.perf_counter()
-            accuracy_of(model, islice(datamodule.test_dataloader(), plan.eval_batches))
+            with autocast_for(trainer.precision):  # what trainer.test runs under
+                accuracy_of(model, islice(datamodule.test_dataloader(), plan.eval_batches))
             return time.perf_counter() - started
 
         one_test_pass()  # warm-up: also sets the data module up
@@ -585,6 +627,7 @@ def eval_throughput(plan: Plan, ckpt_path: str, run_dir: Path, log_path: Path) -
         "trainer_test_s": test_seconds,
         "forward_s": forward_seconds,
         "test_acc": accuracies[-1],
+        "precision": str(trainer.precision),
     }
 
 
@@ -700,7 +743,9 @@ def render(results: dict[str, Any], found: list[Check]) -> str:
         f"Python {env['python']}; load average {env['load_start']:.2f} at the start, "
         f"{env['load_end']:.2f} at the end (above 0: others shared the cores). "
         f"Seeds 42 (project, conf/train.yaml) and {EXAMPLES_SEED} (pytorch/examples' default); "
-        "deterministic algorithms on everywhere (the project's `trainer.deterministic`).",
+        "deterministic algorithms on everywhere (the project's `trainer.deterministic`). "
+        f"The project trains at `{env['project_precision']}` here "
+        "(`trainer.precision: auto`: bf16 autocast where the CPU multiplies bf16 natively).",
         "",
         f"## Training throughput (batch 128, samples/s, median of {plan['repeats']} repeats)",
         "",
@@ -715,10 +760,12 @@ def render(results: dict[str, Any], found: list[Check]) -> str:
                 *rates,
                 f"{t['project_vs_examples']:.2f}x",
                 f"{t['lightning_overhead_pct']:.1f} %",
+                f"{t['bare_overhead_pct']:.1f} %",
             ]
         )
     header = ["model", *(PIPELINE_NAMES[p] for p in PIPELINES)]
-    lines += _table([*header, "project / examples", "Lightning overhead"], rows, {1, 2, 3, 4, 5})
+    header += ["project / examples", "Lightning overhead", "of which Lightning alone"]
+    lines += _table(header, rows, set(range(1, len(header))))
     lines += [
         "",
         "## Time to 99.0 % test accuracy (training seconds; evaluations off the clock)",
@@ -752,7 +799,8 @@ def render(results: dict[str, Any], found: list[Check]) -> str:
                 f"{evaluation['trainer_test_images_per_s']:,.0f} images/s",
             ],
             [
-                "the same model, forward passes alone over the data module's test batches",
+                "the same model, forward passes alone over the data module's test batches "
+                f"(at the trainer's precision, {evaluation['precision']})",
                 f"{evaluation['forward_images_per_s']:,.0f} images/s",
             ],
             [
@@ -790,16 +838,22 @@ def notes(plan: dict[str, Any]) -> list[str]:
         "Shuffling is on here, as on an accelerator and in the project.",
         "**Same work in parts 1 and 2**: each pipeline trains the same network (conf/model/cnn.yaml"
         ", mlp.yaml) from the same initial weights with the project's optimizer and schedule "
-        "(Adam, one-cycle stepped per batch), batch 128. A timed window is whole iterations "
+        "(fused Adam, one-cycle stepped per batch), batch 128. A timed window is whole iterations "
         "(get a batch, forward, loss, backward, step) after warm-up batches; the repeats of the "
-        "three pipelines are interleaved in a rotating order. `project / examples` is the "
-        "Lightning median over the pytorch/examples median; the overhead is (plain median / "
-        "Lightning median - 1) x 100.",
+        "pipelines are interleaved in a rotating order. `project / examples` is the "
+        "median of `python train.py`'s Trainer over the pytorch/examples median; the overhead is "
+        "(plain median / Lightning median - 1) x 100.",
+        "**Precision**: pytorch/examples trains in float32, and so does its pipeline here. The "
+        "project trains at `trainer.precision: auto`, bf16 autocast on a CPU with native bf16 "
+        "(AVX512-BF16 or AMX), so its figure has two sources, in-memory batches and bf16: the "
+        "`32-true` column is the project with the first alone. The plain loop runs at the "
+        "project's precision (the same autocast), so the overhead compares like with like.",
         "**Plain loop**: a hand-written loop over the data module's own `InMemoryBatches` "
         "(`train_dataloader()`); it computes the loss and nothing else. The Lightning side also "
         "updates the epoch's `train/acc` and `train/loss` metrics (torchmetrics) every step and "
-        "saves a resume checkpoint every 200 steps, as `python train.py` does: that is in its "
-        "overhead.",
+        "saves a resume checkpoint every 1000 steps, as `python train.py` does: that is in its "
+        "overhead. `Lightning alone` is the same Trainer with `callbacks=none ~logger`: what "
+        "the framework's own loop, hooks and automatic optimization cost, the metrics included.",
         "**Lightning side**: conf/train.yaml composed with `trainer=cpu model=<model>`, built by "
         "`mnist_lit.train.build_model/build_trainer` as `python train.py` does: TensorBoard "
         "logger, checkpointing, early stopping, LR monitor and the image callbacks all on. "
@@ -845,6 +899,8 @@ def machine_facts() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "load_start": os.getloadavg()[0],
+        # what `trainer.precision: auto` (conf/trainer/default.yaml) trains at on this CPU
+        "project_precision": str(resolve_precision("auto", "cpu")),
     }
 
 
@@ -874,6 +930,12 @@ def main(argv: list[str] | None = None) -> int:
     # the project's trainer turns this on (trainer.deterministic=true) for the whole process;
     # on from the start, every pipeline runs under the same setting whatever the order
     torch.use_deterministic_algorithms(True)
+    # the project's trainer does this too, process-wide (mnist_lit.hardware): without a GPU, no
+    # optimizer step probes for one. pytorch/examples never imports Lightning, which is what
+    # turns that probe on, so from the start no pipeline pays for it
+    skip_gpu_probe_without_gpu()
+    # and its deterministic algorithms leave out filling new tensors with NaN (a debugging aid)
+    skip_nan_filling()
 
     results: dict[str, Any] = {
         "started": started.isoformat(timespec="seconds"),
