@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 from hydra.core.global_hydra import GlobalHydra
-from hydra.utils import instantiate
 from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from mnist_lit import cluster
 from mnist_lit.config import PROJECT_ROOT
+from mnist_lit.hardware import instantiate_trainer
 
 from .conftest import compose_config, run_cli
 
@@ -192,7 +192,9 @@ def test_lightning_accepts_the_layout_under_slurm_and_torchrun(
             for key, value in env.items():
                 patch.setenv(key, value)
             # the GPU config, built on the CPU (this machine has no GPU)
-            trainer = instantiate(cfg.trainer, accelerator="cpu", deterministic=False, logger=False)
+            trainer = instantiate_trainer(
+                cfg.trainer, accelerator="cpu", deterministic=False, logger=False
+            )
             cluster_env = trainer.strategy.cluster_environment
             assert isinstance(cluster_env, environment)
             assert (trainer.num_nodes, trainer.num_devices, trainer.world_size) == (2, 4, 8)

@@ -17,6 +17,7 @@ from mnist_lit.classifier import LitClassifier
 from mnist_lit.config import PROJECT_ROOT
 from mnist_lit.data import MNISTDataModule
 from mnist_lit.data.datamodule import EpochShuffleSampler
+from mnist_lit.hardware import resolve_precision
 
 from .conftest import QUICK, run_cli
 
@@ -72,8 +73,10 @@ def test_ddp_run_writes_one_run_dir(tmp_path: Path, mnist_data_dir: Path) -> Non
     model = LitClassifier.load_from_checkpoint(summary["best_ckpt"], map_location="cpu").eval()
     data = MNISTDataModule(data_dir=str(mnist_data_dir))
     data.setup("test")
-    with torch.no_grad():
-        outputs = [(model(x), y) for x, y in data.test_dataloader()]
+    # under the autocast the run tested with (trainer.precision: auto on this CPU)
+    bf16 = resolve_precision("auto", "cpu") == "bf16-mixed"
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        outputs = [(model(x).float(), y) for x, y in data.test_dataloader()]
     logits, labels = torch.cat([o[0] for o in outputs]), torch.cat([o[1] for o in outputs])
     assert len(labels) == 10_000
     accuracy = (logits.argmax(1) == labels).float().mean().item()
