@@ -20,6 +20,8 @@ def quiet_known_noise() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     # our batches come from memory, not DataLoader workers, so the worker advice does not apply
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    # bf16 autocast keeps the weights in float32, so the summary's 32-bit size is the right one
+    warnings.filterwarnings("ignore", message=r".*is not supported by the model summary.*")
 
 
 def first_line(err: BaseException, skip: str = "", empty: str | None = None) -> str:

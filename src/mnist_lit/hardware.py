@@ -10,6 +10,7 @@ bf16 everywhere.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -17,6 +18,8 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
 
 #: what ``trainer.precision`` may say besides Lightning's own values
 AUTO = "auto"
@@ -86,6 +89,8 @@ def instantiate_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> L.Trainer:
     if precision is not None:
         accelerator = kwargs.get("accelerator", trainer_cfg.get("accelerator", AUTO))
         kwargs["precision"] = resolve_precision(precision, accelerator)
+        if str(precision) == AUTO:
+            log.info("trainer.precision=auto: %s on this machine", kwargs["precision"])
     trainer = instantiate(trainer_cfg, **kwargs)
     skip_nan_filling()  # after the Trainer: its `deterministic` switches the algorithms on
     return trainer
