@@ -139,7 +139,7 @@ class MNISTDataModule(L.LightningDataModule):
         mean: float = 0.1307,
         std: float = 0.3081,
         augment: dict[str, float] | None = None,
-        on_device: bool = False,
+        on_device: bool = True,
     ) -> None:
         super().__init__()
         # a plain dict (not Hydra's DictConfig), so checkpoints load with weights_only=True
