@@ -60,6 +60,7 @@ def test_defaults_are_the_documented_ones(tmp_path: Path) -> None:
     cfg = compose_config("train", [], tmp_path)
     assert cfg.model._target_ == "mnist_lit.models.CNN"
     assert cfg.optimizer._target_ == "torch.optim.Adam" and cfg.optimizer._partial_
+    assert cfg.optimizer.fused and cfg.trainer.precision == "auto" and cfg.data.on_device
     assert cfg.scheduler._target_.endswith("OneCycleLR") and cfg.scheduler._partial_
     assert (cfg.data.mean, cfg.data.std, cfg.data.val_size) == (0.1307, 0.3081, 5000)
     assert re.search(r"/train/runs/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d$", cfg.hydra.run.dir)
@@ -68,6 +69,7 @@ def test_defaults_are_the_documented_ones(tmp_path: Path) -> None:
         "model_checkpoint",
         "resume_checkpoint",
         "exact_resume",
+        "channels_last",
         "stop_at_target",
         "early_stopping",
         "lr_monitor",
