@@ -141,7 +141,8 @@ def test_data_module_gives_each_rank_its_share(mnist_data_dir: Path) -> None:
     data = MNISTDataModule(data_dir=str(mnist_data_dir), batch_size=500)
     data.setup("fit")
     for rank in (0, 1):
-        data.trainer = SimpleNamespace(global_rank=rank, world_size=2)
+        cpu = SimpleNamespace(root_device=torch.device("cpu"))  # where data.on_device puts it
+        data.trainer = SimpleNamespace(global_rank=rank, world_size=2, strategy=cpu)
         for loader, size in (
             (data.train_dataloader(), 55_000),
             (data.val_dataloader(), 5_000),
