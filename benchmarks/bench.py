@@ -614,7 +614,7 @@ def eval_throughput(plan: Plan, ckpt_path: str, run_dir: Path, log_path: Path) -
 
         def one_forward_pass() -> float:
             started = time.perf_counter()
-            with autocast_for(trainer.precision):  # what trainer.test runs under
+            with trainer.precision_plugin.forward_context():  # what trainer.test runs under
                 accuracy_of(model, islice(datamodule.test_dataloader(), plan.eval_batches))
             return time.perf_counter() - started
 
@@ -907,8 +907,6 @@ def machine_facts() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "load_start": os.getloadavg()[0],
-        # what `trainer.precision: auto` (conf/trainer/default.yaml) trains at on this CPU
-        "project_precision": str(resolve_precision("auto", "cpu")),
     }
 
 
@@ -951,6 +949,8 @@ def main(argv: list[str] | None = None) -> int:
         "plan": vars(plan),
     }
     env = results["machine"]
+    # what conf/trainer (precision: auto) trains at on this CPU, as the timed fits compose it
+    env["project_precision"] = str(project_precision(compose_config("train", ["trainer=cpu"], out)))
     say(f"{env['cpu']}, {env['cpus']} CPUs, torch threads {env['torch_threads']}; output in {out}")
     say(f"parts 1-2: training throughput, {plan.repeats} interleaved repeats")
     results["throughput"] = measure_throughput(plan, DATA_DIR, work_dir)

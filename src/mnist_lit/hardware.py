@@ -62,7 +62,7 @@ def skip_gpu_probe_without_gpu() -> None:
     initialize CUDA before a fork). Adam and AdamW then ask ``torch.cuda.is_available()`` at every
     ``step()``, which with that variable tries to load the NVIDIA driver's NVML library afresh each
     time: ~40 us a step where there is no driver. With no GPU there is nothing a fork could
-    break, so the plain (cached, ~1 us) check is used instead.
+    break, so torch's plain check (~1 us, no library loading) is used instead.
     """
     if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1" and torch.cuda.device_count() == 0:
         os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
