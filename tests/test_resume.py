@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -12,7 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.optim.lr_scheduler import OneCycleLR
 
+from mnist_lit.classifier import _schedule_mismatch
 from mnist_lit.config import PROJECT_ROOT
 from mnist_lit.data import MNISTDataModule
 from mnist_lit.resume import ResumeError, newest_intact_checkpoint, resume_command_line
@@ -148,3 +151,60 @@ def test_train_batches_resume_mid_epoch(mnist_data_dir: Path) -> None:
     # the next epoch is whole again
     restored.sampler.set_epoch(4)
     assert len(list(restored)) == len(whole_epoch)
+
+
+def _lr_column(metrics_csv: Path) -> dict[int, float]:
+    with metrics_csv.open() as file:
+        return {int(r["step"]): float(r["lr-Adam"]) for r in csv.DictReader(file) if r["lr-Adam"]}
+
+
+@pytest.mark.slow
+def test_resume_with_another_schedule(tmp_path: Path, mnist_data_dir: Path) -> None:
+    """A longer one-cycle fails at start-up in one line; ``scheduler=none`` goes on at the
+    config's lr (not the one the schedule ended at) and the CSV log of the first part stays."""
+    run_dir = tmp_path / "run"
+    first = [*QUICK, "model=mlp", "logger=csv", "test=false", "trainer.log_every_n_steps=1"]
+    done = run_cli(
+        "train.py", *first, f"paths.data_dir={mnist_data_dir}", f"hydra.run.dir={run_dir}"
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    longer = run_cli("train.py", f"resume={run_dir}", "trainer.max_epochs=3")
+    assert longer.returncode == 2
+    errors = [line for line in longer.stderr.splitlines() if "error" in line.lower()]
+    assert errors == [errors[0]] and errors[0].startswith("error: cannot resume: its OneCycleLR")
+    assert "(1.25 epochs of 8 batches) and this run plans 24 (3 epochs)" in errors[0]
+    assert "scheduler=none optimizer.lr=<lr>" in errors[0] and "Traceback" not in longer.stderr
+
+    fixed = run_cli(
+        "train.py",
+        f"resume={run_dir}",
+        "trainer.max_epochs=2",
+        "scheduler=none",
+        "optimizer.lr=5e-4",
+    )
+    assert fixed.returncode == 0, fixed.stderr[-2000:]
+    before = _lr_column(run_dir / "csv" / "metrics.csv")
+    after = _lr_column(run_dir / "csv" / "resumed_at_step_0000008" / "metrics.csv")
+    assert sorted(before) == list(range(8)) and before[7] < 1e-3  # the one-cycle's annealing
+    assert after == {step: 5e-4 for step in range(8, 16)}
+
+
+@pytest.mark.parametrize(
+    "saved, planned, problem",
+    [
+        ([], [], None),
+        ([{"total_steps": 100, "last_epoch": 5}], [], None),  # scheduler=none: fixed lr
+        ([], ["onecycle"], "trained with no LR schedule"),
+        ([{"T_max": 100}], ["onecycle"], "another LR schedule than OneCycleLR"),
+        ([{"total_steps": 100}], ["onecycle"], "planned over 100 steps (10 epochs of 10 batches)"),
+        ([{"total_steps": 200}], ["onecycle"], None),
+    ],
+)
+def test_schedule_mismatch(saved: list, planned: list, problem: str | None) -> None:
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    schedulers = [OneCycleLR(optimizer, max_lr=0.1, total_steps=200) for _ in planned]
+    if saved and saved[0].keys() <= {"total_steps"} and schedulers:  # the full state but length
+        saved = [{**schedulers[0].state_dict(), **saved[0]}]
+    found = _schedule_mismatch(saved, schedulers, batches_per_epoch=10)
+    assert found == problem if problem is None else problem in found

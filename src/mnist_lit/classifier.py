@@ -17,6 +17,8 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from mnist_lit.resume import ResumeError
+
 
 class LitClassifier(L.LightningModule):
     """Classifies images into ``num_classes`` classes.
@@ -57,6 +59,8 @@ class LitClassifier(L.LightningModule):
             metric.persistent(True)
         # lets Lightning's summary show each layer's output shape and FLOPs
         self.example_input_array = torch.zeros(1, 1, 28, 28)
+        # the LR schedulers' states in the checkpoint a fit resumes from (None: a fresh fit)
+        self._resumed_schedules: list[dict[str, Any]] | None = None
 
     def forward(self, images: Tensor) -> Tensor:
         return self.net(images)
@@ -114,6 +118,39 @@ class LitClassifier(L.LightningModule):
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
         return torch.softmax(self(images), dim=1)
 
+    # Resuming (`ckpt_path`, `resume=`): Lightning loads the optimizer and the schedule from the
+    # checkpoint over what configure_optimizers built, so a schedule planned for another run
+    # length, or the lr a finished schedule left, would silently win over the config.
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._resumed_schedules = checkpoint.get("lr_schedulers", [])
+
+    def on_fit_start(self) -> None:
+        """Before the checkpoint's optimizer state is loaded: does its schedule fit this run?"""
+        if self._resumed_schedules is None:
+            return
+        planned = [config.scheduler for config in self.trainer.lr_scheduler_configs]
+        # known here when a schedule spans the run: configure_optimizers asked for its length
+        per_epoch = self.trainer.num_training_batches
+        problem = _schedule_mismatch(self._resumed_schedules, planned, per_epoch)
+        if problem:
+            raise ResumeError(
+                f"cannot resume: {problem}. Resume with the run's own scheduler and "
+                "trainer.max_epochs, or go on at a fixed lr: scheduler=none optimizer.lr=<lr>"
+            )
+
+    def on_train_start(self) -> None:
+        """Without a schedule, a resumed fit trains at the config's lr (and other settings)."""
+        resumed, self._resumed_schedules = self._resumed_schedules is not None, None
+        if not resumed or self.hparams.scheduler:
+            return
+        for optimizer in self.trainer.optimizers:
+            configured = instantiate(self.hparams.optimizer)(params=self.parameters())
+            for group, wanted in zip(optimizer.param_groups, configured.param_groups, strict=True):
+                params = group["params"]
+                group.clear()  # drops what a schedule added (initial_lr, max_lr, ...)
+                group.update(wanted, params=params)
+
     def configure_optimizers(self) -> Any:
         optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
         if not self.hparams.scheduler:
@@ -133,6 +170,30 @@ class LitClassifier(L.LightningModule):
 
 #: scheduler arguments that mean "length of the whole run" and are filled in from the trainer
 _RUN_LENGTH_ARGUMENTS = ("total_steps", "T_max")
+
+
+def _schedule_mismatch(
+    saved: list[dict[str, Any]], planned: list[Any], batches_per_epoch: float
+) -> str | None:
+    """Why the checkpoint's LR schedules (states) cannot go on as this run's, or None."""
+    if not planned:
+        return None  # a fixed lr from here on: on_train_start sets the config's
+    if len(saved) != len(planned):
+        had = "an LR schedule" if saved else "no LR schedule"
+        return f"the checkpoint was trained with {had} and this run has {len(planned) or 'none'}"
+    for state, scheduler in zip(saved, planned, strict=True):
+        name = type(scheduler).__name__
+        if set(state) != set(scheduler.state_dict()):
+            return f"the checkpoint was trained with another LR schedule than {name}"
+        for argument in _RUN_LENGTH_ARGUMENTS:
+            steps, now = state.get(argument), getattr(scheduler, argument, None)
+            if steps is not None and steps != now:
+                return (
+                    f"its {name} was planned over {steps} steps ({steps / batches_per_epoch:.3g} "
+                    f"epochs of {batches_per_epoch:g} batches) and this run plans {now} "
+                    f"({now / batches_per_epoch:.3g} epochs)"
+                )
+    return None
 
 
 def _run_length_argument(make_scheduler: Any) -> str | None:

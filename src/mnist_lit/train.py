@@ -64,12 +64,18 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
 
 
 def _build_logger(logger_cfg: DictConfig, resumed_at: int | None) -> Logger:
-    """A logger; when resuming, TensorBoard hides what the stopped run logged after its checkpoint.
+    """A logger; when resuming, one that keeps what the stopped run logged.
 
-    (Those steps are trained and logged again; ``purge_step`` keeps one copy of each.)
+    TensorBoard hides what the stopped run logged after its checkpoint (those steps are trained
+    and logged again; ``purge_step`` keeps one copy of each). ``CSVLogger`` deletes the
+    ``metrics.csv`` it finds, so a resumed run writes its own beside it, in
+    ``csv/resumed_at_step_<N>/``.
     """
     if resumed_at is not None and logger_cfg._target_.endswith("TensorBoardLogger"):
         return instantiate(logger_cfg, purge_step=resumed_at)
+    if resumed_at is not None and logger_cfg._target_.endswith("CSVLogger"):
+        version = f"{logger_cfg.get('version') or ''}/resumed_at_step_{resumed_at:07d}"
+        return instantiate(logger_cfg, version=version.lstrip("/"))
     return instantiate(logger_cfg)
 
 
@@ -275,6 +281,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     except DataFetchError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
+    except ResumeError as err:  # a checkpoint that cannot go on with this config
+        exit_with_error(str(err))
 
 
 def main() -> None:
