@@ -480,6 +480,30 @@ def test_good_existing_files_are_kept_without_any_source(tmp_path: Path, fake: F
     _assert_files_correct(tmp_path, fake)
 
 
+def test_read_only_dir_with_verified_files_is_used_as_is(
+    tmp_path: Path, fake: FakeMnist, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shared read-only copy (no lock file can be made there) needs no lock: nothing to write."""
+    _write_good_files(tmp_path, fake)
+
+    def read_only(self: Path, *args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "touch", read_only)
+    assert ensure_mnist(tmp_path, mirrors=(), wheel=None, expected_md5=fake.md5) == tmp_path
+    assert not (tmp_path / LOCK_NAME).exists()
+    (tmp_path / NAMES[0]).write_bytes(b"truncated")
+    with pytest.raises(DataFetchError, match="is not writable and lacks the verified") as caught:
+        ensure_mnist(tmp_path, mirrors=(), wheel=None, expected_md5=fake.md5)
+    assert NAMES[0] in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_data_dir_that_cannot_be_made_fails_clearly(tmp_path: Path, fake: FakeMnist) -> None:
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(DataFetchError, match=r"set paths\.data_dir to a writable folder"):
+        ensure_mnist(tmp_path / "a_file" / "raw", mirrors=(), wheel=None, expected_md5=fake.md5)
+
+
 def test_missing_files_without_any_source_fail_clearly(tmp_path: Path, fake: FakeMnist) -> None:
     with pytest.raises(DataFetchError, match="no source configured"):
         ensure_mnist(tmp_path, mirrors=(), wheel=None, expected_md5=fake.md5)

@@ -183,6 +183,16 @@ def data_dir_lock(raw_dir: Path, title: str) -> Iterator[None]:
         lock.release()
 
 
+def _writable(raw_dir: Path) -> bool:
+    """Can this process create ``raw_dir`` and its lock file (the first thing a fetch writes)?"""
+    try:
+        raw_dir.mkdir(parents=True, exist_ok=True)
+        (raw_dir / LOCK_NAME).touch(exist_ok=True)
+    except OSError:
+        return False
+    return True
+
+
 def remove_stale_temporaries(raw_dir: Path, names: Iterable[str]) -> None:
     """Delete the temporary files a killed writer left (``.<name>.<random>.tmp``).
 
@@ -420,8 +430,15 @@ def ensure_dataset(
         DataFetchError: every source failed. Its message lists each attempt and the fixes.
     """
     raw_dir = Path(raw_dir)
-    raw_dir.mkdir(parents=True, exist_ok=True)
     expected_md5 = spec.md5
+    if not _writable(raw_dir):  # e.g. a cluster's shared read-only copy: fine if complete
+        todo = files_to_fetch(raw_dir, expected_md5) if raw_dir.is_dir() else list(expected_md5)
+        if not todo:
+            return raw_dir
+        raise DataFetchError(
+            f"{raw_dir} is not writable and lacks the verified {', '.join(todo)}. Fix: set "
+            "paths.data_dir to a writable folder, or put the files there for a read-only one."
+        )
     attempts: list[str] = []
     with data_dir_lock(raw_dir, spec.title):
         remove_stale_temporaries(raw_dir, expected_md5)
