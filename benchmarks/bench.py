@@ -379,6 +379,9 @@ def measure_throughput(plan: Plan, data_dir: Path, work_dir: Path) -> dict[str, 
     """Parts 1 and 2: samples/s of the three pipelines, repeats interleaved in a rotating order."""
     results: dict[str, Any] = {}
     for model in ("cnn", "mlp"):
+        batch = int(
+            compose_config("train", throughput_overrides(model, 1), work_dir).data.batch_size
+        )
         rates: dict[str, list[float]] = {p: [] for p in PIPELINES}
         for repeat in range(plan.repeats):
             turn = repeat % len(PIPELINES)
@@ -391,7 +394,10 @@ def measure_throughput(plan: Plan, data_dir: Path, work_dir: Path) -> dict[str, 
                 rates[pipeline].append(rate)
                 say(f"{model} repeat {repeat + 1}/{plan.repeats}: {pipeline} {rate:,.0f} samples/s")
         medians = {p: statistics.median(r) for p, r in rates.items()}
+        # the overheads as time added to each step: Lightning's is nearly the same for any model
+        step_ms = {p: batch / rate * 1e3 for p, rate in medians.items()}
         results[model] = {
+            "batch_size": batch,
             "samples_per_s": medians,
             "repeats": rates,
             "warmup_batches": plan.warmup[model],
@@ -399,6 +405,8 @@ def measure_throughput(plan: Plan, data_dir: Path, work_dir: Path) -> dict[str, 
             "project_vs_examples": medians["lightning"] / medians["examples"],
             "lightning_overhead_pct": (medians["plain"] / medians["lightning"] - 1) * 100,
             "bare_overhead_pct": (medians["plain"] / medians["lightning_bare"] - 1) * 100,
+            "lightning_step_ms": step_ms["lightning"] - step_ms["plain"],
+            "bare_step_ms": step_ms["lightning_bare"] - step_ms["plain"],
             "bf16_speedup": medians["lightning"] / medians["lightning_fp32"],
         }
     return results
@@ -753,7 +761,9 @@ def render(results: dict[str, Any], found: list[Check]) -> str:
         f"The project trains at `{env['project_precision']}` here "
         "(`trainer.precision: auto`: bf16 autocast where the CPU multiplies bf16 natively).",
         "",
-        f"## Training throughput (batch 128, samples/s, median of {plan['repeats']} repeats)",
+        "## Training throughput (batch "
+        + " / ".join(sorted({f"{throughput[m]['batch_size']}" for m in ("cnn", "mlp")}))
+        + f", samples/s, median of {plan['repeats']} repeats)",
         "",
     ]
     rows = []
@@ -767,10 +777,12 @@ def render(results: dict[str, Any], found: list[Check]) -> str:
                 f"{t['project_vs_examples']:.2f}x",
                 f"{t['lightning_overhead_pct']:.1f} %",
                 f"{t['bare_overhead_pct']:.1f} %",
+                f"{t['lightning_step_ms']:+.2f} ms ({t['bare_step_ms']:+.2f} ms)",
             ]
         )
     header = ["model", *(PIPELINE_NAMES[p] for p in PIPELINES)]
     header += ["project / examples", "Lightning overhead", "of which Lightning alone"]
+    header += ["time Lightning adds to a step (alone)"]
     lines += _table(header, rows, set(range(1, len(header))))
     lines += [
         "",
@@ -844,11 +856,13 @@ def notes(plan: dict[str, Any]) -> list[str]:
         "Shuffling is on here, as on an accelerator and in the project.",
         "**Same work in parts 1 and 2**: each pipeline trains the same network (conf/model/cnn.yaml"
         ", mlp.yaml) from the same initial weights with the project's optimizer and schedule "
-        "(fused Adam, one-cycle stepped per batch), batch 128. A timed window is whole iterations "
+        "(fused Adam, one-cycle stepped per batch), with the data config's batch size. A timed "
+        "window is whole iterations "
         "(get a batch, forward, loss, backward, step) after warm-up batches; the repeats of the "
         "pipelines are interleaved in a rotating order. `project / examples` is the "
         "median of `python train.py`'s Trainer over the pytorch/examples median; the overhead is "
-        "(plain median / Lightning median - 1) x 100.",
+        "(plain median / Lightning median - 1) x 100, and the time it adds to a step is "
+        "batch / Lightning median - batch / plain median.",
         "**Precision and layout**: pytorch/examples trains in float32 with the usual weight "
         "layout, and so does its pipeline here. The project trains at `trainer.precision: auto`, "
         "bf16 autocast on a CPU with native bf16 (AVX512-BF16 or AMX), with channels-last conv "

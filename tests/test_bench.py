@@ -84,6 +84,10 @@ def test_quick_bench_writes_every_table(tmp_path: Path) -> None:
             assert all(rate > 0 for rate in figures["repeats"][pipeline])
         assert figures["project_vs_examples"] > 0
         assert math.isfinite(figures["lightning_overhead_pct"])
+        assert figures["batch_size"] == 128  # conf/data/mnist.yaml
+        # the per-step time that the overhead percentage stands for
+        plain_ms, project_ms = (128e3 / figures["samples_per_s"][p] for p in ("plain", "lightning"))
+        assert figures["lightning_step_ms"] == pytest.approx(project_ms - plain_ms)
     for recipe in ("examples", "fast"):
         evals = results["time_to_accuracy"][recipe]["evals"]
         assert evals, recipe
