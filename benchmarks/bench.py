@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import logging
 import math
@@ -757,7 +758,8 @@ def render(results: dict[str, Any], found: list[Check]) -> str:
         f"Python {env['python']}; load average {env['load_start']:.2f} at the start, "
         f"{env['load_end']:.2f} at the end (above 0: others shared the cores). "
         f"Seeds 42 (project, conf/train.yaml) and {EXAMPLES_SEED} (pytorch/examples' default); "
-        "deterministic algorithms on everywhere (the project's `trainer.deterministic`). "
+        "deterministic algorithms on everywhere (the project's `trainer.deterministic`); "
+        f"glibc malloc {'pinned' if env.get('malloc_pinned') else 'not pinned'} (see below). "
         f"The project trains at `{env['project_precision']}` here "
         "(`trainer.precision: auto`: bf16 autocast where the CPU multiplies bf16 natively).",
         "",
@@ -899,7 +901,33 @@ def notes(plan: dict[str, Any]) -> list[str]:
         "small launcher process, since a child of this big process would inherit its high-water "
         "mark); 1 GB = 10^9 bytes. One epoch (`trainer.max_epochs=1`), not the "
         "default 8.",
+        "**Memory allocator**: this one process trains every pipeline in turn, and glibc's "
+        "malloc, left to adapt, sometimes served a pipeline's activations from fresh `mmap` pages "
+        "every step because of how an earlier pipeline left the heap (the same plain CNN loop "
+        "then took 21 ms a forward pass instead of 12). So the benchmark pins it at the start "
+        "(`mallopt`: allocations under 32 MB from the heap, no trimming), for every pipeline "
+        "alike, and each runs as it does in a fresh `python train.py` process. The 1-epoch "
+        "default run is such a fresh process, not pinned.",
     ]
+
+
+def pin_malloc() -> bool:
+    """Keep glibc's malloc from handing memory back to the system between steps (glibc only).
+
+    One process trains many pipelines one after another here, and how the earlier ones left the
+    heap decided whether the next one's big activations came from the heap or from fresh
+    ``mmap`` pages, page faults and all, every step: the same plain CNN loop took 12 or 21 ms a
+    forward pass depending on what ran before it. Pinned (activations under 32 MB from the heap,
+    the heap not trimmed), every pipeline runs as in a fresh ``python train.py`` process, where
+    the forward pass takes the faster 12 ms (``benchmarks/step_phases.py``). False elsewhere.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
 
 
 def machine_facts() -> dict[str, Any]:
@@ -943,6 +971,7 @@ def main(argv: list[str] | None = None) -> int:
     out = out.resolve()  # the default run works from the repo root
     work_dir = out / "runs"
     work_dir.mkdir(parents=True, exist_ok=True)
+    malloc_pinned = pin_malloc()
     quiet_known_noise()
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -963,6 +992,7 @@ def main(argv: list[str] | None = None) -> int:
         "plan": vars(plan),
     }
     env = results["machine"]
+    env["malloc_pinned"] = malloc_pinned
     # what conf/trainer (precision: auto) trains at on this CPU, as the timed fits compose it
     env["project_precision"] = str(project_precision(compose_config("train", ["trainer=cpu"], out)))
     say(f"{env['cpu']}, {env['cpus']} CPUs, torch threads {env['torch_threads']}; output in {out}")

@@ -100,3 +100,28 @@ def test_quick_bench_writes_every_table(tmp_path: Path) -> None:
     assert memory["eval"]["trainer_test_images_per_s"] > 0
     assert memory["eval"]["forward_images_per_s"] > 0
     assert len(results["checks"]) == 6
+
+
+@pytest.mark.usefixtures("mnist_data_dir")
+def test_step_phases_prints_each_phase_of_both_loops() -> None:
+    """benchmarks/step_phases.py: where a step's time goes, plain loop against the Trainer."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH.parent / "step_phases.py"), "--steps", "30", "--warmup", "5"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {}
+    for line in done.stdout.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) == 4 and cells[1].replace(".", "").isdigit():
+            rows[cells[0]] = [float(cells[1]), float(cells[2]), float(cells[3].split()[0])]
+    assert list(rows) == ["forward + loss", "backward", "optimizer step", "between steps", "sum"]
+    for plain_ms, lightning_ms, added_ms in rows.values():
+        assert plain_ms > 0 and lightning_ms > 0
+        assert added_ms == pytest.approx(lightning_ms - plain_ms, abs=2e-3)
+    phases_ms = sum(r[0] for name, r in rows.items() if name != "sum")
+    assert rows["sum"][0] == pytest.approx(phases_ms, abs=5e-3)  # printed to 3 decimals
