@@ -195,7 +195,7 @@ def test_resume_with_another_schedule(tmp_path: Path, mnist_data_dir: Path) -> N
     [
         ([], [], None),
         ([{"total_steps": 100, "last_epoch": 5}], [], None),  # scheduler=none: fixed lr
-        ([], ["onecycle"], "trained with no LR schedule"),
+        ([], ["onecycle"], "trained without an LR schedule and this run has one"),
         ([{"T_max": 100}], ["onecycle"], "another LR schedule than OneCycleLR"),
         ([{"total_steps": 100}], ["onecycle"], "planned over 100 steps (10 epochs of 10 batches)"),
         ([{"total_steps": 200}], ["onecycle"], None),

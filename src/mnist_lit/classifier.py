@@ -178,9 +178,10 @@ def _schedule_mismatch(
     """Why the checkpoint's LR schedules (states) cannot go on as this run's, or None."""
     if not planned:
         return None  # a fixed lr from here on: on_train_start sets the config's
+    if not saved:
+        return "the checkpoint was trained without an LR schedule and this run has one"
     if len(saved) != len(planned):
-        had = "an LR schedule" if saved else "no LR schedule"
-        return f"the checkpoint was trained with {had} and this run has {len(planned) or 'none'}"
+        return f"the checkpoint has {len(saved)} LR schedules and this run {len(planned)}"
     for state, scheduler in zip(saved, planned, strict=True):
         name = type(scheduler).__name__
         if set(state) != set(scheduler.state_dict()):
