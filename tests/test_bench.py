@@ -1,4 +1,5 @@
-"""``make bench``: the PASS/MISS logic, and a ``--quick`` run that prints and writes every table."""
+"""``make bench``: the PASS/MISS logic, a ``--quick`` run that prints and writes every table, and
+``benchmarks/step_phases.py``."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from types import ModuleType
 import pytest
 
 from mnist_lit.config import PROJECT_ROOT
+
+from .conftest import run_cli
 
 BENCH = PROJECT_ROOT / "benchmarks" / "bench.py"
 SECTIONS = (
@@ -105,14 +108,7 @@ def test_quick_bench_writes_every_table(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("mnist_data_dir")
 def test_step_phases_prints_each_phase_of_both_loops() -> None:
     """benchmarks/step_phases.py: where a step's time goes, plain loop against the Trainer."""
-    done = subprocess.run(
-        [sys.executable, str(BENCH.parent / "step_phases.py"), "--steps", "30", "--warmup", "5"],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = run_cli("benchmarks/step_phases.py", "--steps", "30", "--warmup", "5")
     assert done.returncode == 0, done.stderr[-3000:]
     rows = {}
     for line in done.stdout.splitlines():
