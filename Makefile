@@ -35,7 +35,7 @@ eval: $(INSTALLED)  ## test a checkpoint: make eval ARGS="ckpt_path=logs/train/r
 test: data  ## run the test suite (real MNIST, small subsets)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: data  ## side by side with pytorch/examples and a plain loop (~8 min); logs/bench/<time>/bench.md
+bench: data  ## side by side with pytorch/examples and a plain loop (~7 min); logs/bench/<time>/bench.md
 	$(PY) benchmarks/bench.py
 
 lint: $(INSTALLED)  ## ruff lint and format check

@@ -197,6 +197,14 @@ def project_precision(cfg: DictConfig) -> object:
     return resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
 
 
+def as_the_project_trains(cfg: DictConfig, net: nn.Module) -> tuple[nn.Module, object]:
+    """``net`` in the project's weight layout, and the precision its Trainer trains at: what the
+    plain loop copies so that its difference from the Trainer is the Trainer's own."""
+    if (cfg.get("callbacks") or {}).get("channels_last"):
+        net = net.to(memory_format=torch.channels_last)
+    return net, project_precision(cfg)
+
+
 def project_optimizer(
     cfg: DictConfig, net: nn.Module, total_steps: int
 ) -> tuple[torch.optim.Optimizer, Any]:
@@ -367,10 +375,8 @@ def run_pipeline(
         assert len(batches) >= warmup + timed, "the timed window must fit in one epoch"
         net = instantiate(cfg.model)
         precision: object = "32-true"  # pytorch/examples: float32, the usual layout
-        if pipeline == "plain":  # the project's precision and weight layout
-            precision = project_precision(cfg)
-            if (cfg.get("callbacks") or {}).get("channels_last"):
-                net = net.to(memory_format=torch.channels_last)
+        if pipeline == "plain":
+            net, precision = as_the_project_trains(cfg, net)
         optimizer, scheduler = project_optimizer(cfg, net, warmup + timed)
         seconds = seconds_of_steps(net, batches, optimizer, scheduler, warmup, timed, precision)
     return timed * batch_size / seconds
@@ -930,6 +936,22 @@ def pin_malloc() -> bool:
     return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
 
 
+def settle_process() -> bool:
+    """The process-wide settings every pipeline is timed under; True if malloc got pinned."""
+    malloc_pinned = pin_malloc()
+    quiet_known_noise()
+    # the project's trainer turns this on (trainer.deterministic=true) for the whole process;
+    # on from the start, every pipeline runs under the same setting whatever the order
+    torch.use_deterministic_algorithms(True)
+    # the project's trainer does this too, process-wide (mnist_lit.hardware): without a GPU, no
+    # optimizer step probes for one. pytorch/examples never imports Lightning, which is what
+    # turns that probe on, so from the start no pipeline pays for it
+    skip_gpu_probe_without_gpu()
+    # and its deterministic algorithms leave out filling new tensors with NaN (a debugging aid)
+    skip_nan_filling()
+    return malloc_pinned
+
+
 def machine_facts() -> dict[str, Any]:
     """The CPU, threads and versions the figures belong to."""
     cpu = platform.processor() or "unknown CPU"
@@ -971,20 +993,10 @@ def main(argv: list[str] | None = None) -> int:
     out = out.resolve()  # the default run works from the repo root
     work_dir = out / "runs"
     work_dir.mkdir(parents=True, exist_ok=True)
-    malloc_pinned = pin_malloc()
-    quiet_known_noise()
+    malloc_pinned = settle_process()
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     ensure_mnist(DATA_DIR / "MNIST" / "raw")
-    # the project's trainer turns this on (trainer.deterministic=true) for the whole process;
-    # on from the start, every pipeline runs under the same setting whatever the order
-    torch.use_deterministic_algorithms(True)
-    # the project's trainer does this too, process-wide (mnist_lit.hardware): without a GPU, no
-    # optimizer step probes for one. pytorch/examples never imports Lightning, which is what
-    # turns that probe on, so from the start no pipeline pays for it
-    skip_gpu_probe_without_gpu()
-    # and its deterministic algorithms leave out filling new tensors with NaN (a debugging aid)
-    skip_nan_filling()
 
     results: dict[str, Any] = {
         "started": started.isoformat(timespec="seconds"),

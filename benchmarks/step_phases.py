@@ -35,18 +35,16 @@ import torch
 import torch.nn.functional as F
 from bench import (
     PIPELINE_OVERRIDES,
+    as_the_project_trains,
     autocast_for,
     compose_config,
     library_output_to,
-    pin_malloc,
     project_optimizer,
-    project_precision,
+    settle_process,
     throughput_overrides,
 )
 from hydra.utils import instantiate
 
-from mnist_lit.console import quiet_known_noise
-from mnist_lit.hardware import skip_gpu_probe_without_gpu, skip_nan_filling
 from mnist_lit.train import build_model, build_trainer
 
 PHASES = ("forward + loss", "backward", "optimizer step", "between steps")
@@ -112,11 +110,9 @@ def plain_phases(
     L.seed_everything(cfg.seed, verbose=False)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
-    net = build_model(cfg).net  # the same initial weights as the fit's
-    if (cfg.get("callbacks") or {}).get("channels_last"):
-        net = net.to(memory_format=torch.channels_last)
+    # the same initial weights as the fit's
+    net, precision = as_the_project_trains(cfg, build_model(cfg).net)
     optimizer, scheduler = project_optimizer(cfg, net, steps)
-    precision = project_precision(cfg)
     times: dict[str, list[float]] = {phase: [] for phase in PHASES}
     batches = iter(datamodule.train_dataloader())
     net.train()
@@ -153,13 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps - args.warmup < 10:
         parser.error("--steps must exceed --warmup by at least 10")
 
-    pin_malloc()  # as make bench does: the same heap behaviour for both loops
+    settle_process()  # as make bench does: malloc pinned, deterministic, no GPU probe
     torch.set_num_threads(args.threads)
     clock = time.perf_counter if args.wall else time.process_time
-    quiet_known_noise()
-    torch.use_deterministic_algorithms(True)  # as the project's trainer sets it
-    skip_gpu_probe_without_gpu()
-    skip_nan_filling()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         # the first training in a process runs slower for a while (memory, kernel set-up):

@@ -144,12 +144,12 @@ class LitClassifier(L.LightningModule):
         resumed, self._resumed_schedules = self._resumed_schedules is not None, None
         if not resumed or self.hparams.scheduler:
             return
-        for optimizer in self.trainer.optimizers:
-            configured = instantiate(self.hparams.optimizer)(params=self.parameters())
-            for group, wanted in zip(optimizer.param_groups, configured.param_groups, strict=True):
-                params = group["params"]
-                group.clear()  # drops what a schedule added (initial_lr, max_lr, ...)
-                group.update(wanted, params=params)
+        (optimizer,) = self.trainer.optimizers  # configure_optimizers makes one
+        configured = instantiate(self.hparams.optimizer)(params=self.parameters())
+        for group, wanted in zip(optimizer.param_groups, configured.param_groups, strict=True):
+            params = group["params"]
+            group.clear()  # drops what a schedule added (initial_lr, max_lr, ...)
+            group.update(wanted, params=params)
 
     def configure_optimizers(self) -> Any:
         optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
