@@ -1,0 +1,24 @@
+"""The one error type a user sees: a line of text and the exit code it ends the program with.
+
+Every entry point (``train.py``, ``eval.py``, ``predict.py``, ``export.py``, ``python -m
+mnist_lit.data``, ``python -m mnist_lit.cluster``) runs inside ``mnist_lit.cli.run_entry_point``,
+which prints a ``UserError`` as ``error: <message>`` and exits with its code. The codes:
+
+- ``BAD_INPUT`` (2): the command line, a config value, a checkpoint or another file the user
+  named cannot be used. Nothing was started.
+- ``FAILED`` (1): the work ran but did not succeed: some images could not be classified, an
+  export does not match PyTorch, the data could not be fetched.
+"""
+
+from __future__ import annotations
+
+BAD_INPUT = 2
+FAILED = 1
+
+
+class UserError(Exception):
+    """A problem the user can fix, said in one line that names the cause and the fix."""
+
+    def __init__(self, message: str, exit_code: int = BAD_INPUT) -> None:
+        super().__init__(" ".join(message.split()))  # one line, whatever the source text
+        self.exit_code = exit_code
