@@ -2,17 +2,17 @@
 
 A checkpoint is a pickle, and a pickle can run code: it is read with ``torch.load(...,
 weights_only=True)``, which only rebuilds tensors and plain data. Its hyper-parameters also name
-code (``_target_``) that building the model imports and calls, so only networks from
-``mnist_lit.models``, optimizers from ``torch.optim`` and schedules from
-``torch.optim.lr_scheduler`` are built. Every failure is a ``CheckpointError`` with one line
-that names the file and the fix; ``checkpoint_problem`` gives that line without raising, for the
-checks that run before any work (``ckpt_path=`` on every command line) and for picking a
-checkpoint to resume from.
+code (``_target_``) that building the model calls, so they are looked up in an allow-list of
+the networks of ``mnist_lit.models``, the optimizers of ``torch.optim`` and the schedules of
+``torch.optim.lr_scheduler``; nothing a checkpoint names is imported. Every failure is a
+``UserError`` with one line that names the file and the fix; ``checkpoint_problem`` gives that
+line without raising, for the checks before any work and for picking a checkpoint to resume.
 """
 
 from __future__ import annotations
 
 import inspect
+import io
 import json
 import re
 from collections.abc import Mapping
@@ -20,24 +20,45 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra._internal.utils import _locate
 from hydra.utils import get_class, instantiate
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig
 from torch import nn
 
+from mnist_lit import models
 from mnist_lit.classifier import LitClassifier
 from mnist_lit.console import first_line
-from mnist_lit.data.sources import DatasetSpec
+from mnist_lit.data import DatasetSpec
+from mnist_lit.errors import UserError
+from mnist_lit.files import atomic_write_bytes
 
-#: what each hyper-parameter of ``LitClassifier`` may name as its ``_target_``: a module prefix
-#: (checked before anything is imported) and the base class the target must derive from
-ALLOWED_TARGETS: dict[str, tuple[str, tuple[type, ...]]] = {
-    "net": ("mnist_lit.models.", (nn.Module,)),
-    "optimizer": ("torch.optim.", (torch.optim.Optimizer,)),
-    "scheduler": (
-        "torch.optim.lr_scheduler.",
+
+def _classes(module: Any, names: list[str], base: type | tuple[type, ...]) -> dict[str, type]:
+    """``{"<module>.<name>": class}`` of the classes of ``module`` that derive from ``base``."""
+    found = {name: getattr(module, name, None) for name in names}
+    return {
+        f"{module.__name__}.{name}": cls
+        for name, cls in found.items()
+        if isinstance(cls, type) and issubclass(cls, base)
+    }
+
+
+#: the only classes a checkpoint's hyper-parameters may name, by ``_target_``: looked up here,
+#: never imported by a name the checkpoint chooses
+ALLOWED_TARGETS: dict[str, dict[str, type]] = {
+    "net": _classes(models, models.__all__, nn.Module),
+    "optimizer": _classes(torch.optim, dir(torch.optim), torch.optim.Optimizer),
+    "scheduler": _classes(
+        torch.optim.lr_scheduler,
+        dir(torch.optim.lr_scheduler),
         (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau),
     ),
+}
+#: how the refusal names each allow-list
+_ALLOWED_WHERE = {
+    "net": "mnist_lit.models",
+    "optimizer": "torch.optim",
+    "scheduler": "torch.optim.lr_scheduler",
 }
 
 
@@ -45,14 +66,8 @@ ALLOWED_TARGETS: dict[str, tuple[str, tuple[type, ...]]] = {
 USE_OURS = "pass one that train.py saved (<run dir>/checkpoints/*.ckpt)"
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used here; the message is one line with the fix."""
-
-
-def _not_ours(path: str | Path, why: str) -> CheckpointError:
-    return CheckpointError(
-        f"checkpoint {path} is not a LitClassifier checkpoint: {why}; {USE_OURS}"
-    )
+def _not_ours(path: str | Path, why: str) -> UserError:
+    return UserError(f"checkpoint {path} is not a LitClassifier checkpoint: {why}; {USE_OURS}")
 
 
 def spec_of_config(data_cfg: DictConfig) -> DatasetSpec | None:
@@ -68,14 +83,14 @@ def dataset_of_config(data_cfg: DictConfig) -> str | None:
 
 
 def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
-    """The checkpoint's contents, loaded weights-only; a ``CheckpointError`` for a bad file."""
+    """The checkpoint's contents, loaded weights-only; a ``UserError`` for a bad file."""
     path = Path(ckpt_path)
     if path.is_dir():
-        raise CheckpointError(
+        raise UserError(
             f"checkpoint {path} is a folder, not a file: pass ckpt_path={_a_checkpoint_in(path)}"
         )
     if not path.is_file():
-        raise CheckpointError(
+        raise UserError(
             f"checkpoint {path} does not exist: pass ckpt_path=<run dir>/checkpoints/<file>.ckpt"
         )
     try:
@@ -113,7 +128,7 @@ def check_dataset(
     dataset = trained_on(checkpoint)
     if dataset is not None and dataset != selected:
         name = f"checkpoint {ckpt_path}" if ckpt_path is not None else "checkpoint"
-        raise CheckpointError(
+        raise UserError(
             f"{name} was trained on {dataset}, but data={selected} is selected: pass data={dataset}"
         )
 
@@ -121,7 +136,7 @@ def check_dataset(
 def check_resumable(checkpoint: dict[str, Any], ckpt_path: str | Path) -> None:
     """One line when training cannot go on from the checkpoint (it holds the weights only)."""
     if "optimizer_states" not in checkpoint:
-        raise CheckpointError(
+        raise UserError(
             f"checkpoint {ckpt_path} holds the weights only (no optimizer state), so training "
             "cannot resume from it: pass <run dir>/checkpoints/last.ckpt, or ckpt_path=null to "
             "start fresh"
@@ -158,9 +173,7 @@ def check_network(
         ]
         problem = f"holds a {target} with other layers than the model config's"
         fix = f"pass {' '.join(changed)}" if changed else "train with the code that saved it"
-    raise CheckpointError(
-        f"checkpoint {ckpt_path} {problem}: {fix}, or ckpt_path=null to start fresh"
-    )
+    raise UserError(f"checkpoint {ckpt_path} {problem}: {fix}, or ckpt_path=null to start fresh")
 
 
 def _defaults(obj: object) -> dict[str, Any]:
@@ -211,7 +224,7 @@ def load_checkpoint(ckpt_path: str | Path, dataset: str | None = None) -> LitCla
     """Load a LitClassifier in eval mode; with ``dataset``, refuse one trained on another set.
 
     Raises:
-        CheckpointError: missing or unreadable file, not a LitClassifier checkpoint, code it
+        UserError: missing or unreadable file, not a LitClassifier checkpoint, code it
             may not run, or another data set. The message is one line.
     """
     checkpoint = read_checkpoint(ckpt_path)
@@ -245,27 +258,18 @@ def checkpoint_problem(
             check_resumable(checkpoint, ckpt_path)
         if net is not None:
             check_network(checkpoint, net, ckpt_path)
-    except CheckpointError as err:
+    except UserError as err:
         return str(err)
     return None
 
 
 def _check_target(key: str, config: object, ckpt_path: str | Path) -> None:
     """Refuse a hyper-parameter whose ``_target_`` is not an allowed class (building calls it)."""
-    module_prefix, bases = ALLOWED_TARGETS[key]
     target = config.get("_target_") if isinstance(config, dict) else None
-    allowed = isinstance(target, str) and target.startswith(module_prefix)
-    if allowed:
-        try:
-            cls = _locate(target)  # imports modules under the allowed prefix only
-        except Exception:
-            cls = None
-        allowed = isinstance(cls, type) and issubclass(cls, bases)
-        allowed = allowed and f"{cls.__module__}.".startswith(module_prefix)
-    if not allowed:
+    if not isinstance(target, str) or target not in ALLOWED_TARGETS[key]:
         raise _not_ours(
             ckpt_path,
-            f"its {key} names {target!r}, not a class of {module_prefix}* "
+            f"its {key} names {target!r}, not a class of {_ALLOWED_WHERE[key]} "
             "(refusing to run code a checkpoint names)",
         )
     # hydra's instantiate would call a ``_target_`` nested in the arguments too
@@ -299,3 +303,27 @@ def _unreadable(path: Path, err: Exception) -> str:
 
 def _is_state_dict(obj: object) -> bool:
     return isinstance(obj, dict) and bool(obj) and all(torch.is_tensor(v) for v in obj.values())
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, but temp-file-and-rename in the checkpoint's own folder.
+
+    (Lightning's own writer goes through a temporary file in the system temp dir and then
+    *moves* it, which is a copy when /tmp is another file system: a kill during it leaves a
+    truncated checkpoint.)
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def checkpoint_step(ckpt_path: str | Path) -> int:
+    """The training step a checkpoint was saved at (what TensorBoard events after it repeat)."""
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    return int(checkpoint.get("global_step", 0))

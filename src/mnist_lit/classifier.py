@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from mnist_lit.resume import ResumeError
+from mnist_lit.errors import UserError
 
 
 class LitClassifier(L.LightningModule):
@@ -134,7 +134,7 @@ class LitClassifier(L.LightningModule):
         per_epoch = self.trainer.num_training_batches
         problem = _schedule_mismatch(self._resumed_schedules, planned, per_epoch)
         if problem:
-            raise ResumeError(
+            raise UserError(
                 f"cannot resume: {problem}. Resume with the run's own scheduler and "
                 "trainer.max_epochs, or go on at a fixed lr: scheduler=none optimizer.lr=<lr>"
             )

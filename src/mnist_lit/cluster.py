@@ -15,12 +15,9 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from unittest import mock
 
 import submitit
 from hydra import initialize_config_dir
-from hydra._internal.callbacks import Callbacks
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
@@ -30,15 +27,17 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
-from submitit.slurm.slurm import SlurmExecutor
 
-from mnist_lit.config import (
-    CONFIG_DIR,
-    ConfigError,
-    check_command_line,
-    exit_with_error,
-    validate,
+from mnist_lit.compat import (
+    hydra_multirun_internals,
+    sbatch_script_text,
+    slurm_executor_without_srun,
+    submitit_command,
 )
+from mnist_lit.config import CONFIG_DIR, check_command_line, validate
+from mnist_lit.errors import UserError, reported_errors
+
+Callbacks, BasicSweeper = hydra_multirun_internals()
 
 #: what the dry run adds unless the command line picks another option of the group
 DEFAULT_CHOICES = {"hydra/launcher": "slurm", "trainer": "ddp_multinode"}
@@ -91,7 +90,7 @@ def dry_run(overrides: Sequence[str]) -> str:
         # by name: Hydra's plugin scan imports the plugin modules again, as new class objects
         if cfg.hydra.launcher.get("_target_") != SLURM_LAUNCHER:
             choice = cfg.hydra.runtime.choices.get("hydra/launcher")
-            raise ConfigError(f"hydra/launcher={choice} does not submit to SLURM: use slurm")
+            raise UserError(f"hydra/launcher={choice} does not submit to SLURM: use slurm")
         batches, note = _job_batches(cfg)
         # resolve ${now:...} once, as BasicSweeper.sweep does: the jobs copy the resolved value
         sweep_dir = cfg.hydra.sweep.dir
@@ -110,7 +109,7 @@ def dry_run(overrides: Sequence[str]) -> str:
     lines = [f"# dry run of: {command}", f"# sweep dir: {sweep_dir} (nothing is submitted)"]
     for batch_num, batch in enumerate(batches):
         lines += ["", f"# ---- sbatch script {batch_num + 1} of {len(batches)} ----"]
-        lines.append(sbatch_script(executor, len(batch)))
+        lines.append(sbatch_script_text(executor, len(batch)))
     lines += _task_lines(launcher.params, executor, jobs, note)
     return "\n".join(lines)
 
@@ -152,7 +151,7 @@ def _job(cfg: DictConfig, overrides: list[str], num: int) -> Job:
     for key, what in (("num_nodes", "nodes"), ("devices", "GPUs (processes) per node")):
         value = getattr(job, key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(
+            raise UserError(
                 f"trainer.{key}={value!r} cannot go to SLURM (job {_describe(job)}): it must be"
                 f" the number of {what}, trainer.{key}=N"
             )
@@ -169,7 +168,7 @@ def _check_layout(job: Job, params: dict[str, Any]) -> None:
     for key, launcher_key, flag in pairs:
         ours, theirs = getattr(job, key), params[launcher_key]
         if ours != theirs:
-            raise ConfigError(
+            raise UserError(
                 f"trainer.{key}={ours} but hydra.launcher.{launcher_key}={theirs} (job"
                 f" {_describe(job)}): Lightning needs SLURM's {flag} to equal {key}, and all jobs"
                 f" of a sweep share one sbatch script; set trainer.{key}, the launcher follows it"
@@ -181,9 +180,7 @@ def slurm_executor(launcher: SlurmLauncher) -> submitit.AutoExecutor:
 
     The same mapping as hydra-submitit-launcher 1.2's ``launch`` (which builds and submits in one
     method, so it cannot be reused): ``submitit_folder`` and ``max_num_timeout`` go to the
-    constructor, the generic keys as they are, the others prefixed ``slurm_``. SlurmExecutor
-    refuses to exist where ``srun`` is missing, a check for submitting only: its ``affinity``
-    (internal) is patched for the construction.
+    constructor, the generic keys as they are, the others prefixed ``slurm_``.
     """
     params = dict(launcher.params)
     init = {
@@ -192,28 +189,9 @@ def slurm_executor(launcher: SlurmLauncher) -> submitit.AutoExecutor:
     }
     generic = set(OmegaConf.structured(BaseQueueConf).keys())
     update = {key if key in generic else f"slurm_{key}": value for key, value in params.items()}
-    with mock.patch.object(SlurmExecutor, "affinity", classmethod(lambda cls: 2)):
-        executor = submitit.AutoExecutor(cluster="slurm", **init)
+    executor = slurm_executor_without_srun(lambda: submitit.AutoExecutor(cluster="slurm", **init))
     executor.update_parameters(**update)
     return executor
-
-
-def sbatch_script(executor: submitit.AutoExecutor, n_jobs: int) -> str:
-    """The sbatch script that submitting ``n_jobs`` jobs writes (an array job when more than 1).
-
-    Internal submitit API, as no public one renders without submitting: the wrapped
-    SlurmExecutor's ``_make_submission_file_text`` with ``map_count``, as its
-    ``_internal_process_submissions`` does for an array.
-    """
-    slurm = executor._executor
-    assert isinstance(slurm, SlurmExecutor)
-    parameters = dict(slurm.parameters)
-    if n_jobs > 1:
-        slurm.parameters["map_count"] = n_jobs
-    try:
-        return slurm._make_submission_file_text(slurm._submitit_command_str, uid="dry-run")
-    finally:
-        slurm.parameters = parameters
 
 
 def _task_lines(
@@ -226,7 +204,7 @@ def _task_lines(
         "",
         f"# ---- each job: {nodes} node(s) x {per_node} task(s) per node = {ranks} process(es),"
         f" DDP ranks 0-{ranks - 1} ----",
-        f"# srun starts on every task: {executor._executor._submitit_command_str}",
+        f"# srun starts on every task: {submitit_command(executor)}",
         "# which runs its job (in an array: the one of its array index) as train.py runs these",
         "# overrides, in this run dir (shared by the job's ranks):",
     ]
@@ -245,19 +223,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(USAGE)
         return
     args = [a for a in args if a not in ("-m", "--multirun")]  # a submission is always a multirun
-    flags = [a for a in args if a.startswith("-")]
-    if flags:
-        exit_with_error(
-            f"unknown option {flags[0]}: pass Hydra overrides only (key=value, group=option)"
-        )
-    overrides = with_default_choices(args)
-    check_command_line("train", overrides)  # bad keys and values: one line, exit 2, as train.py
-    try:
-        print(dry_run(overrides))
-    except ConfigError as err:
-        exit_with_error(str(err))
-    except (HydraException, OmegaConfBaseException, AssertionError, NameError, ValueError) as err:
-        exit_with_error(" ".join(str(err).split()))
+    with reported_errors():
+        flags = [a for a in args if a.startswith("-")]
+        if flags:
+            raise UserError(
+                f"unknown option {flags[0]}: pass Hydra overrides only (key=value, group=option)"
+            )
+        overrides = with_default_choices(args)
+        check_command_line("train", overrides)  # bad keys and values: as train.py reports them
+        try:
+            print(dry_run(overrides))
+        except (HydraException, OmegaConfBaseException, NameError, ValueError) as err:
+            raise UserError(str(err)) from None
 
 
 if __name__ == "__main__":

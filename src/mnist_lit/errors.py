@@ -1,8 +1,9 @@
 """The one error type a user sees: a line of text and the exit code it ends the program with.
 
 Every entry point (``train.py``, ``eval.py``, ``predict.py``, ``export.py``, ``python -m
-mnist_lit.data``, ``python -m mnist_lit.cluster``) runs inside ``mnist_lit.cli.run_entry_point``,
-which prints a ``UserError`` as ``error: <message>`` and exits with its code. The codes:
+mnist_lit.data``, ``python -m mnist_lit.cluster``) runs inside ``reported_errors`` (through
+``mnist_lit.cli.run_entry_point`` for the Hydra ones), which prints a ``UserError`` as
+``error: <message>`` and exits with its code. The codes:
 
 - ``BAD_INPUT`` (2): the command line, a config value, a checkpoint or another file the user
   named cannot be used. Nothing was started.
@@ -11,6 +12,10 @@ which prints a ``UserError`` as ``error: <message>`` and exits with its code. Th
 """
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 BAD_INPUT = 2
 FAILED = 1
@@ -22,3 +27,13 @@ class UserError(Exception):
     def __init__(self, message: str, exit_code: int = BAD_INPUT) -> None:
         super().__init__(" ".join(message.split()))  # one line, whatever the source text
         self.exit_code = exit_code
+
+
+@contextmanager
+def reported_errors() -> Iterator[None]:
+    """End a ``UserError`` as one ``error: <message>`` line on stderr and its exit code."""
+    try:
+        yield
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(err.exit_code) from None

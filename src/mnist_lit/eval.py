@@ -2,31 +2,26 @@
 
 from __future__ import annotations
 
-import sys
-
-import hydra
 import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from mnist_lit.checkpoints import CheckpointError, dataset_of_config, load_checkpoint
-from mnist_lit.config import CONFIG_DIR, check_command_line, validate_or_exit
+from mnist_lit.checkpoints import dataset_of_config, load_checkpoint
+from mnist_lit.cli import built_from, run_entry_point
 from mnist_lit.console import quiet_known_noise
-from mnist_lit.data.sources import DataFetchError
 from mnist_lit.hardware import instantiate_trainer
-
-__all__ = ["evaluate", "load_checkpoint", "main"]  # load_checkpoint: moved to checkpoints.py
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test the checkpoint on the test split and return its metrics."""
-    validate_or_exit(cfg)
     quiet_known_noise()
     # first: a bad checkpoint is then the one line printed
     model = load_checkpoint(cfg.ckpt_path, dataset=dataset_of_config(cfg.data))
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
-    trainer = instantiate_trainer(cfg.trainer, logger=False)
+    with built_from("data"):
+        datamodule = instantiate(cfg.data)
+    with built_from("trainer"):
+        trainer = instantiate_trainer(cfg.trainer, logger=False)
     results = trainer.test(model, datamodule=datamodule)
     metrics = {k: float(v) for k, v in results[0].items()}
     print(
@@ -36,19 +31,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
-def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        evaluate(cfg)
-    except (CheckpointError, DataFetchError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
 def main() -> None:
     """Console entry point (``mnist-eval``) and what ``python eval.py`` runs."""
-    check_command_line("eval", sys.argv[1:])
-    _hydra_main()
+    run_entry_point("eval", evaluate)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import contextlib
 import json
 import logging
 import statistics
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -28,25 +27,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
-from mnist_lit.checkpoints import CheckpointError, load_checkpoint, spec_of_config
-from mnist_lit.config import CONFIG_DIR, ConfigError, check_command_line, validate_or_exit
+from mnist_lit.checkpoints import load_checkpoint, spec_of_config
+from mnist_lit.cli import run_entry_point
 from mnist_lit.console import first_line, quiet_known_noise
-from mnist_lit.data.sources import DataFetchError, DatasetSpec, ensure_dataset
+from mnist_lit.data import DatasetSpec, ensure_dataset
+from mnist_lit.errors import FAILED, UserError
 from mnist_lit.files import atomic_write
 
 #: format -> file suffix
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
-
-
-class ExportError(RuntimeError):
-    """The export failed or does not match PyTorch; the message is one line."""
 
 
 class NormalizedNet(nn.Module):
@@ -208,16 +203,11 @@ def default_output(ckpt_path: str | Path, fmt: str) -> Path:
 
 def export(cfg: DictConfig) -> dict[str, Any]:
     """Export ``cfg.ckpt_path`` as ``cfg.format``, verify it if asked; returns what it measured."""
-    validate_or_exit(cfg)
-    if cfg.format not in FORMATS:
-        raise ConfigError(f"format={cfg.format} is invalid: it must be one of {', '.join(FORMATS)}")
     threads = cfg.threads or torch.get_num_threads()
-    if not isinstance(threads, int) or threads < 1:
-        raise ConfigError(f"threads={cfg.threads} is invalid: it must be an integer >= 1")
     quiet_known_noise()
     spec = spec_of_config(cfg.data)
     if spec is None:
-        raise ConfigError(
+        raise UserError(
             f"data._target_={cfg.data._target_} has no DatasetSpec (a `spec` class attribute): "
             "export needs its class names"
         )
@@ -231,9 +221,9 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         else:
             export_torchscript(model, output, meta)
     except OSError as err:
-        raise ExportError(f"cannot write {output}: {err.strerror or err}") from None
+        raise UserError(f"cannot write {output}: {err.strerror or err}") from None
     except Exception as err:
-        raise ExportError(f"{cfg.format} export failed: {first_line(err)}") from None
+        raise UserError(f"{cfg.format} export failed: {first_line(err)}", FAILED) from None
     print(f"[mnist-lit] exported {cfg.format} to {output} ({output.stat().st_size:,} bytes)")
     print(f"  input  {meta['input']}")
     print(f"  output {meta['output']}")
@@ -265,29 +255,17 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         "median of 3 passes over the test set after 1 warm-up pass, eval mode, no grad)"
     )
     if results["differing_predictions"] or results["max_abs_logit_diff"] > cfg.atol:
-        raise ExportError(
+        raise UserError(
             f"{output} does not match PyTorch: {results['differing_predictions']} predictions "
-            f"differ, max |logit diff| {results['max_abs_logit_diff']:.2e} > atol={cfg.atol}"
+            f"differ, max |logit diff| {results['max_abs_logit_diff']:.2e} > atol={cfg.atol}",
+            FAILED,
         )
     return results
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="export")
-def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        export(cfg)
-    except (CheckpointError, ConfigError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except (ExportError, DataFetchError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
-
-
 def main() -> None:
     """Console entry point (``mnist-export``) and what ``python export.py`` runs."""
-    check_command_line("export", sys.argv[1:])
-    _hydra_main()
+    run_entry_point("export", export)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from mnist_lit import compat
+
 log = logging.getLogger(__name__)
 
 #: what ``trainer.precision`` may say besides Lightning's own values
@@ -29,9 +31,7 @@ FP32 = "32-true"
 
 def cpu_has_native_bf16() -> bool:
     """True on x86 CPUs with AVX512-BF16 or AMX (Intel Cooper Lake+, AMD Zen 4+)."""
-    # private helpers of torch.cpu, the only place torch tells; absent ones mean "no"
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+    return compat.cpu_has_native_bf16(torch.cpu)
 
 
 def gpu_has_native_bf16() -> bool:

@@ -5,7 +5,7 @@ dark, cropped, scaled into a 20x20 box (28x28 for Fashion-MNIST), centred by mas
 normalized), then classified by the checkpoint. A table goes to stdout, optionally a CSV or JSON
 file too; a file that cannot be read is one ``error: <file>: <problem>`` line on stderr and the
 others are still classified. Exit code: 0 all classified, 1 some file failed, 2 a bad command
-line or checkpoint.
+line or checkpoint (``errors.py``).
 """
 
 from __future__ import annotations
@@ -18,18 +18,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig, ListConfig
 
-from mnist_lit.checkpoints import CheckpointError, load_checkpoint, spec_of_config
-from mnist_lit.config import CONFIG_DIR, ConfigError, check_command_line, validate_or_exit
+from mnist_lit.checkpoints import load_checkpoint, spec_of_config
+from mnist_lit.cli import run_entry_point
 from mnist_lit.console import first_line, quiet_known_noise
-from mnist_lit.data.preprocess import ImageError, find_images, preprocess, read_image
+from mnist_lit.data.preprocess import find_images, preprocess, read_image
+from mnist_lit.errors import FAILED, UserError
 from mnist_lit.files import atomic_write_bytes
-
-#: what ``output=`` may end with
-OUTPUT_FORMATS = (".csv", ".json")
 
 
 @dataclass
@@ -90,7 +87,7 @@ def classify(
             pending.append(
                 (result, preprocess(image, mean, std, box_size=box_size, threshold=threshold))
             )
-        except ImageError as err:
+        except UserError as err:
             result.error = str(err)
         except Exception as err:  # an image no one foresaw: report it, classify the others
             result.error = (
@@ -168,27 +165,20 @@ def _report(prediction: Prediction) -> None:
     print(f"error: {prediction.file}: {prediction.error}", file=sys.stderr)
 
 
-def predict(cfg: DictConfig) -> int:
-    """Classify ``cfg.images`` with ``cfg.ckpt_path``; returns the exit code (0 or 1)."""
-    validate_or_exit(cfg)
+def predict(cfg: DictConfig) -> list[Prediction]:
+    """Classify ``cfg.images`` with ``cfg.ckpt_path``; a ``UserError`` (exit 1) if some failed."""
     output = Path(cfg.output) if cfg.get("output") else None
-    if output is not None and output.suffix.lower() not in OUTPUT_FORMATS:
-        raise ConfigError(f"output={output} is invalid: it must end in .csv or .json")
     spec = spec_of_config(cfg.data)
     if spec is None:
-        raise ConfigError(
+        raise UserError(
             f"data._target_={cfg.data._target_} has no DatasetSpec (a `spec` class attribute): "
             "predict needs its class names"
         )
     box_size, threshold = cfg.preprocess.box_size or spec.box_size, cfg.preprocess.threshold
-    if not isinstance(box_size, int) or not 1 <= box_size <= 28:
-        raise ConfigError(f"preprocess.box_size={box_size} is invalid: it must be in [1, 28]")
-    if not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
-        raise ConfigError(f"preprocess.threshold={threshold} is invalid: it must be in (0, 1)")
     quiet_known_noise()
     model = load_checkpoint(cfg.ckpt_path, dataset=spec.name)
     if model.hparams.num_classes != len(spec.classes):
-        raise CheckpointError(
+        raise UserError(
             f"checkpoint {cfg.ckpt_path} has {model.hparams.num_classes} classes, but "
             f"data={spec.name} has {len(spec.classes)}"
         )
@@ -212,26 +202,21 @@ def predict(cfg: DictConfig) -> int:
         try:
             write_output(output, records([*failed, *predictions], spec.classes))
         except OSError as err:
-            raise ConfigError(f"cannot write output={output}: {err.strerror or err}") from None
+            raise UserError(f"cannot write output={output}: {err.strerror or err}") from None
         print(f"[mnist-lit] wrote {output}")
-    return 1 if failed or any(p.error for p in predictions) else 0
-
-
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="predict")
-def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        code = predict(cfg)
-    except (CheckpointError, ConfigError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    if code:
-        raise SystemExit(code)
+    errors = len(failed) + sum(p.error is not None for p in predictions)
+    if errors:
+        raise UserError(
+            f"{errors} of {len(failed) + len(predictions)} images could not be classified "
+            "(each is named above)",
+            exit_code=FAILED,
+        )
+    return predictions
 
 
 def main() -> None:
     """Console entry point (``mnist-predict``) and what ``python predict.py`` runs."""
-    check_command_line("predict", sys.argv[1:])
-    _hydra_main()
+    run_entry_point("predict", predict)
 
 
 if __name__ == "__main__":

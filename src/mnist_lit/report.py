@@ -16,7 +16,6 @@ import csv
 import io
 import json
 import statistics
-import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_lit.errors import UserError, reported_errors
 from mnist_lit.files import atomic_write_bytes
 
 #: what train.py writes into each run dir when it finishes
@@ -333,7 +333,7 @@ def write_report(sweep_dir: str | Path) -> Path:
     sweep_dir = Path(sweep_dir)
     jobs = load_jobs(sweep_dir)
     if not jobs:
-        raise FileNotFoundError(f"{sweep_dir} has no job folders (0/, 1/, ...): is it a multirun?")
+        raise UserError(f"{sweep_dir} has no job folders (0/, 1/, ...): is it a multirun?")
     atomic_write_bytes(sweep_dir / "report.md", render_markdown(sweep_dir, jobs).encode())
     atomic_write_bytes(sweep_dir / "report.csv", render_csv(jobs).encode())
     if any(j.finished for j in jobs):
@@ -349,22 +349,17 @@ class SweepReport(Callback):
         print(f"[mnist-lit] sweep report: {path}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> None:
     """``python -m mnist_lit.report <sweep dir>``: (re)write the report of a finished sweep."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("sweep_dir", type=Path, help="e.g. logs/train/multiruns/<time>")
     args = parser.parse_args(argv)
-    if not args.sweep_dir.is_dir():
-        print(f"error: {args.sweep_dir} is not a folder: pass a multirun dir", file=sys.stderr)
-        return 2
-    try:
+    with reported_errors():
+        if not args.sweep_dir.is_dir():
+            raise UserError(f"{args.sweep_dir} is not a folder: pass a multirun dir")
         path = write_report(args.sweep_dir)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     print(path.read_text())
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -26,13 +26,10 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as F
 
 from mnist_lit.console import first_line
+from mnist_lit.errors import UserError
 
 #: what a folder is searched for (case-insensitive)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-
-
-class ImageError(ValueError):
-    """A file that cannot be turned into an input; the message is a few words on one line."""
 
 
 # ----------------------------------------------------------------------------- reading
@@ -41,7 +38,7 @@ class ImageError(ValueError):
 def decode(data: bytes) -> Tensor:
     """Decode PNG/JPEG (GIF, WebP) bytes to ``[C, H, W]`` (uint8, or uint16 for 16-bit PNG)."""
     if not data:
-        raise ImageError("the file is empty")
+        raise UserError("the file is empty")
     try:
         with warnings.catch_warnings():
             # torchvision 0.29 deprecates its decoders in favour of TorchCodec; they are still
@@ -55,17 +52,17 @@ def decode(data: bytes) -> Tensor:
     except RuntimeError as err:
         reason = _torchvision_reason(err)
         if reason.startswith("Unsupported image file"):
-            raise ImageError("not an image (PNG or JPEG expected)") from None
-        raise ImageError(f"the image is truncated or corrupt ({reason})") from None
+            raise UserError("not an image (PNG or JPEG expected)") from None
+        raise UserError(f"the image is truncated or corrupt ({reason})") from None
     return image[0] if image.ndim == 4 else image  # an animated GIF: its first frame
 
 
 def read_image(path: str | Path) -> Tensor:
-    """Read and decode one image file; an ``ImageError`` says why when it cannot be."""
+    """Read and decode one image file; an ``UserError`` says why when it cannot be."""
     try:
         data = Path(path).read_bytes()
     except OSError as err:
-        raise ImageError(f"cannot read it ({err.strerror or err})") from None
+        raise UserError(f"cannot read it ({err.strerror or err})") from None
     return decode(data)
 
 
@@ -98,7 +95,7 @@ def to_gray(image: Tensor) -> Tensor:
         pixels = image.float() / float(torch.iinfo(image.dtype).max)
     channels = pixels.shape[0]
     if channels not in (1, 2, 3, 4):
-        raise ImageError(f"the image has {channels} channels, not 1 to 4")
+        raise UserError(f"the image has {channels} channels, not 1 to 4")
     has_alpha = channels in (2, 4)
     color = pixels[:-1] if has_alpha else pixels
     gray = F.rgb_to_grayscale(color)[0] if color.shape[0] == 3 else color[0]
@@ -125,7 +122,7 @@ def stretch_contrast(gray: Tensor, min_contrast: float = 0.1) -> Tensor:
     background = border(gray).median()
     contrast = gray.max() - background
     if contrast < min_contrast:
-        raise ImageError("no digit found: the image is blank")
+        raise UserError("no digit found: the image is blank")
     return ((gray - background) / contrast).clamp(0, 1)
 
 
@@ -148,7 +145,7 @@ def crop_to_content(
     """
     strong = _bounds(gray > threshold)
     if strong is None:
-        raise ImageError("no digit found: nothing stands out from the background")
+        raise UserError("no digit found: nothing stands out from the background")
     top, bottom, left, right = strong
     top, left = max(top - margin, 0), max(left - margin, 0)
     region = gray[top : bottom + margin + 1, left : right + margin + 1]

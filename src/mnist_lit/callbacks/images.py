@@ -1,20 +1,16 @@
-"""Lightning callbacks: stop at a target accuracy, and pictures for TensorBoard.
+"""Pictures for TensorBoard: the inputs, the confusion matrix and the worst test mistakes.
 
-``StopAtTarget`` ends training when validation accuracy reaches a target and records how long
-that took. The picture callbacks (inputs, confusion matrix, worst errors) draw with matplotlib
-and write through the TensorBoard logger's ``SummaryWriter``; with no TensorBoard logger they
-do nothing.
+They draw with matplotlib and write through the TensorBoard logger's ``SummaryWriter``; with no
+TensorBoard logger they do nothing.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 from torchvision.utils import make_grid
@@ -34,67 +30,6 @@ def _pixels(images: Tensor, trainer: L.Trainer) -> Tensor:
     mean = getattr(getattr(datamodule, "hparams", None), "mean", 0.0)
     std = getattr(getattr(datamodule, "hparams", None), "std", 1.0)
     return (images.float() * std + mean).clamp(0, 1)
-
-
-class StopAtTarget(L.Callback):
-    """Stops training once ``monitor`` reaches ``target``; logs what it took to get there.
-
-    ``time_to_target/seconds`` counts training only (validation runs are excluded), from the
-    start of ``fit``; ``time_to_target/epochs`` is in epochs of training data (0.5 = half an
-    epoch). Check validation more often than once an epoch to stop sooner, e.g.
-    ``trainer.val_check_interval=0.25``. ``target: null`` turns it off. (Lightning's
-    ``EarlyStopping(stopping_threshold=...)`` stops too, but measures nothing.)
-    """
-
-    def __init__(self, target: float | None = None, monitor: str = "val/acc") -> None:
-        if target is not None and not 0 < target <= 1:
-            raise ValueError(f"stop_at={target} must be an accuracy in (0, 1], e.g. 0.99")
-        self.target, self.monitor = target, monitor
-        self.reached = False
-        self._train_seconds = 0.0
-        self._since: float | None = None
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._since = time.perf_counter()
-
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._since is not None:  # pause the training clock
-            self._train_seconds += time.perf_counter() - self._since
-            self._since = None
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
-            return
-        value = trainer.callback_metrics.get(self.monitor)
-        if self.target is not None and not self.reached and value is not None:
-            self.reached = float(value) >= self.target
-            if self.reached:
-                trainer.should_stop = True
-                self._record(trainer)
-        self._since = time.perf_counter()
-
-    def _record(self, trainer: L.Trainer) -> None:
-        found = {
-            "time_to_target/seconds": self._train_seconds,
-            "time_to_target/epochs": trainer.global_step / trainer.num_training_batches,
-            "time_to_target/steps": float(trainer.global_step),
-        }
-        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in found.items()})
-        for logger in trainer.loggers:
-            logger.log_metrics(found, step=trainer.global_step)
-
-
-class ChannelsLast(L.Callback):
-    """Puts the network's weights in channels-last layout, which conv kernels prefer: on GPUs,
-    and on CPUs through oneDNN too (README, "Speed").
-
-    In ``setup``, the first hook of a fit or test: before DDP wraps the model and before the
-    optimizer, or a checkpoint being resumed, sees the weights, so all of them get this layout.
-    (Inputs need nothing: an image batch with one channel is channels-last already.)
-    """
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        pl_module.to(memory_format=torch.channels_last)
 
 
 class SampleBatchImages(L.Callback):

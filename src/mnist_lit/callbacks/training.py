@@ -1,0 +1,120 @@
+"""Callbacks that shape a training run: stop at a target, channels-last weights, exact resume."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.trainer.states import TrainerFn
+
+
+class StopAtTarget(L.Callback):
+    """Stops training once ``monitor`` reaches ``target``; logs what it took to get there.
+
+    ``time_to_target/seconds`` counts training only (validation runs are excluded), from the
+    start of ``fit``; ``time_to_target/epochs`` is in epochs of training data (0.5 = half an
+    epoch). Check validation more often than once an epoch to stop sooner, e.g.
+    ``trainer.val_check_interval=0.25``. ``target: null`` turns it off. (Lightning's
+    ``EarlyStopping(stopping_threshold=...)`` stops too, but measures nothing.)
+    """
+
+    def __init__(self, target: float | None = None, monitor: str = "val/acc") -> None:
+        if target is not None and not 0 < target <= 1:
+            raise ValueError(f"stop_at={target} must be an accuracy in (0, 1], e.g. 0.99")
+        self.target, self.monitor = target, monitor
+        self.reached = False
+        self._train_seconds = 0.0
+        self._since: float | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._since = time.perf_counter()
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._since is not None:  # pause the training clock
+            self._train_seconds += time.perf_counter() - self._since
+            self._since = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if self.target is not None and not self.reached and value is not None:
+            self.reached = float(value) >= self.target
+            if self.reached:
+                trainer.should_stop = True
+                self._record(trainer)
+        self._since = time.perf_counter()
+
+    def _record(self, trainer: L.Trainer) -> None:
+        found = {
+            "time_to_target/seconds": self._train_seconds,
+            "time_to_target/epochs": trainer.global_step / trainer.num_training_batches,
+            "time_to_target/steps": float(trainer.global_step),
+        }
+        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in found.items()})
+        for logger in trainer.loggers:
+            logger.log_metrics(found, step=trainer.global_step)
+
+
+class ChannelsLast(L.Callback):
+    """Puts the network's weights in channels-last layout, which conv kernels prefer: on GPUs,
+    and on CPUs through oneDNN too (README, "Speed").
+
+    In ``setup``, the first hook of a fit or test: before DDP wraps the model and before the
+    optimizer, or a checkpoint being resumed, sees the weights, so all of them get this layout.
+    (Inputs need nothing: an image batch with one channel is channels-last already.)
+    """
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        pl_module.to(memory_format=torch.channels_last)
+
+
+class ExactResume(L.Callback):
+    """Restores what Lightning's own resume leaves out, at the start of training.
+
+    - torch's random state (dropout masks), saved in every checkpoint;
+    - the position of the training batches in the interrupted epoch. Lightning saves it
+      (``InMemoryBatches.state_dict``) but does not load it back when ``configure_optimizers``
+      has asked for ``trainer.estimated_stepping_batches`` (as the one-cycle schedule does): that
+      builds the train loader before the checkpoint's loop state is read.
+
+    Both are applied in ``on_train_start``, after the sanity-check validation and before the
+    first batch is drawn. (The batch order and augmentation have their own seeded generators.)
+    """
+
+    def __init__(self) -> None:
+        self._rng: dict[str, Any] | None = None
+        self._loader_states: list[dict[str, Any]] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._rng = state_dict
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
+        self._loader_states = fit_loop.get("state_dict", {}).get("combined_loader", [])
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._rng is not None:
+            torch.set_rng_state(self._rng["torch"])
+            if "cuda" in self._rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(self._rng["cuda"])
+            self._rng = None
+        loaders = trainer.train_dataloader
+        stateful = [
+            loader
+            for loader in (loaders if isinstance(loaders, (list, tuple)) else [loaders])
+            if hasattr(loader, "load_state_dict")
+        ]
+        for loader, state in zip(stateful, self._loader_states, strict=False):
+            loader.load_state_dict(state)
+        self._loader_states = []

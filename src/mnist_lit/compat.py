@@ -1,0 +1,106 @@
+"""Every private library API the project uses, in one place: what it is for and why no public
+API does the job. Each was checked against the versions named; a library upgrade that breaks
+one breaks it here, and ``tests/unit/test_compat.py`` says which.
+
+Checked with hydra-core 1.3.2, hydra-submitit-launcher 1.2.0, submitit 1.5, lightning 2.6,
+torch 2.14, numpy 2.x (and 1.26 for the numpy fallback).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def hydra_argument_parser() -> argparse.ArgumentParser:
+    """Hydra's own command-line grammar (``--help``, ``--cfg``, ``-m``, overrides...).
+
+    Why: the command line is checked before ``hydra.main`` runs (so a bad one makes no run dir),
+    and only this parser splits it exactly as Hydra will. Hydra has no public equivalent.
+    """
+    from hydra._internal.utils import get_args_parser
+
+    return get_args_parser()
+
+
+def cpu_has_native_bf16(torch_cpu: Any) -> bool:
+    """True on x86 CPUs with AVX512-BF16 or AMX (Intel Cooper Lake+, AMD Zen 4+).
+
+    Why: torch tells only through these private helpers of ``torch.cpu`` (passed in, so that
+    this module imports no torch); an absent one means no.
+    """
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch_cpu, name, lambda: False)() for name in checks)
+
+
+def numpy_array_reconstructor() -> Any:
+    """numpy's ``_reconstruct``, the one function a pickled ndarray calls to rebuild itself.
+
+    Why: the safe unpickler of the MNIST wheel (``data/offline.py``) allows exactly the globals a
+    pickled array needs, and this is one of them; it moved to ``numpy._core`` in numpy 2.
+    """
+    try:  # numpy >= 2
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy 1.x
+        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
+    return _reconstruct
+
+
+def started_rank_processes(trainer: Any) -> list[Any]:
+    """The DDP rank processes Lightning started from this process (``Popen`` objects).
+
+    Why: a multirun runs several jobs in one process; the next job must not start before this
+    job's ranks have ended. Lightning keeps them in its (private) subprocess launcher's ``procs``
+    and offers no way to wait for them. The list is returned as the launcher holds it.
+    """
+    procs = getattr(getattr(trainer.strategy, "launcher", None), "procs", None)
+    return procs if isinstance(procs, list) else []
+
+
+def hydra_multirun_internals() -> tuple[Any, Any]:
+    """Hydra's ``Callbacks`` and ``BasicSweeper`` classes, for the SLURM dry run.
+
+    Why: the dry run (``mnist_lit.cluster``) composes a multirun's config and splits its jobs
+    exactly as ``Hydra.multirun`` does, without launching; Hydra exposes neither piece.
+    """
+    from hydra._internal.callbacks import Callbacks
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    return Callbacks, BasicSweeper
+
+
+def slurm_executor_without_srun(make_executor: Any) -> Any:
+    """Build a submitit SLURM executor on a machine without SLURM.
+
+    Why: ``SlurmExecutor`` asks ``srun`` for the CPU affinity when it is built (a check that
+    matters for submitting only); the dry run renders the sbatch script and submits nothing.
+    """
+    from submitit.slurm.slurm import SlurmExecutor
+
+    original = SlurmExecutor.__dict__["affinity"]
+    SlurmExecutor.affinity = classmethod(lambda cls: 2)  # type: ignore[assignment]
+    try:
+        return make_executor()
+    finally:
+        SlurmExecutor.affinity = original  # type: ignore[assignment]
+
+
+def sbatch_script_text(executor: Any, n_jobs: int) -> str:
+    """The sbatch script submitit would write for ``n_jobs`` jobs (an array job when > 1).
+
+    Why: submitit renders it only while submitting; these are the calls its
+    ``_internal_process_submissions`` makes for an array.
+    """
+    slurm = executor._executor
+    parameters = dict(slurm.parameters)
+    if n_jobs > 1:
+        slurm.parameters["map_count"] = n_jobs
+    try:
+        return str(slurm._make_submission_file_text(slurm._submitit_command_str, uid="dry-run"))
+    finally:
+        slurm.parameters = parameters
+
+
+def submitit_command(executor: Any) -> str:
+    """The command each SLURM task runs (submitit's private ``_submitit_command_str``)."""
+    return str(executor._executor._submitit_command_str)

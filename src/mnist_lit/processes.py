@@ -1,0 +1,141 @@
+"""The processes of a job: DDP ranks Lightning starts, and parallel sweep jobs sharing cores.
+
+``train.py`` runs its fit and test inside ``processes_of_this_job``; a DDP rank that Lightning
+starts by re-running ``train.py`` gets its command line from ``ddp_rank_argv``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from mnist_lit.compat import started_rank_processes
+
+log = logging.getLogger(__name__)
+
+
+#: tells a DDP rank that Lightning started by re-running this script which job dir it joins
+JOB_DIR_ENV = "MNIST_LIT_DDP_JOB_DIR"
+#: what Lightning's DDP launch leaves in rank 0's environment
+_LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+@contextmanager
+def processes_of_this_job(trainer: L.Trainer, output_dir: Path) -> Iterator[None]:
+    """Shares the cores among this job's processes; with DDP, lets the extra ranks join this job.
+
+    Lightning leaves its launch variables (``LOCAL_RANK``, ``MASTER_PORT``...) in rank 0's
+    environment and the process group open: the next job of a multirun in this process would take
+    them as its own (start no ranks, wait for a peer that has exited). So afterwards the ranks are
+    awaited, the group closed, and the environment and thread count restored.
+    """
+    saved_env = {k: os.environ.get(k) for k in (*_LAUNCH_ENV, "OMP_NUM_THREADS", JOB_DIR_ENV)}
+    saved_threads = torch.get_num_threads()
+    _share_cpu_cores(trainer)
+    if trainer.world_size > 1:
+        os.environ[JOB_DIR_ENV] = str(output_dir)
+        log.info(
+            "rank %d of %d: %d CPU threads",
+            trainer.global_rank,
+            trainer.world_size,
+            torch.get_num_threads(),
+        )
+    failed = True
+    try:
+        yield
+        failed = False
+    finally:
+        _stop_started_ranks(trainer, kill=failed)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        torch.set_num_threads(saved_threads)
+
+
+def _stop_started_ranks(trainer: L.Trainer, kill: bool) -> None:
+    """Waits for the DDP ranks that Lightning started from this process, or kills them.
+
+    Kill when this rank failed: the others would wait for it in their next collective. Lightning's
+    observer thread SIGKILLs this process when one of them ends with an error; it watches the
+    launcher's own list, so that list is emptied first: a failed job of a multirun then fails
+    alone, as it would without DDP, instead of taking the sweep down with it.
+    """
+    procs = started_rank_processes(trainer)
+    if not procs:
+        return
+    started = list(procs)
+    procs.clear()
+    for proc in started:
+        if kill:
+            proc.kill()
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.returncode and not kill:
+            log.warning("DDP rank process %d ended with exit code %d", proc.pid, proc.returncode)
+
+
+def _share_cpu_cores(trainer: L.Trainer) -> None:
+    """Every process that trains on this machine gets an equal share of the cores.
+
+    They are the jobs that a parallel launcher runs side by side, or the DDP ranks of a job: 2 ranks
+    on 2 cores use 1 thread each, not 2 each. Lightning caps DDP ranks so itself, but only where
+    ``OMP_NUM_THREADS`` is unset; the ranks it starts inherit the value set here. A rank started by
+    a launcher (Lightning's, torchrun, SLURM) keeps the count it was given.
+    """
+    cluster = getattr(trainer.strategy, "cluster_environment", None)
+    if cluster is not None and cluster.creates_processes_externally:
+        return
+    n_jobs = parallel_jobs()
+    processes = n_jobs * trainer.num_devices
+    if processes == 1 or (n_jobs == 1 and "OMP_NUM_THREADS" in os.environ):
+        return  # one process, or DDP with a thread count the user chose
+    threads = max(1, (os.cpu_count() or 1) // processes)
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+def parallel_jobs() -> int:
+    """How many jobs the Hydra launcher runs side by side on this machine (``n_jobs``)."""
+    if not HydraConfig.initialized():
+        return 1
+    n_jobs = OmegaConf.select(HydraConfig.get(), "launcher.n_jobs", default=None)
+    return n_jobs if isinstance(n_jobs, int) and n_jobs > 1 else 1
+
+
+def ddp_rank_argv() -> list[str] | None:
+    """For a DDP rank that Lightning started by re-running this script: the command line to use.
+
+    Lightning re-runs rank 0's command line (for a multirun: the whole sweep, ``-m`` included)
+    with ``hydra.run.dir`` set to the dir of a single run. Instead, such a rank composes the
+    config that rank 0's job saved in ``<job dir>/.hydra`` and runs in that job's dir, with its
+    own Hydra files and log in ``<job dir>/.pl_hydra_rank_<N>``. ``None`` for any other process.
+    """
+    job_dir = os.environ.get(JOB_DIR_ENV)
+    local_rank = os.environ.get("LOCAL_RANK", "0")
+    if not job_dir or local_rank == "0":
+        return None
+    rank_dir = Path(job_dir) / f".pl_hydra_rank_{local_rank}"
+    rank_dir.mkdir(parents=True, exist_ok=True)  # Hydra opens the log before it makes this dir
+    return [
+        f"--config-path={Path(job_dir) / '.hydra'}",
+        "--config-name=config",
+        f'hydra.run.dir="{job_dir}"',
+        f"hydra.output_subdir={rank_dir.name}",
+        f'hydra.job_logging.handlers.file.filename="{rank_dir / "train.log"}"',
+    ]

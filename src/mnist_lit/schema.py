@@ -1,0 +1,260 @@
+"""The type and range of every value a user sets, declared once per config group (pydantic).
+
+Each model mirrors one file of ``conf/`` and is found by the ``_target_`` of the node it checks
+(``TARGETS``), or by the config's name for the top-level options (``OPTIONS``). Checking is
+pydantic's, strict (``"16"`` is not ``16``, ``true`` is not ``1``); unknown keys are refused.
+Only keys a config has are checked: defaults live in the YAML files and the classes, not here.
+
+What a class checks itself when it is built (Lightning's ``Trainer`` arguments, a callback's,
+a network added without a model here) is left to it: ``train.py`` reports that as one line too.
+This module imports neither torch nor Lightning, so checks answer in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MAX_SEED = 2**32 - 1  # the largest seed numpy (and so Lightning's seed_everything) takes
+
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+Count = Annotated[int, Field(ge=1)]
+NonNegative = Annotated[float, Field(ge=0)]
+Positive = Annotated[float, Field(gt=0)]
+Probability = Annotated[float, Field(ge=0, lt=1)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+# Lightning reads an int as a number of batches and a float as a fraction of them
+Batches = Annotated[int, Field(ge=0)] | Fraction
+
+
+class Node(BaseModel):
+    """A config node: strict types, no unknown keys."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+# ----------------------------------------------------------------------------- conf/data
+
+
+class Augment(Node):
+    """``data.augment``: ``data/augment.py``'s ``RandomAffine``."""
+
+    shift: NonNegative  # pixels
+    degrees: NonNegative
+    scale: Probability
+
+
+class Data(Node):
+    """``conf/data/*.yaml``: ``data/datamodule.py``'s ``MNISTDataModule`` (and subclasses)."""
+
+    data_dir: str
+    batch_size: Count
+    eval_batch_size: Count
+    val_size: Count  # and fewer than the training set: the data module checks that
+    split_seed: Seed
+    shuffle_seed: Seed
+    mean: Fraction  # of pixel / 255
+    std: Positive
+    augment: Augment | None
+    on_device: bool
+
+
+# ----------------------------------------------------------------------------- conf/model
+
+
+class Network(Node):
+    """What every network of ``models/`` takes."""
+
+    dropout: Probability
+    batchnorm: bool
+    width: Positive  # multiplies every layer's width
+    num_classes: Count
+
+
+class CNN(Network):
+    """``conf/model/cnn.yaml``: ``models/cnn.py``."""
+
+    # each block halves the 28 px image: at most 4
+    channels: list[Count] = Field(min_length=1, max_length=4)
+    hidden: Count
+    convs_per_block: Count
+    in_channels: Count
+    image_size: Count
+
+
+class MLP(Network):
+    """``conf/model/mlp.yaml``: ``models/mlp.py``."""
+
+    hidden_sizes: list[Count]
+    in_features: Count
+
+
+# ----------------------------------------------------------------------------- conf/optimizer
+
+
+class Optimizer(Node):
+    lr: Positive
+    weight_decay: NonNegative
+    # one fused kernel for the whole update; null: torch picks
+    fused: bool | None
+
+
+class Adam(Optimizer):
+    """``conf/optimizer/adam.yaml`` and ``adamw.yaml``."""
+
+    betas: list[Probability] = Field(min_length=2, max_length=2)
+    eps: Positive
+    amsgrad: bool
+
+
+class SGD(Optimizer):
+    """``conf/optimizer/sgd.yaml``."""
+
+    momentum: Probability
+    dampening: Probability
+    nesterov: bool
+
+    @model_validator(mode="before")
+    @classmethod
+    def nesterov_needs_momentum(cls, values: object) -> object:
+        # torch refuses it too, but only once training has started
+        nesterov = isinstance(values, dict) and values.get("nesterov") is True
+        if nesterov and (not values.get("momentum", 0) or values.get("dampening", 0)):  # type: ignore[union-attr]
+            raise ValueError("nesterov=true needs momentum > 0 and dampening=0")
+        return values
+
+
+# ----------------------------------------------------------------------------- conf/scheduler
+
+
+class OneCycle(Node):
+    """``conf/scheduler/onecycle.yaml`` (``total_steps`` is filled in from the trainer)."""
+
+    max_lr: Positive
+    pct_start: Fraction
+    div_factor: Positive
+    final_div_factor: Positive
+    anneal_strategy: Literal["cos", "linear"]
+    three_phase: bool
+    total_steps: Count
+
+
+class Cosine(Node):
+    """``conf/scheduler/cosine.yaml`` (``T_max`` is filled in from the trainer)."""
+
+    eta_min: NonNegative
+    T_max: Count
+
+
+class Step(Node):
+    """``conf/scheduler/step.yaml``."""
+
+    step_size: Count  # epochs
+    gamma: Positive  # the lr is multiplied by it
+
+
+# ----------------------------------------------------------------------------- conf/trainer
+
+
+class Trainer(Node):
+    """``conf/trainer/*.yaml``: the types of the Trainer arguments our configs set.
+
+    Lightning's ``Trainer`` checks its own ranges and names (precision, accelerator, strategy,
+    devices...) when it is built; any other argument it takes may be added with ``+trainer.``.
+    """
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    max_epochs: Annotated[int, Field(ge=-1)] | None  # -1: no limit
+    max_steps: Annotated[int, Field(ge=-1)]
+    check_val_every_n_epoch: Count | None
+    log_every_n_steps: Annotated[int, Field(ge=0)] | None
+    limit_train_batches: Batches | None
+    limit_val_batches: Batches | None
+    limit_test_batches: Batches | None
+    overfit_batches: Batches
+    deterministic: bool | Literal["warn"] | None
+    default_root_dir: str | None
+
+
+# ----------------------------------------------------------------------------- top level
+
+
+class TrainOptions(BaseModel):
+    """``conf/train.yaml``'s own keys (the groups are checked by their ``_target_``)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    seed: Seed
+    test: bool
+    ckpt_path: str | None
+    stop_at: Annotated[float, Field(gt=0, le=1)] | None  # a val/acc
+    compile: bool
+    optimized_metric: str
+
+
+class EvalOptions(BaseModel):
+    """``conf/eval.yaml``."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    seed: Seed
+    ckpt_path: str
+
+
+class Preprocess(Node):
+    """``predict.preprocess``: ``data/preprocess.py``."""
+
+    box_size: Annotated[int, Field(ge=1, le=28)] | None
+    threshold: Annotated[float, Field(gt=0, lt=1)]
+
+
+class PredictOptions(BaseModel):
+    """``conf/predict.yaml``."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    ckpt_path: str
+    images: str | list[str]
+    output: Annotated[str, Field(pattern=r"(?i)\.(csv|json)$")] | None
+    batch_size: Count
+    preprocess: Preprocess
+
+
+class ExportOptions(BaseModel):
+    """``conf/export.yaml``."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    ckpt_path: str
+    format: Literal["onnx", "torchscript"]
+    output: str | None
+    verify: bool
+    atol: Positive
+    batch_size: Count
+    threads: Count | None
+
+
+#: the model that checks a config node, by the node's ``_target_``
+TARGETS: dict[str, type[Node]] = {
+    "mnist_lit.data.MNISTDataModule": Data,
+    "mnist_lit.data.FashionMNISTDataModule": Data,
+    "mnist_lit.models.CNN": CNN,
+    "mnist_lit.models.MLP": MLP,
+    "torch.optim.Adam": Adam,
+    "torch.optim.AdamW": Adam,
+    "torch.optim.SGD": SGD,
+    "torch.optim.lr_scheduler.OneCycleLR": OneCycle,
+    "torch.optim.lr_scheduler.CosineAnnealingLR": Cosine,
+    "torch.optim.lr_scheduler.StepLR": Step,
+    "lightning.pytorch.Trainer": Trainer,
+}
+
+#: the model of each config's own top-level keys, by config name
+OPTIONS: dict[str, type[BaseModel]] = {
+    "train": TrainOptions,
+    "eval": EvalOptions,
+    "predict": PredictOptions,
+    "export": ExportOptions,
+}
