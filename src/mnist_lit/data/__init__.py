@@ -2,7 +2,14 @@
 
 from mnist_lit.data.datamodule import MNISTDataModule
 from mnist_lit.data.fashion_mnist import FASHION_MNIST, FashionMNISTDataModule
-from mnist_lit.data.sources import MNIST, DataFetchError, DatasetSpec, ensure_dataset, ensure_mnist
+from mnist_lit.data.sources import (
+    MNIST,
+    DataFetchError,
+    DatasetSpec,
+    ensure_dataset,
+    ensure_mnist,
+    idx_bytes,
+)
 
 __all__ = [
     "FASHION_MNIST",
@@ -13,4 +20,5 @@ __all__ = [
     "MNISTDataModule",
     "ensure_dataset",
     "ensure_mnist",
+    "idx_bytes",
 ]
