@@ -3,7 +3,7 @@
 ``trainer.precision: auto`` (conf/trainer/default.yaml) becomes ``bf16-mixed`` where the hardware
 multiplies bf16 natively, else ``32-true``. bf16 autocast runs the matrix products and
 convolutions in bfloat16 and keeps weights, batch norm and the loss in float32: on an AVX512-BF16
-CPU it trains the networks here markedly faster than float32 (README, "Speed"). Where the CPU
+CPU it trains the networks here markedly faster than float32 (docs/speed.md). Where the CPU
 lacks the instructions, bf16 is emulated and slower than float32, hence the check rather than
 bf16 everywhere.
 """
@@ -61,8 +61,8 @@ def skip_gpu_probe_without_gpu() -> None:
     Importing Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` (so that a probe does not
     initialize CUDA before a fork). Adam and AdamW then ask ``torch.cuda.is_available()`` at every
     ``step()``, which with that variable tries to load the NVIDIA driver's NVML library afresh each
-    time: ~40 us a step where there is no driver. With no GPU there is nothing a fork could
-    break, so torch's plain check (~1 us, no library loading) is used instead.
+    time, where there is no driver. With no GPU there is nothing a fork could break, so torch's
+    plain check (no library loading) is used instead.
     """
     if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1" and torch.cuda.device_count() == 0:
         os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
@@ -75,8 +75,8 @@ def skip_nan_filling() -> None:
     also fills each ``torch.empty`` result with NaN, so that a kernel that read memory it never
     wrote would give the same (NaN) result each time: a debugging aid. Correct kernels write
     before they read, so the numbers are the same without it (tests/test_resume.py and
-    tests/test_train.py compare runs to the last digit); the filling cost ~10 % of every
-    training step on the CPU (0.3 of 3.2 ms for the MLP, 4 of 42 ms for the CNN).
+    the integration tests compare runs to the last digit); the filling costs a noticeable share
+    of every training step on the CPU (docs/speed.md).
     """
     torch.utils.deterministic.fill_uninitialized_memory = False
 

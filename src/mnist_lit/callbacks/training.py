@@ -60,7 +60,7 @@ class StopAtTarget(L.Callback):
 
 class ChannelsLast(L.Callback):
     """Puts the network's weights in channels-last layout, which conv kernels prefer: on GPUs,
-    and on CPUs through oneDNN too (README, "Speed").
+    and on CPUs through oneDNN too (docs/speed.md).
 
     In ``setup``, the first hook of a fit or test: before DDP wraps the model and before the
     optimizer, or a checkpoint being resumed, sees the weights, so all of them get this layout.
