@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import hydra
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -82,7 +83,7 @@ def built_from(key: str) -> Iterator[None]:
         yield
     except UserError:
         raise
-    except (TypeError, ValueError, KeyError, AttributeError, OmegaConfBaseException) as err:
+    except (InstantiationException, TypeError, ValueError, KeyError, OmegaConfBaseException) as err:
         cause = err.__cause__ if err.__cause__ is not None else err  # Hydra wraps the class's error
         reason = first_line(cause, skip="Error in call to target")
         raise UserError(

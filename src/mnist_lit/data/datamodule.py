@@ -142,6 +142,11 @@ class MNISTDataModule(L.LightningDataModule):
         on_device: bool = True,
     ) -> None:
         super().__init__()
+        if not 1 <= val_size < self.train_total:
+            raise ValueError(
+                f"val_size={val_size} must be in [1, {self.train_total - 1}]: the training set "
+                f"has {self.train_total} images and the rest of them train"
+            )
         # a plain dict (not Hydra's DictConfig), so checkpoints load with weights_only=True
         augment = {key: float(value) for key, value in augment.items()} if augment else None
         self.save_hyperparameters(logger=False)
