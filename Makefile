@@ -38,9 +38,10 @@ test: data  ## run the test suite (real MNIST, small subsets)
 bench: data  ## side by side with pytorch/examples and a plain loop (~7 min); logs/bench/<time>/bench.md
 	$(PY) benchmarks/bench.py
 
-lint: $(INSTALLED)  ## ruff lint and format check
+lint: $(INSTALLED)  ## ruff lint and format check; the layers contract (import-linter, pyproject.toml)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: $(INSTALLED)  ## ruff: fix what can be fixed and format
 	$(VENV)/bin/ruff check --fix .
