@@ -1,0 +1,45 @@
+"""Each private library API of compat.py still exists in the installed versions."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import torch
+
+from mnist_lit import compat
+
+
+def test_hydra_argument_parser_knows_hydra_flags() -> None:
+    args = compat.hydra_argument_parser().parse_args(["--cfg", "job", "model=mlp"])
+    assert args.cfg == "job"
+    assert args.overrides == ["model=mlp"]
+
+
+def test_cpu_bf16_probe_answers() -> None:
+    assert compat.cpu_has_native_bf16(torch.cpu) in (True, False)
+
+
+def test_numpy_reconstructor_is_what_pickled_arrays_call() -> None:
+    reconstruct = compat.numpy_array_reconstructor()
+    assert reconstruct.__name__ == "_reconstruct"
+    assert b"_reconstruct" in pickle.dumps(np.zeros(2))
+
+
+def test_hydra_multirun_internals_exist() -> None:
+    callbacks, basic_sweeper = compat.hydra_multirun_internals()
+    assert callable(callbacks)
+    assert hasattr(basic_sweeper, "split_arguments")
+
+
+def test_submitit_renders_an_sbatch_script_without_slurm(tmp_path) -> None:
+    import submitit
+
+    executor = compat.slurm_executor_without_srun(
+        lambda: submitit.AutoExecutor(cluster="slurm", folder=tmp_path)
+    )
+    executor.update_parameters(slurm_partition="gpu")
+    script = compat.sbatch_script_text(executor, n_jobs=3)
+    assert "#SBATCH --array=0-2" in script
+    assert "#SBATCH --partition=gpu" in script
+    assert "submitit" in compat.submitit_command(executor)
