@@ -11,7 +11,7 @@ timing.py says), checks each figure against its target and writes the report (re
 ``python benchmarks/bench.py [--quick] [--out DIR] [--examples-workers N]`` prints the tables
 (markdown) and writes them to ``DIR/bench.md`` with every raw figure in ``DIR/bench.json``
 (default ``logs/bench/<time>/``). ``--quick`` does a few batches of each, for the test suite: its
-figures mean nothing.
+figures mean nothing. The methodology: benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from pipelines import (
     run_pipeline,
     throughput_overrides,
 )
-from report import checks, render
+from report import METHODOLOGY, checks, render
 from timing import GB, TARGET_ACC, Plan, machine_facts, settle_process
 
 from mnist_lit.config import PROJECT_ROOT
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
 
     found = checks(results)
     results["checks"] = [{**vars(c), "mark": c.mark} for c in found]
-    report = render(results, found)
+    report = render(results, found, os.path.relpath(METHODOLOGY, out))
     (out / "bench.md").write_text(report)
     (out / "bench.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     print()

@@ -1,18 +1,28 @@
-"""The benchmark's checks (each figure against its target) and its report, bench.md."""
+"""The benchmark's checks (each figure against its target) and its report, bench.md.
+
+The report states the figures and this run's settings; benchmarks/README.md, which it links to,
+says what each figure includes and why it is measured that way.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pipelines import (
     EXAMPLES_SEED,
     EXAMPLES_SHUFFLE,
     EXAMPLES_WORKERS,
+    MEAN,
     PIPELINE_NAMES,
     PIPELINES,
+    STD,
 )
 from timing import GB
+
+#: the methodology in prose, which the report links to
+METHODOLOGY = Path(__file__).with_name("README.md")
 
 
 @dataclass(frozen=True)
@@ -90,8 +100,11 @@ def _time_cell(run: dict[str, Any]) -> str:
     return f"{run['reached_s']:.1f} s"
 
 
-def render(results: dict[str, Any], found: list[Check]) -> str:
-    """The whole report as markdown: what was measured, how, and the targets."""
+def render(
+    results: dict[str, Any], found: list[Check], methodology: str = "benchmarks/README.md"
+) -> str:
+    """The whole report as markdown: what was measured, the targets, and this run's settings;
+    ``methodology`` is the link to benchmarks/README.md from where the report is written."""
     env, plan = results["machine"], results["plan"]
     throughput, tta = results["throughput"], results["time_to_accuracy"]
     memory = results["memory"]
@@ -194,71 +207,34 @@ def render(results: dict[str, Any], found: list[Check]) -> str:
         {1, 2},
     )
     lines += ["", "## How it was measured", ""]
-    lines += [f"- {note}" for note in notes(plan)]
+    lines += settings(plan, env, methodology)
     return "\n".join(lines) + "\n"
 
 
-def notes(plan: dict[str, Any]) -> list[str]:
-    """What each figure includes and excludes, and what is switched off, and why."""
+def settings(plan: dict[str, Any], env: dict[str, Any], methodology: str) -> list[str]:
+    """This run's settings, in brief: the figures that the methodology leaves to the run."""
+    epochs = plan["examples_max_epochs"]
+    malloc = "pinned" if env.get("malloc_pinned") else "not pinned"
     return [
-        "**pytorch/examples pipeline**: torchvision `MNIST` with "
-        "`Compose([ToTensor(), Normalize((0.1307,), (0.3081,))])` (a PIL image per sample) and "
+        f"What each figure includes and why: [benchmarks/README.md]({methodology}). This run:",
+        "",
+        "- **pytorch/examples pipeline**: torchvision `MNIST` with "
+        f"`Compose([ToTensor(), Normalize(({MEAN},), ({STD},))])` and "
         f"`DataLoader(batch_size, shuffle={EXAMPLES_SHUFFLE}, "
-        f"num_workers={plan['examples_workers']})`. "
-        "On the CPU pytorch/examples/mnist passes no `num_workers` (0, the main process) and no "
-        "`shuffle` (off): it adds `num_workers=1, pin_memory=True, shuffle=True` only with an "
-        f"accelerator (`--examples-workers` sets it here; {EXAMPLES_WORKERS} by default). "
-        "Shuffling is on here, as on an accelerator and in the project.",
-        "**Same work in parts 1 and 2**: each pipeline trains the same network (conf/model/cnn.yaml"
-        ", mlp.yaml) from the same initial weights with the project's optimizer and schedule "
-        "(fused Adam, one-cycle stepped per batch), with the data config's batch size. A timed "
-        "window is whole iterations "
-        "(get a batch, forward, loss, backward, step) after warm-up batches; the repeats of the "
-        "pipelines are interleaved in a rotating order. `project / examples` is the "
-        "median of `python train.py`'s Trainer over the pytorch/examples median; the overhead is "
-        "(plain median / Lightning median - 1) x 100, and the time it adds to a step is "
-        "batch / Lightning median - batch / plain median.",
-        "**Precision and layout**: pytorch/examples trains in float32 with the usual weight "
-        "layout, and so does its pipeline here. The project trains at `trainer.precision: auto`, "
-        "bf16 autocast on a CPU with native bf16 (AVX512-BF16 or AMX), with channels-last conv "
-        "weights (the default `channels_last` callback): the `32-true` column is the project "
-        "without bf16. The plain loop runs at the project's precision (the same autocast) and "
-        "with its layout, so the overhead compares like with like.",
-        "**Plain loop**: a hand-written loop over the data module's own `InMemoryBatches` "
-        "(`train_dataloader()`); it computes the loss and nothing else. The Lightning side also "
-        "updates the epoch's `train/acc` and `train/loss` metrics (torchmetrics) every step and "
-        "saves a resume checkpoint every 1000 steps, as `python train.py` does: that is in its "
-        "overhead. `Lightning alone` is the same Trainer with `callbacks=channels_last ~logger` "
-        "(the weight layout kept): what the framework's own loop, hooks and automatic "
-        "optimization cost, the metrics included.",
-        "**Lightning side**: conf/train.yaml composed with `trainer=cpu model=<model>`, built by "
-        "`mnist_lit.train.build_model/build_trainer` as `python train.py` does: TensorBoard "
-        "logger, checkpointing, early stopping, LR monitor and the image callbacks all on. "
-        "Changed for the timed fits: the progress bar is off (it is output, not training), and "
-        "each fit is one epoch cut to the warm-up and timed batches plus 1 validation batch "
-        "(validation is not training; it runs after the window, so that the callbacks that "
-        "watch `val/acc` work).",
-        f"**Time to 99.0 %**: test accuracy on {plan['tta_test_images'] or 10_000:,} test images "
-        "(eval mode, no grad) every half "
-        "epoch for pytorch/examples (its `Net`, `nll_loss` on `log_softmax`, Adadelta lr 1.0, "
-        "StepLR gamma 0.7 per epoch, batch 64, its DataLoader; at most "
-        f"{plan['examples_max_epochs']} epoch(s)) and every quarter epoch for `experiment=fast` "
-        "(the project's Trainer and callbacks, progress bar off); the clock runs only while "
-        "training, and the first evaluation at >= 99.0 % gives the time. Model building and "
-        "data loading before the first batch are off both clocks.",
-        "**Evaluation**: eval.py's trainer (`trainer=cpu`, no logger, progress bar off) runs "
-        f"`trainer.test` on the checkpoint of the default run: median of {plan['eval_repeats']} "
-        "passes after 1 warm-up pass; the forward-only figure runs the same batches through the "
-        "model with nothing else.",
-        "**Peak RSS**: the maximum resident set size of the `train.py` process (`os.wait4` in a "
-        "small launcher process, since a child of this big process would inherit its high-water "
-        "mark); 1 GB = 10^9 bytes. One epoch (`trainer.max_epochs=1`), not the "
-        "default 8.",
-        "**Memory allocator**: this one process trains every pipeline in turn, and glibc's "
-        "malloc, left to adapt, sometimes served a pipeline's activations from fresh `mmap` pages "
-        "every step because of how an earlier pipeline left the heap (the same plain CNN loop "
-        "then took 21 ms a forward pass instead of 12). So the benchmark pins it at the start "
-        "(`mallopt`: allocations under 32 MB from the heap, no trimming), for every pipeline "
-        "alike, and each runs as it does in a fresh `python train.py` process. The 1-epoch "
-        "default run is such a fresh process, not pinned.",
+        f"num_workers={plan['examples_workers']})` (`--examples-workers`; "
+        f"{EXAMPLES_WORKERS} by default, as pytorch/examples runs on the CPU), float32.",
+        "- **Throughput**: whole iterations (get a batch, forward, loss, backward, step) after "
+        "warm-up batches, the pipelines' repeats interleaved in a rotating order; the overhead is "
+        "(plain median / Lightning median - 1) x 100 and the time it adds to a step is "
+        "batch / Lightning median - batch / plain median. The progress bar is off in every "
+        "timed fit, and each fit ends with 1 validation batch, after the window.",
+        f"- **Time to 99.0 %**: test accuracy on {plan['tta_test_images'] or 10_000:,} test "
+        f"images every half epoch for pytorch/examples (at most {epochs} epoch(s)) and every "
+        "quarter epoch for `experiment=fast`, the clock stopped while evaluating.",
+        f"- **Evaluation**: median of {plan['eval_repeats']} passes after 1 warm-up pass.",
+        "- **Peak RSS**: of the `train.py` process alone (read through a small launcher process); "
+        "1 GB = 10^9 bytes.",
+        f"- **Memory allocator**: glibc malloc {malloc} (`mallopt`: allocations under 32 MB "
+        "from the heap, no trimming) for every pipeline alike; the 1-epoch default run is a "
+        "fresh process, not pinned.",
     ]

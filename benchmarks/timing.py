@@ -1,4 +1,7 @@
-"""How the benchmark times what it runs: clocks, step windows, process settings, machine facts."""
+"""How the benchmark times what it runs: clocks, step windows, process settings, machine facts.
+
+What each figure includes and why it is taken this way: benchmarks/README.md.
+"""
 
 from __future__ import annotations
 

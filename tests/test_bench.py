@@ -78,6 +78,9 @@ def test_quick_bench_writes_every_table(tmp_path: Path) -> None:
     targets = report.split("## Targets")[1].split("##")[0]
     marks = [line for line in targets.splitlines() if line.endswith(("| PASS |", "| MISS |"))]
     assert len(marks) == 6
+    # the methodology is benchmarks/README.md, linked from where the report is
+    link = report.split("[benchmarks/README.md](")[1].split(")")[0]
+    assert (out / link).resolve() == BENCHMARKS / "README.md"
 
     results = json.loads((out / "bench.json").read_text())
     assert results["machine"]["torch_threads"] >= 1 and results["machine"]["cpu"]
