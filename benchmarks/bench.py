@@ -50,7 +50,7 @@ from mnist_lit.data import ensure_mnist
 
 FULL = Plan(
     quick=False,
-    # a CNN window of 60 batches (2 s) left medians of 3 within +-5 %: the size of the target
+    # the medians must move less than the 5 % overhead target they are checked against
     repeats=5,
     warmup={"cnn": 5, "mlp": 20},
     timed={"cnn": 150, "mlp": 400},

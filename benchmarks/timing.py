@@ -253,12 +253,10 @@ def run_for_peak_rss(command: list[str], cwd: Path, log_path: Path) -> dict[str,
 def pin_malloc() -> bool:
     """Keep glibc's malloc from handing memory back to the system between steps (glibc only).
 
-    One process trains many pipelines one after another here, and how the earlier ones left the
-    heap decided whether the next one's big activations came from the heap or from fresh
-    ``mmap`` pages, page faults and all, every step: the same plain CNN loop took 12 or 21 ms a
-    forward pass depending on what ran before it. Pinned (activations under 32 MB from the heap,
-    the heap not trimmed), every pipeline runs as in a fresh ``python train.py`` process, where
-    the forward pass takes the faster 12 ms (``benchmarks/step_phases.py``). False elsewhere.
+    One process trains many pipelines in turn, and how the earlier ones left the heap must not
+    decide whether the next one's activations come from the heap or from fresh ``mmap`` pages
+    every step. Pinned (allocations under 32 MB from the heap, the heap not trimmed), each runs
+    as in a fresh ``python train.py`` process. False where there is no glibc.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
