@@ -33,17 +33,16 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from bench import (
+from hydra.utils import instantiate
+from pipelines import (
     PIPELINE_OVERRIDES,
     as_the_project_trains,
-    autocast_for,
     compose_config,
     library_output_to,
     project_optimizer,
-    settle_process,
     throughput_overrides,
 )
-from hydra.utils import instantiate
+from timing import autocast_for, settle_process
 
 from mnist_lit.train import build_model, build_trainer
 

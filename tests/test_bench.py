@@ -1,13 +1,14 @@
-"""``make bench``: the PASS/MISS logic, a ``--quick`` run that prints and writes every table, and
-``benchmarks/step_phases.py``."""
+"""``make bench``: the PASS/MISS logic (benchmarks/report.py), a ``--quick`` run that prints and
+writes every table, and ``benchmarks/step_phases.py``."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import math
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -17,7 +18,8 @@ from mnist_lit.config import PROJECT_ROOT
 
 from .conftest import run_cli
 
-BENCH = PROJECT_ROOT / "benchmarks" / "bench.py"
+BENCHMARKS = PROJECT_ROOT / "benchmarks"
+BENCH = BENCHMARKS / "bench.py"
 SECTIONS = (
     "## Training throughput",
     "## Time to 99.0 % test accuracy",
@@ -27,14 +29,14 @@ SECTIONS = (
 )
 
 
-def load_bench() -> ModuleType:
-    """benchmarks/bench.py is a script, not a package module: load it from its file."""
-    spec = importlib.util.spec_from_file_location("bench", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench"] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def report(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """benchmarks/report.py: the benchmarks are scripts that import each other from their folder,
+    so it is imported with that folder on the path, and its modules are forgotten afterwards."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    yield importlib.import_module("report")
+    for name in ("report", "pipelines", "timing"):
+        sys.modules.pop(name, None)
 
 
 def tta(examples_s: float | None, examples_total: float, fast_s: float | None) -> dict:
@@ -45,8 +47,8 @@ def tta(examples_s: float | None, examples_total: float, fast_s: float | None) -
     }
 
 
-def test_time_to_accuracy_check() -> None:
-    check = load_bench().time_to_accuracy_check
+def test_time_to_accuracy_check(report: ModuleType) -> None:
+    check = report.time_to_accuracy_check
     both = check(tta(200.0, 200.0, 10.0))
     assert (both.value, both.passed, both.mark) == ("20.0x", True, "PASS")
     assert check(tta(90.0, 90.0, 10.0)).mark == "MISS"
@@ -76,6 +78,9 @@ def test_quick_bench_writes_every_table(tmp_path: Path) -> None:
     targets = report.split("## Targets")[1].split("##")[0]
     marks = [line for line in targets.splitlines() if line.endswith(("| PASS |", "| MISS |"))]
     assert len(marks) == 6
+    # the methodology is benchmarks/README.md, linked from where the report is
+    link = report.split("[benchmarks/README.md](")[1].split(")")[0]
+    assert (out / link).resolve() == BENCHMARKS / "README.md"
 
     results = json.loads((out / "bench.json").read_text())
     assert results["machine"]["torch_threads"] >= 1 and results["machine"]["cpu"]
