@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install data train eval test bench lint format tensorboard clean
+.PHONY: help install data train eval test test-unit bench lint format tensorboard clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -32,8 +32,11 @@ train: data  ## train the default config (cnn, adam, one-cycle); overrides in AR
 eval: $(INSTALLED)  ## test a checkpoint: make eval ARGS="ckpt_path=logs/train/runs/<time>/checkpoints/last.ckpt"
 	$(PY) eval.py $(ARGS)
 
-test: data  ## run the test suite (real MNIST, small subsets)
+test: data  ## run the whole test suite: tests/unit and tests/integration (real MNIST subsets)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: $(INSTALLED)  ## the fast layer alone (synthetic data, no MNIST, no subprocess; < 1 min)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 bench: data  ## side by side with pytorch/examples and a plain loop (~7 min); logs/bench/<time>/bench.md
 	$(PY) benchmarks/bench.py

@@ -1,4 +1,4 @@
-"""Config composition of every group option, and one-line errors for bad command lines."""
+"""Config composition of every group option, and the schema that types every value a user sets."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from pydantic import BaseModel
 
-from mnist_lit.config import CONFIG_DIR, RULES, ConfigError, validate
+from mnist_lit.config import CONFIG_DIR, validate
+from mnist_lit.errors import UserError
+from mnist_lit.schema import OPTIONS, TARGETS
 from mnist_lit.train import build_model, build_trainer
 
-from .conftest import compose_config, run_cli
+from ..conftest import compose_config
 
 GROUPS = [
     "data",
@@ -48,12 +51,13 @@ def test_every_group_option_composes_and_builds(group: str, option: str, tmp_pat
     model = build_model(cfg)
     trainer = build_trainer(cfg)
     assert model.net is not None and trainer is not None
-    instantiate(cfg.data)
+    instantiate(cfg.data)  # builds only: the files are read in setup()
 
 
 def test_gpu_trainer_config(tmp_path: Path) -> None:
     cfg = compose_config("train", ["trainer=gpu"], tmp_path)
     assert cfg.trainer.accelerator == "gpu" and cfg.trainer.devices == 1
+    validate(cfg)
 
 
 def test_defaults_are_the_documented_ones(tmp_path: Path) -> None:
@@ -97,8 +101,27 @@ def test_scheduler_none_means_constant_lr(tmp_path: Path) -> None:
     assert build_model(cfg).hparams.scheduler is None
 
 
-#: the groups whose values a user tunes; every number and flag in them needs a rule
+# ----------------------------------------------------------------------------- the schema
+
+#: the groups whose values a user tunes; every number and flag in them needs a type and range
 TUNED = ("data", "model", "optimizer", "scheduler", "trainer")
+
+#: values the schema leaves to the class that takes them, which refuses a bad one when it is
+#: built (Lightning's Trainer; tests/unit/test_build_errors.py shows each refused)
+LEFT_TO_THE_CLASS = {
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.fast_dev_run",
+    "trainer.val_check_interval",
+}
+
+#: flags our own configs set that neither the schema nor Lightning checks: Lightning takes any
+#: value (``trainer.use_distributed_sampler=maybe`` runs, as a truthy string)
+UNTYPED = pytest.mark.xfail(
+    strict=True,
+    reason="src gap: schema.Trainer does not type use_distributed_sampler / enable_progress_bar, "
+    "which conf/trainer/ddp*.yaml and experiment=speedrun set and Lightning does not check",
+)
 
 
 def _numbers_and_flags(node: object, prefix: str) -> list[str]:
@@ -111,89 +134,54 @@ def _numbers_and_flags(node: object, prefix: str) -> list[str]:
     return [prefix] if isinstance(node, (int, float)) else []
 
 
-@pytest.mark.parametrize(
-    ("group", "option"),
-    [(g, o) for g, o in ALL_OPTIONS if g in (*TUNED, "debug", "experiment")],
-    ids=[f"{g}={o}" for g, o in ALL_OPTIONS if g in (*TUNED, "debug", "experiment")],
-)
+def _declared(schema: type[BaseModel], prefix: str) -> set[str]:
+    """The dotted keys a schema model declares, nested models included."""
+    keys = set()
+    for name, field in schema.model_fields.items():
+        keys.add(f"{prefix}.{name}")
+        for kind in getattr(field.annotation, "__args__", (field.annotation,)):
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                keys |= _declared(kind, f"{prefix}.{name}")
+    return keys
+
+
+SCHEMA_OPTIONS = [
+    pytest.param(
+        g,
+        o,
+        id=f"{g}={o}",
+        marks=[UNTYPED] if o in ("ddp", "ddp_multinode", "speedrun") else [],
+    )
+    for g, o in ALL_OPTIONS
+    if g in (*TUNED, "debug", "experiment")
+]
+
+
+@pytest.mark.parametrize(("group", "option"), SCHEMA_OPTIONS)
 def test_every_number_and_flag_has_a_type_and_range(
     group: str, option: str, tmp_path: Path
 ) -> None:
-    """The schema is complete: a value a config sets is checked (``data.val_size`` on its own)."""
+    """The schema is complete: each value a config sets is declared by the model of its node."""
     cfg = compose_config("train", [f"{group}={option}"], tmp_path)
-    checked = {rule.key for rule in RULES} | {"data.val_size"}
-    keys = [k for k in ("seed", "test") if k in cfg]
+    checked = {f".{name}" for name in OPTIONS["train"].model_fields} | LEFT_TO_THE_CLASS
+    keys = [f".{k}" for k in ("seed", "test") if k in cfg]
     for name in TUNED:
-        keys += _numbers_and_flags(OmegaConf.to_container(cfg[name]) if cfg[name] else {}, name)
-    assert sorted(set(keys) - checked) == []
+        if not cfg[name]:
+            continue
+        assert cfg[name]._target_ in TARGETS, f"{name}: {cfg[name]._target_} has no schema"
+        checked |= {k.lstrip(".") for k in _declared(TARGETS[cfg[name]._target_], f".{name}")}
+        keys += _numbers_and_flags(OmegaConf.to_container(cfg[name]), name)
+    assert sorted({k.lstrip(".") for k in keys} - {k.lstrip(".") for k in checked}) == []
 
 
-@pytest.mark.parametrize(
-    ("override", "message"),
-    [
-        ("optimizer.lr=-0.1", "optimizer.lr=-0.1 is invalid: it must be a number > 0"),
-        ("optimizer.lr=0", "optimizer.lr=0 is invalid: it must be a number > 0"),
-        ("model.dropout=1.0", "model.dropout=1.0 is invalid: it must be a probability in [0, 1)"),
-        ("model.dropout=-0.1", "model.dropout=-0.1 is invalid: it must be a probability in [0, 1)"),
-        ("data.batch_size=0", "data.batch_size=0 is invalid: it must be an integer >= 1"),
-        (
-            "data.val_size=60000",
-            "data.val_size=60000 is invalid: it must be an integer in [1, 59999]",
-        ),
-        (
-            "trainer.max_epochs=0",
-            "trainer.max_epochs=0 is invalid: it must be an integer >= 1 or -1 (no limit)",
-        ),
-    ],
-)
-def test_bad_values_name_their_key(override: str, message: str, tmp_path: Path) -> None:
-    """(tests/test_errors.py has the whole table, through the command-line check.)"""
-    cfg = compose_config("train", [override], tmp_path)
-    with pytest.raises(ConfigError, match=re.escape(message)):
+@pytest.mark.parametrize("config_name", ["train", "eval", "predict", "export"])
+def test_each_config_has_a_model_of_its_own_keys(config_name: str) -> None:
+    assert config_name in OPTIONS
+
+
+def test_an_unchecked_config_raises_the_first_problem(tmp_path: Path) -> None:
+    """``validate`` is what each job checks again inside Hydra: a ``UserError``, exit code 2."""
+    cfg = compose_config("train", ["model.dropout=1.5"], tmp_path)
+    with pytest.raises(UserError) as caught:
         validate(cfg)
-
-
-@pytest.mark.parametrize(
-    ("args", "expected"),
-    [
-        (["model.dropuot=0.5"], "unknown config key 'model.dropuot'"),
-        (["model=cnnn"], "'cnnn' is not an option of 'model': choose one of cnn, mlp"),
-        (["optimizer.lr=-1"], "optimizer.lr=-1 is invalid: it must be a number > 0"),
-        (["model.dropout=1.5"], "model.dropout=1.5 is invalid: it must be a probability in [0, 1)"),
-        (["data.batch_size=abc"], "data.batch_size='abc' is invalid"),
-        (["-m", "model=mlp,cnn", "model.dropout=0.2,2"], "model.dropout=2 is invalid"),
-        (["model.dropout=["], "cannot parse the override 'model.dropout=['"),
-    ],
-)
-def test_command_line_errors_are_one_line(args: list[str], expected: str, tmp_path: Path) -> None:
-    """Typos and bad values stop train.py before any work, with one line and exit code 2."""
-    result = run_cli("train.py", *args, f"paths.log_dir={tmp_path}", timeout=120)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert lines == [lines[0]] and lines[0].startswith("error: "), result.stderr
-    assert expected in lines[0]
-    assert "Traceback" not in result.stdout + result.stderr
-    assert not any(tmp_path.iterdir()), "no run dir is made for a bad command"
-
-
-def test_eval_requires_an_existing_checkpoint(tmp_path: Path) -> None:
-    missing = run_cli("eval.py", timeout=120)
-    assert missing.returncode == 2
-    assert (
-        missing.stderr.strip()
-        == "error: ckpt_path is required: set it on the command line, ckpt_path=..."
-    )
-    wrong = run_cli("eval.py", f"ckpt_path={tmp_path}/nope.ckpt", f"paths.log_dir={tmp_path}")
-    assert wrong.returncode == 2
-    assert (
-        wrong.stderr.strip()
-        .splitlines()[-1]
-        .startswith(f"error: checkpoint {tmp_path}/nope.ckpt does not exist")
-    )
-
-
-def test_help_lists_groups_and_examples() -> None:
-    result = run_cli("train.py", "--help", timeout=120)
-    assert result.returncode == 0
-    for text in ("model: cnn, mlp", "optimizer: adam, adamw, sgd", "python train.py -m"):
-        assert text in result.stdout
+    assert "model.dropout" in str(caught.value) and caught.value.exit_code == 2
