@@ -1,13 +1,16 @@
-"""The data module on real MNIST: split sizes, a fixed split, normalization, batch order."""
+"""The data module on real MNIST: the official sizes, a fixed split, MNIST's own statistics.
+
+(The split, batches, sampler and resuming on synthetic files: ``tests/unit/test_datamodule.py``.)
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
 from mnist_lit.data import MNISTDataModule
-from mnist_lit.data.datamodule import EpochShuffleSampler
 
 
 def make_datamodule(data_dir: Path, **kwargs) -> MNISTDataModule:
@@ -24,6 +27,7 @@ def test_official_sizes_and_default_split(mnist_data_dir: Path) -> None:
     assert dm.splits["train"][0].dtype == torch.uint8
     assert dm.splits["train"][0].shape[1:] == (28, 28)
     assert set(dm.splits["test"][1].unique().tolist()) == set(range(10))
+    assert dm.hparams.dataset == "mnist"
 
 
 def test_split_is_fixed_by_split_seed_and_disjoint(mnist_data_dir: Path) -> None:
@@ -42,12 +46,13 @@ def test_val_size_is_configurable(mnist_data_dir: Path) -> None:
     assert len(dm.splits["train"][0]) == 50_000
 
 
-def test_batches_are_normalized_float_images(mnist_data_dir: Path) -> None:
+def test_batches_have_zero_mean_and_unit_std_with_mnists_own_statistics(
+    mnist_data_dir: Path,
+) -> None:
     dm = make_datamodule(mnist_data_dir, batch_size=2000)
     images, labels = next(iter(dm.train_dataloader()))
     assert images.shape == (2000, 1, 28, 28) and images.dtype == torch.float32
     assert labels.shape == (2000,) and labels.dtype == torch.int64
-    # with MNIST's own mean and std, a large batch is close to zero mean, unit std
     assert abs(images.mean().item()) < 0.05
     assert abs(images.std().item() - 1.0) < 0.05
 
@@ -60,20 +65,17 @@ def test_loader_covers_every_sample_once_per_epoch(mnist_data_dir: Path) -> None
     assert torch.equal(seen, dm.splits["val"][1])  # unshuffled: the split's own order
 
 
-def test_shuffle_depends_on_seed_and_epoch_only() -> None:
-    sampler = EpochShuffleSampler(100, shuffle=True, seed=3)
-    sampler.set_epoch(0)
-    epoch0 = sampler.indices()
-    sampler.set_epoch(1)
-    epoch1 = sampler.indices()
-    resumed = EpochShuffleSampler(100, shuffle=True, seed=3)
-    resumed.set_epoch(1)
-    assert not torch.equal(epoch0, epoch1)
-    assert torch.equal(epoch1, resumed.indices())  # a resumed run sees the same order
-    assert sorted(epoch0.tolist()) == list(range(100))
-
-
-def test_ranks_split_an_epoch_without_overlap() -> None:
-    shares = [EpochShuffleSampler(10, True, 0, rank=r, world_size=3).indices() for r in range(3)]
-    assert all(len(share) == 4 for share in shares)  # padded to equal length
-    assert set(torch.cat(shares).tolist()) == set(range(10))
+def test_data_module_gives_each_rank_its_share(mnist_data_dir: Path) -> None:
+    """The loaders of every split take the rank and world size from the trainer."""
+    data = MNISTDataModule(data_dir=str(mnist_data_dir), batch_size=500)
+    data.setup("fit")
+    for rank in (0, 1):
+        cpu = SimpleNamespace(root_device=torch.device("cpu"))  # where data.on_device puts it
+        data.trainer = SimpleNamespace(global_rank=rank, world_size=2, strategy=cpu)
+        for loader, size in (
+            (data.train_dataloader(), 55_000),
+            (data.val_dataloader(), 5_000),
+            (data.test_dataloader(), 10_000),
+        ):
+            assert (loader.sampler.rank, loader.sampler.world_size) == (rank, 2)
+            assert len(loader.sampler) == size // 2

@@ -1,4 +1,5 @@
-"""LitClassifier: built from configs, schedule lengths filled in, metrics, safe checkpoints."""
+"""LitClassifier: built from configs, schedule lengths filled in, metrics, safe checkpoints, and
+what it checks when a fit resumes (on random tensors: no data set)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 import torch
 from torch.optim.lr_scheduler import CosineAnnealingLR, OneCycleLR, StepLR
 
-from mnist_lit.classifier import LitClassifier, _run_length_argument
+from mnist_lit.classifier import LitClassifier, _run_length_argument, _schedule_mismatch
+from mnist_lit.errors import UserError
 
 MLP_CONFIG = {"_target_": "mnist_lit.models.MLP", "hidden_sizes": [32], "dropout": 0.0}
 ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.01}
@@ -30,7 +32,7 @@ def test_run_length_argument(factory, expected: str | None) -> None:
 
 
 def fit_tiny(
-    tmp_path: Path, scheduler: dict | None, epochs: int = 2
+    tmp_path: Path, scheduler: dict | None, epochs: int = 2, ckpt_path: Path | None = None
 ) -> tuple[L.Trainer, LitClassifier]:
     """Fit on 8 random batches of 16 so the number of optimizer steps is known: 8 per epoch."""
     torch.manual_seed(0)
@@ -48,7 +50,7 @@ def fit_tiny(
         enable_model_summary=False,
         default_root_dir=tmp_path,
     )
-    trainer.fit(model, loader, loader)
+    trainer.fit(model, loader, loader, ckpt_path=ckpt_path)
     return trainer, model
 
 
@@ -106,3 +108,52 @@ def test_predict_step_returns_probabilities() -> None:
     probabilities = model.predict_step(torch.randn(3, 1, 28, 28), 0)
     assert probabilities.shape == (3, 10)
     assert torch.allclose(probabilities.sum(dim=1), torch.ones(3))
+
+
+# ----------------------------------------------------------------------------- resuming a schedule
+
+
+@pytest.mark.parametrize(
+    "saved, planned, problem",
+    [
+        ([], [], None),
+        ([{"total_steps": 100, "last_epoch": 5}], [], None),  # scheduler=none: fixed lr
+        ([], ["onecycle"], "without an LR schedule"),
+        ([{"T_max": 100}], ["onecycle"], "OneCycleLR"),
+        ([{"total_steps": 100}], ["onecycle"], "100 steps"),
+        ([{"total_steps": 200}], ["onecycle"], None),
+    ],
+)
+def test_schedule_mismatch(saved: list, planned: list, problem: str | None) -> None:
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    schedulers = [OneCycleLR(optimizer, max_lr=0.1, total_steps=200) for _ in planned]
+    if saved and saved[0].keys() <= {"total_steps"} and schedulers:  # the full state but length
+        saved = [{**schedulers[0].state_dict(), **saved[0]}]
+    found = _schedule_mismatch(saved, schedulers, batches_per_epoch=10)
+    assert found == problem if problem is None else problem in found
+
+
+ONECYCLE = {"_target_": "torch.optim.lr_scheduler.OneCycleLR", "_partial_": True, "max_lr": 0.01}
+
+
+def test_resuming_a_one_cycle_planned_for_another_length_stops_at_the_start(
+    tmp_path: Path,
+) -> None:
+    trainer, _ = fit_tiny(tmp_path, ONECYCLE, epochs=1)
+    path = tmp_path / "one-epoch.ckpt"
+    trainer.save_checkpoint(path)
+    with pytest.raises(UserError) as caught:
+        fit_tiny(tmp_path, ONECYCLE, epochs=3, ckpt_path=path)
+    assert caught.value.exit_code == 2
+    assert "OneCycleLR" in str(caught.value) and "scheduler=none" in str(caught.value)
+
+
+def test_resuming_without_a_schedule_trains_at_the_configs_lr(tmp_path: Path) -> None:
+    trainer, _ = fit_tiny(tmp_path, ONECYCLE, epochs=1)
+    path = tmp_path / "one-epoch.ckpt"
+    trainer.save_checkpoint(path)
+    assert trainer.optimizers[0].param_groups[0]["lr"] < 1e-3  # where the one-cycle ended
+    resumed, _ = fit_tiny(tmp_path, None, epochs=2, ckpt_path=path)
+    group = resumed.optimizers[0].param_groups[0]
+    assert group["lr"] == ADAM["lr"]
+    assert "max_lr" not in group and "initial_lr" not in group  # what the schedule added

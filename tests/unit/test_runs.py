@@ -1,0 +1,123 @@
+"""``resume=<run dir>|last``: the command line it becomes, on fake run dirs (a ``.hydra`` folder and
+checkpoints copied from ``tiny_ckpts``). The killed-and-resumed run itself:
+``tests/integration/test_resume.py``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mnist_lit.errors import UserError
+from mnist_lit.runs import latest_run_dir, newest_intact_checkpoint, resume_command_line
+
+
+def make_run(root: Path, name: str, overrides: list[str], checkpoints: dict[str, Path]) -> Path:
+    """A run dir as train.py leaves it: its overrides and checkpoints (copied, in order, each
+    newer than the one before)."""
+    run = root / name
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    for number, (relative, source) in enumerate(checkpoints.items()):
+        path = run / "checkpoints" / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, path)
+        os.utime(path, (1_000_000 + number, 1_000_000 + number))
+    return run
+
+
+def _refused(argv: list[str], root: Path) -> str:
+    with pytest.raises(UserError) as caught:
+        resume_command_line(argv, root)
+    assert caught.value.exit_code == 2 and "\n" not in str(caught.value)
+    return str(caught.value)
+
+
+def test_without_resume_the_command_line_is_as_given(tmp_path: Path) -> None:
+    assert resume_command_line(["model=cnn", "-m", "seed=1,2"], tmp_path) == [
+        "model=cnn",
+        "-m",
+        "seed=1,2",
+    ]
+
+
+def test_resume_becomes_the_runs_overrides_pinned_to_its_dir(
+    tiny_ckpts: dict, tmp_path: Path
+) -> None:
+    run = make_run(
+        tmp_path,
+        "2026-01-01_10-00-00",
+        ["model=mlp", "trainer.max_epochs=2", "ckpt_path=null"],
+        {"epoch_000.ckpt": tiny_ckpts["full"], "last.ckpt": tiny_ckpts["full"]},
+    )
+    argv = resume_command_line([f"resume={run}", "trainer.max_epochs=3"], tmp_path)
+    assert argv == [
+        "model=mlp",
+        "trainer.max_epochs=3",  # given now: replaces the run's own
+        f"hydra.run.dir={run.resolve()}",
+        f"ckpt_path={(run / 'checkpoints' / 'last.ckpt').resolve()}",  # the newest
+    ]
+
+
+def test_resume_last_is_the_newest_run(tiny_ckpts: dict, tmp_path: Path) -> None:
+    ckpts = {"last.ckpt": tiny_ckpts["full"]}
+    make_run(tmp_path, "2026-01-01_10-00-00", ["seed=1"], ckpts)
+    newest = make_run(tmp_path, "2026-01-02_09-00-00", ["seed=2"], ckpts)
+    (tmp_path / "2026-01-03_00-00-00").mkdir()  # not a run: no .hydra/overrides.yaml
+    assert latest_run_dir(tmp_path) == newest
+    assert resume_command_line(["resume=last"], tmp_path)[0] == "seed=2"
+
+
+def test_a_damaged_newest_checkpoint_is_skipped_for_the_one_before(
+    tiny_ckpts: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = make_run(
+        tmp_path,
+        "run",
+        [],
+        {
+            "resume/step_0000003.ckpt": tiny_ckpts["full"],
+            "resume/step_0000006.ckpt": tiny_ckpts["full"],
+        },
+    )
+    newest = run / "checkpoints" / "resume" / "step_0000006.ckpt"
+    stat = newest.stat()
+    newest.write_bytes(newest.read_bytes()[: stat.st_size * 9 // 10])
+    os.utime(newest, (stat.st_atime, stat.st_mtime))
+    with caplog.at_level(logging.WARNING, logger="mnist_lit.runs"):
+        assert newest_intact_checkpoint(run) == run / "checkpoints" / "resume" / "step_0000003.ckpt"
+    assert str(newest) in caplog.text
+
+
+def test_weights_only_checkpoints_cannot_be_resumed_from(tiny_ckpts: dict, tmp_path: Path) -> None:
+    run = make_run(tmp_path, "run", [], {"last.ckpt": tiny_ckpts["weights"]})
+    assert str(run / "checkpoints") in _refused([f"resume={run}"], tmp_path)
+
+
+def test_a_run_with_no_checkpoint_yet(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "run", ["model=mlp"], {})
+    assert str(run) in _refused([f"resume={run}"], tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["resume=/no/such/run"], "resume=/no/such/run"),
+        (["resume=last"], "resume=last"),
+        (["-m", "resume=/x"], "resume="),
+        (["--multirun", "resume=/x"], "resume="),
+    ],
+)
+def test_resume_errors_name_what_was_given(argv: list[str], named: str, tmp_path: Path) -> None:
+    message = _refused(argv, tmp_path)
+    assert named in message
+    if argv == ["resume=last"]:
+        assert str(tmp_path) in message  # where it looked
+
+
+def test_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
+    (tmp_path / "checkpoints").mkdir()
+    assert str(tmp_path) in _refused([f"resume={tmp_path}"], tmp_path)
