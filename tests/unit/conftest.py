@@ -121,17 +121,17 @@ def synthetic_datamodule(synthetic_data_dir: Path):
 
 @pytest.fixture
 def train_cfg(tmp_path: Path, synthetic_data_dir: Path) -> Iterator:
-    """A factory: ``train_cfg(*overrides)`` -> a quick training config on the synthetic data,
-    writing into tmp_path (no pictures: drawing them costs seconds)."""
+    """A factory: ``train_cfg(*overrides, run="run")`` -> a quick training config on the
+    synthetic data, writing into ``tmp_path / run`` (no pictures: drawing them costs seconds)."""
 
-    def make(*overrides: str) -> DictConfig:
+    def make(*overrides: str, run: str = "run") -> DictConfig:
         quick = [
             *QUICK,
             *synthetic_overrides(synthetic_data_dir),
             "callbacks.sample_batch=null",
             "callbacks.test_images=null",
         ]
-        return compose_config("train", [*quick, *overrides], tmp_path / "run", synthetic_data_dir)
+        return compose_config("train", [*quick, *overrides], tmp_path / run, synthetic_data_dir)
 
     yield make
     GlobalHydra.instance().clear()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mnist_lit.errors import UserError
 from mnist_lit.report import main, write_report
 
 
@@ -85,9 +86,25 @@ def test_unfinished_jobs_are_listed(tmp_path: Path) -> None:
     assert "| 1 | model=mlp | - | did not finish |" in text
 
 
-def test_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:
-    assert main([str(tmp_path / "missing")]) == 2
-    assert capsys.readouterr().err.startswith("error: ")
-    assert main([str(tmp_path)]) == 2  # a folder with no jobs
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "is it a multirun?" in err
+@pytest.mark.parametrize("what", ["missing", "no jobs"])
+def test_cli_errors_are_one_line(what: str, tmp_path: Path, capsys) -> None:
+    """``python -m mnist_lit.report``: a folder that is not a multirun is one line, exit code 2."""
+    sweep_dir = tmp_path / "missing" if what == "missing" else tmp_path
+    with pytest.raises(SystemExit) as caught:
+        main([str(sweep_dir)])
+    assert caught.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert err.startswith("error: ") and str(sweep_dir) in err
+
+
+def test_cli_prints_the_report(ablation: Path, capsys) -> None:
+    main([str(ablation)])
+    assert "6 of 6 jobs finished" in capsys.readouterr().out
+    assert (ablation / "report.md").is_file() and (ablation / "report.csv").is_file()
+
+
+def test_write_report_refuses_a_folder_without_jobs(tmp_path: Path) -> None:
+    with pytest.raises(UserError) as caught:
+        write_report(tmp_path)
+    assert caught.value.exit_code == 2 and str(tmp_path) in str(caught.value)

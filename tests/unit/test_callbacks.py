@@ -1,0 +1,162 @@
+"""Callbacks, each on its own with a stand-in trainer: stop at a target, channels-last weights,
+exact resume, and the pictures written to TensorBoard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from mnist_lit.callbacks import (
+    ChannelsLast,
+    ExactResume,
+    SampleBatchImages,
+    StopAtTarget,
+)
+from mnist_lit.callbacks import TestReportImages as ReportImages  # (not a test class to pytest)
+from mnist_lit.classifier import LitClassifier
+
+from .conftest import ADAM, TINY_CNN
+
+
+def stand_in_trainer(loggers: list, global_step: int = 0, **kwargs) -> SimpleNamespace:
+    """What the picture callbacks read of a trainer: its loggers, step and data module."""
+    datamodule = SimpleNamespace(hparams=SimpleNamespace(mean=0.5, std=0.25))
+    return SimpleNamespace(
+        loggers=loggers, global_step=global_step, datamodule=datamodule, **kwargs
+    )
+
+
+def tensorboard_tags(logger: TensorBoardLogger) -> dict[str, list[str]]:
+    logger.experiment.flush()
+    events = EventAccumulator(logger.log_dir)
+    events.Reload()
+    return events.Tags()
+
+
+# ----------------------------------------------------------------------------- StopAtTarget
+
+
+@pytest.mark.parametrize("target", [0.0, 1.5, -0.1])
+def test_a_target_that_is_not_an_accuracy_is_refused(target: float) -> None:
+    with pytest.raises(ValueError, match=f"stop_at={target}"):
+        StopAtTarget(target=target)
+
+
+def test_no_target_never_stops() -> None:
+    callback = StopAtTarget(target=None)
+    trainer = SimpleNamespace(
+        sanity_checking=False,
+        state=SimpleNamespace(fn="fit"),
+        callback_metrics={"val/acc": torch.tensor(1.0)},
+        should_stop=False,
+    )
+    callback.on_validation_end(trainer, None)
+    assert not trainer.should_stop and not callback.reached
+
+
+# ----------------------------------------------------------------------------- ChannelsLast
+
+
+def test_channels_last_puts_the_conv_weights_in_that_layout() -> None:
+    model = LitClassifier(net=TINY_CNN, optimizer=ADAM)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    # (a 1-channel input conv is channels-last either way: the 4 -> 8 one tells)
+    assert not convs[-1].weight.is_contiguous(memory_format=torch.channels_last)
+    ChannelsLast().setup(None, model, "fit")
+    assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+# ----------------------------------------------------------------------------- ExactResume
+
+
+def test_exact_resume_restores_the_random_state_it_saved() -> None:
+    saver = ExactResume()
+    torch.manual_seed(3)
+    state = saver.state_dict()
+    expected = torch.rand(5)  # what dropout would draw next in the stopped run
+    torch.manual_seed(99)  # a resumed process starts elsewhere
+
+    resumer = ExactResume()
+    resumer.load_state_dict(state)
+    trainer = SimpleNamespace(train_dataloader=None)
+    resumer.on_train_start(trainer, None)
+    assert torch.equal(torch.rand(5), expected)
+    torch.manual_seed(99)
+    resumer.on_train_start(trainer, None)  # once only: a later fit starts afresh
+    assert not torch.equal(torch.rand(5), expected)
+
+
+def test_exact_resume_gives_the_loader_its_saved_position() -> None:
+    class Loader:
+        state: dict | None = None
+
+        def load_state_dict(self, state: dict) -> None:
+            self.state = state
+
+    checkpoint = {
+        "loops": {"fit_loop": {"state_dict": {"combined_loader": [{"epoch": 3, "served": 5}]}}}
+    }
+    callback = ExactResume()
+    callback.on_load_checkpoint(None, None, checkpoint)
+    loader = Loader()
+    callback.on_train_start(SimpleNamespace(train_dataloader=loader), None)
+    assert loader.state == {"epoch": 3, "served": 5}
+
+
+# ----------------------------------------------------------------------------- pictures
+
+
+def test_sample_batch_is_logged_once_as_pixels(tmp_path: Path) -> None:
+    logger = TensorBoardLogger(tmp_path, name="tb", version="")
+    callback = SampleBatchImages(count=8)
+    images = torch.zeros(16, 1, 28, 28)
+    callback.on_train_batch_start(stand_in_trainer([logger]), None, (images, None), 0)
+    callback.on_train_batch_start(stand_in_trainer([logger], 1), None, (images, None), 1)
+    assert tensorboard_tags(logger)["images"] == ["inputs/train_batch"]
+
+
+def test_pictures_need_a_tensorboard_logger(tmp_path: Path) -> None:
+    trainer = stand_in_trainer([CSVLogger(tmp_path)])
+    SampleBatchImages().on_train_batch_start(trainer, None, (torch.zeros(2, 1, 28, 28),), 0)
+    report = ReportImages()
+    report.on_test_epoch_end(trainer, None)
+    assert not list(tmp_path.rglob("events.out.tfevents.*"))
+
+
+def _test_batch(report: ReportImages, trainer, labels: list[int], predicted: list[int]):
+    probabilities = torch.full((len(labels), 10), 0.01)
+    for row, guess in enumerate(predicted):
+        probabilities[row, guess] = 0.5 + 0.01 * row  # later rows: more confident
+    images = torch.rand(len(labels), 1, 28, 28)
+    batch = (images, torch.tensor(labels))
+    report.on_test_batch_end(trainer, None, probabilities, batch, 0)
+
+
+@pytest.mark.filterwarnings("ignore:The ``compute`` method of metric")  # the reset one
+def test_test_report_keeps_the_most_confident_mistakes(tmp_path: Path) -> None:
+    logger = TensorBoardLogger(tmp_path, name="tb", version="")
+    trainer = stand_in_trainer([logger], global_step=7)
+    report = ReportImages(worst=2)
+    report.on_test_epoch_start(trainer, None)
+    _test_batch(report, trainer, labels=[1, 2, 3, 4], predicted=[1, 0, 0, 0])  # 3 mistakes
+    report.on_test_batch_end(trainer, None, None, None, 1)  # not probabilities: ignored
+    confidence, images, labels, predicted = report.mistakes
+    assert labels.tolist() == [4, 3] and predicted.tolist() == [0, 0]
+    assert confidence.tolist() == sorted(confidence.tolist(), reverse=True)
+    assert images.shape == (2, 1, 28, 28)
+    counts = report.confusion.compute()
+    assert counts.sum() == 4 and counts[1, 1] == 1 and counts[4, 0] == 1
+
+    report.on_test_epoch_end(trainer, None)
+    assert set(tensorboard_tags(logger)["images"]) == {
+        "test/confusion_matrix",
+        "test/worst_mistakes",
+    }
+    report.on_test_epoch_start(trainer, None)  # a second test starts afresh
+    assert len(report.mistakes[0]) == 0 and report.confusion.compute().sum() == 0
