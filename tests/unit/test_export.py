@@ -1,0 +1,130 @@
+"""export in-process: TorchScript of the tiny checkpoint, verified on the synthetic test set, and
+each way it fails (exit code 1 for a failed or mismatching export, 2 for a file it cannot write).
+(ONNX, the real test set, a process without this package and the CLI: integration.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnist_lit import export as export_module
+from mnist_lit.checkpoints import load_checkpoint
+from mnist_lit.errors import UserError
+from mnist_lit.export import NormalizedNet, default_output, export, metadata
+
+from ..conftest import compose_config
+from .conftest import SYNTHETIC, TEST_N, synthetic_overrides
+
+MEAN, STD = 0.1307, 0.3081
+
+
+@pytest.fixture
+def export_cfg(tiny_ckpts: dict, synthetic_data_dir: Path, tmp_path: Path):
+    """A factory: ``export_cfg(*overrides)``: the tiny synthetic checkpoint, synthetic data."""
+
+    def make(*overrides: str):
+        return compose_config(
+            "export",
+            [
+                f"ckpt_path={tiny_ckpts['synthetic']}",
+                *synthetic_overrides(synthetic_data_dir),
+                "format=torchscript",
+                "batch_size=40",
+                "threads=1",
+                *overrides,
+            ],
+            tmp_path / "run",
+            synthetic_data_dir,
+        )
+
+    return make
+
+
+def test_normalization_is_baked_in(tiny_ckpts: dict) -> None:
+    net = load_checkpoint(tiny_ckpts["full"]).net.eval()
+    pixels = torch.rand(3, 1, 28, 28)
+    with torch.inference_mode():
+        assert torch.equal(NormalizedNet(net, MEAN, STD)(pixels), net((pixels - MEAN) / STD))
+
+
+def test_metadata_says_what_a_user_needs() -> None:
+    meta = metadata(SYNTHETIC, MEAN, STD, "x.ckpt")
+    assert meta["dataset"] == "synthetic" and json.loads(meta["classes"])[7] == "7"
+    assert float(meta["mean"]) == MEAN and float(meta["std"]) == STD
+    assert "[batch, 1, 28, 28]" in meta["input"] and "[batch, 10]" in meta["output"]
+    assert all(isinstance(v, str) for v in meta.values())
+
+
+def test_default_output_is_next_to_the_checkpoint(tmp_path: Path) -> None:
+    ckpt = tmp_path / "run" / "checkpoints" / "epoch_005.ckpt"
+    assert default_output(ckpt, "onnx") == ckpt.parent / "epoch_005.onnx"
+    assert default_output(ckpt, "torchscript") == ckpt.parent / "epoch_005.pt"
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")  # the format's reader
+def test_torchscript_export_matches_pytorch(export_cfg, tmp_path: Path, capsys) -> None:
+    output = tmp_path / "model.pt"
+    results = export(export_cfg(f"output={output}"))
+    assert results["output"] == str(output) and results["images"] == TEST_N
+    assert results["differing_predictions"] == 0 and results["max_abs_logit_diff"] < 1e-5
+    assert results["accuracy_exported"] == results["accuracy_pytorch"]
+    assert results["images_per_s_exported"] > 0 and results["images_per_s_pytorch"] > 0
+    out = capsys.readouterr().out
+    assert str(output) in out and "differing predictions = 0" in out
+    extra = {"metadata.json": ""}
+    loaded = torch.jit.load(str(output), _extra_files=extra)
+    assert json.loads(extra["metadata.json"])["dataset"] == "synthetic"
+    assert loaded(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []
+
+
+def test_without_verify_only_the_file(export_cfg, tiny_ckpts: dict) -> None:
+    results = export(export_cfg("verify=false"))
+    written = default_output(tiny_ckpts["synthetic"], "torchscript")
+    assert results == {"output": str(written)} and written.is_file()
+    written.unlink()
+
+
+def test_an_export_that_does_not_match_is_exit_code_1(
+    export_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_verify = export_module.verify
+
+    def off_by_one(*args, **kwargs):
+        return {**real_verify(*args, **kwargs), "differing_predictions": 1}
+
+    monkeypatch.setattr(export_module, "verify", off_by_one)
+    output = tmp_path / "model.pt"
+    with pytest.raises(UserError) as caught:
+        export(export_cfg(f"output={output}"))
+    assert caught.value.exit_code == 1 and str(output) in str(caught.value)
+
+
+def test_an_exporter_that_fails_is_exit_code_1(
+    export_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("unsupported operator aten::foo\nmore detail")
+
+    monkeypatch.setattr(export_module, "export_torchscript", broken)
+    with pytest.raises(UserError) as caught:
+        export(export_cfg(f"output={tmp_path / 'model.pt'}"))
+    assert caught.value.exit_code == 1
+    assert "torchscript" in str(caught.value) and "aten::foo" in str(caught.value)
+
+
+def test_an_output_that_cannot_be_written_is_exit_code_2(export_cfg, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(UserError) as caught:
+        export(export_cfg(f"output={blocker}/model.pt"))
+    assert caught.value.exit_code == 2 and str(blocker) in str(caught.value)
+
+
+def test_a_checkpoint_of_another_data_set_is_refused(export_cfg, tiny_ckpts: dict) -> None:
+    with pytest.raises(UserError) as caught:
+        export(export_cfg(f"ckpt_path={tiny_ckpts['full']}"))
+    assert caught.value.exit_code == 2 and "data=mnist" in str(caught.value)
