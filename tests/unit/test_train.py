@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnist_lit.train import train
 
@@ -24,6 +25,13 @@ def _summary(cfg) -> dict:
 
 def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
     return torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def read_scalars(tensorboard_dir: Path) -> dict[str, list[float]]:
+    """Scalars as TensorBoard's own reader sees them."""
+    events = EventAccumulator(str(tensorboard_dir))
+    events.Reload()
+    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
@@ -56,6 +64,20 @@ def test_a_run_leaves_its_checkpoints_summary_and_one_line(train_cfg, capsys) ->
     assert "val/acc" in metrics_csv and "hp/test_acc" in metrics_csv
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["datamodule_hyper_parameters"]["dataset"] == "synthetic"
+
+
+@pytest.mark.parametrize("scheduler", ["onecycle", "cosine", "step", "none"])
+def test_every_scheduler_trains(scheduler: str, train_cfg) -> None:
+    cfg = train_cfg(f"scheduler={scheduler}", "model=mlp", "trainer.max_epochs=2", "test=false")
+    train(cfg)
+    lrs = read_scalars(Path(cfg.paths.output_dir) / "tensorboard")["lr-Adam"]
+    peak = cfg.optimizer.lr
+    if scheduler == "none":
+        assert lrs == [pytest.approx(peak)] * len(lrs)
+    elif scheduler == "step":
+        assert lrs[0] == pytest.approx(peak)  # step_size is 3 epochs: unchanged in 2
+    else:
+        assert lrs[-1] < 0.5 * max(lrs)  # spans the run: well down by the last step
 
 
 def test_stop_at_target_stops_and_says_when(train_cfg) -> None:

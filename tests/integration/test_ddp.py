@@ -1,4 +1,8 @@
-"""DDP (``trainer=ddp``): 2 processes on the CPU, run as a user types it, and how data is split."""
+"""DDP (``trainer=ddp``): 2 processes on the CPU, run as a user types it.
+
+(How the sampler and the data module split the data by rank: tests/unit/test_datamodule.py and
+tests/integration/test_datamodule.py; the rank plumbing, with stand-ins: unit/test_processes.py.)
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import json
 import os
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,10 +19,9 @@ from torch.nn.functional import cross_entropy
 from mnist_lit.classifier import LitClassifier
 from mnist_lit.config import PROJECT_ROOT
 from mnist_lit.data import MNISTDataModule
-from mnist_lit.data.datamodule import EpochShuffleSampler
 from mnist_lit.hardware import resolve_precision
 
-from .conftest import QUICK, run_cli
+from ..conftest import QUICK, run_cli
 
 #: QUICK's few batches, on 2 DDP ranks, with the MLP
 DDP_QUICK = [o for o in QUICK if o != "trainer=cpu"] + ["trainer=ddp", "model=mlp"]
@@ -102,54 +104,6 @@ def test_ddp_multirun_jobs_keep_their_ranks(tmp_path: Path, mnist_data_dir: Path
         assert json.loads((sweep / job / "metrics.json").read_text())["seed"] == seed
         assert_rank_joined(sweep / job)
     assert "2 of 2 jobs finished" in (sweep / "report.md").read_text()
-
-
-@pytest.mark.parametrize("size", [10, 11, 55_000])
-def test_each_sample_once_per_epoch_across_ranks(size: int) -> None:
-    """The ranks' shares are disjoint, cover the data set, and are equally long (padded)."""
-    for epoch in (0, 1):
-        shares = []
-        for rank in (0, 1):
-            sampler = EpochShuffleSampler(size, shuffle=True, seed=3, rank=rank, world_size=2)
-            sampler.set_epoch(epoch)
-            shares.append(sampler.indices())
-        assert len(shares[0]) == len(shares[1]) == len(sampler)
-        seen = torch.cat(shares)
-        assert set(seen.tolist()) == set(range(size))
-        assert len(seen) == size + size % 2  # an odd size repeats one index to pad
-
-
-def test_half_batches_on_two_ranks_make_the_same_global_batches() -> None:
-    """Why trainer=ddp with data.batch_size=B/2 is the fair comparison with one process at B.
-
-    Batch k of rank 0 and batch k of rank 1 together hold exactly the samples of batch k of a
-    single process, so DDP (which averages the two ranks' mean gradients) takes the same steps.
-    """
-    size, batch = 55_000, 128
-    single = EpochShuffleSampler(size, shuffle=True, seed=7).indices().split(batch)
-    ranks = [
-        EpochShuffleSampler(size, True, 7, rank=rank, world_size=2).indices().split(batch // 2)
-        for rank in (0, 1)
-    ]
-    assert len(single) == len(ranks[0]) == len(ranks[1])
-    for whole, half0, half1 in zip(single, *ranks, strict=True):
-        assert sorted(torch.cat([half0, half1]).tolist()) == sorted(whole.tolist())
-
-
-def test_data_module_gives_each_rank_its_share(mnist_data_dir: Path) -> None:
-    """The loaders of every split take the rank and world size from the trainer."""
-    data = MNISTDataModule(data_dir=str(mnist_data_dir), batch_size=500)
-    data.setup("fit")
-    for rank in (0, 1):
-        cpu = SimpleNamespace(root_device=torch.device("cpu"))  # where data.on_device puts it
-        data.trainer = SimpleNamespace(global_rank=rank, world_size=2, strategy=cpu)
-        for loader, size in (
-            (data.train_dataloader(), 55_000),
-            (data.val_dataloader(), 5_000),
-            (data.test_dataloader(), 10_000),
-        ):
-            assert (loader.sampler.rank, loader.sampler.world_size) == (rank, 2)
-            assert len(loader.sampler) == size // 2
 
 
 @pytest.mark.slow

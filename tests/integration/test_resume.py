@@ -1,4 +1,8 @@
-"""Runs that survive: a run SIGKILLed mid-epoch and resumed ends with the uninterrupted numbers."""
+"""Runs that survive: a run SIGKILLed mid-epoch and resumed ends with the uninterrupted numbers.
+
+The real command line, killed for real. (The command line resume= becomes, the batches' position
+and resuming in-process: tests/unit/test_runs.py, test_datamodule.py, test_train.py.)
+"""
 
 from __future__ import annotations
 
@@ -13,14 +17,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.optim.lr_scheduler import OneCycleLR
 
-from mnist_lit.classifier import _schedule_mismatch
 from mnist_lit.config import PROJECT_ROOT
-from mnist_lit.data import MNISTDataModule
-from mnist_lit.resume import ResumeError, newest_intact_checkpoint, resume_command_line
+from mnist_lit.runs import newest_intact_checkpoint
 
-from .conftest import QUICK, run_cli
+from ..conftest import QUICK, error_line, run_cli
 
 #: 2 epochs of 8 batches with dropout (the MLP's): a checkpoint every 3 steps, so 3 and 6 fall
 #: inside the first epoch
@@ -79,7 +80,7 @@ def test_killed_run_resumes_to_the_uninterrupted_numbers(tmp_path: Path, mnist_d
 
     resumed = run_cli("train.py", f"resume={killed}", data)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"not resuming from {newest}" in resumed.stderr
+    assert str(newest) in resumed.stderr  # the warning that it was skipped
 
     assert _metrics(killed) == _metrics(straight)  # every metric, to the last digit
     last_straight = _weights(straight / "checkpoints" / "last.ckpt")
@@ -96,61 +97,10 @@ def test_killed_run_resumes_to_the_uninterrupted_numbers(tmp_path: Path, mnist_d
     assert len(list((killed / "tensorboard").glob("events.out.tfevents.*"))) >= 2
 
 
-def test_resume_rewrites_the_command_line(tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    (run_dir / ".hydra").mkdir(parents=True)
-    (run_dir / ".hydra" / "overrides.yaml").write_text("- model=mlp\n- trainer.max_epochs=2\n")
-    with pytest.raises(ResumeError, match="no checkpoint to resume from"):
-        resume_command_line([f"resume={run_dir}"], tmp_path)
-    assert resume_command_line(["model=cnn"], tmp_path) == ["model=cnn"]  # no resume: as is
-
-
-@pytest.mark.parametrize(
-    "argv, message",
-    [
-        (["resume=/no/such/run"], "is not a run dir"),
-        (["resume=last"], "found no run under"),
-        (["-m", "resume=/x"], "resumes one run"),
-    ],
-)
-def test_resume_errors_are_one_line(argv: list[str], message: str, tmp_path: Path) -> None:
-    with pytest.raises(ResumeError, match=message) as caught:
-        resume_command_line(argv, tmp_path)
-    assert "\n" not in str(caught.value)
-
-
 def test_resume_cli_error_is_one_line(tmp_path: Path) -> None:
     result = run_cli("train.py", f"resume={tmp_path / 'nothing'}")
     assert result.returncode == 2
-    assert result.stderr.strip().count("\n") == 0
-    assert result.stderr.startswith("error: resume=")
-
-
-def test_train_batches_resume_mid_epoch(mnist_data_dir: Path) -> None:
-    """A loader restored from ``state_dict`` yields the rest of the epoch, augmented the same."""
-    datamodule = MNISTDataModule(
-        data_dir=str(mnist_data_dir), batch_size=256, augment={"shift": 2, "degrees": 10}
-    )
-    datamodule.setup()
-    loader = datamodule.train_dataloader()
-    loader.sampler.set_epoch(3)
-    whole_epoch = list(loader)
-    partial = iter(loader)
-    for _ in range(5):
-        next(partial)
-    state = loader.state_dict()
-    assert state == {"epoch": 3, "served": 5}
-
-    restored = datamodule.train_dataloader()
-    restored.load_state_dict(state)
-    restored.sampler.set_epoch(3)
-    rest = list(restored)
-    assert len(rest) == len(whole_epoch) - 5
-    for (images, labels), (want_images, want_labels) in zip(rest, whole_epoch[5:], strict=True):
-        assert torch.equal(images, want_images) and torch.equal(labels, want_labels)
-    # the next epoch is whole again
-    restored.sampler.set_epoch(4)
-    assert len(list(restored)) == len(whole_epoch)
+    assert f"resume={tmp_path / 'nothing'}" in error_line(result.stderr)
 
 
 def _lr_column(metrics_csv: Path) -> dict[int, float]:
@@ -171,10 +121,9 @@ def test_resume_with_another_schedule(tmp_path: Path, mnist_data_dir: Path) -> N
 
     longer = run_cli("train.py", f"resume={run_dir}", "trainer.max_epochs=3")
     assert longer.returncode == 2
-    errors = [line for line in longer.stderr.splitlines() if "error" in line.lower()]
-    assert errors == [errors[0]] and errors[0].startswith("error: cannot resume: its OneCycleLR")
-    assert "(1.25 epochs of 8 batches) and this run plans 24 (3 epochs)" in errors[0]
-    assert "scheduler=none optimizer.lr=<lr>" in errors[0] and "Traceback" not in longer.stderr
+    line = error_line(longer.stderr, alone=False)
+    assert "OneCycleLR" in line and "24" in line  # the schedule, and the steps this run plans
+    assert "scheduler=none" in line  # the fix
 
     fixed = run_cli(
         "train.py",
@@ -188,23 +137,3 @@ def test_resume_with_another_schedule(tmp_path: Path, mnist_data_dir: Path) -> N
     after = _lr_column(run_dir / "csv" / "resumed_at_step_0000008" / "metrics.csv")
     assert sorted(before) == list(range(8)) and before[7] < 1e-3  # the one-cycle's annealing
     assert after == {step: 5e-4 for step in range(8, 16)}
-
-
-@pytest.mark.parametrize(
-    "saved, planned, problem",
-    [
-        ([], [], None),
-        ([{"total_steps": 100, "last_epoch": 5}], [], None),  # scheduler=none: fixed lr
-        ([], ["onecycle"], "trained without an LR schedule and this run has one"),
-        ([{"T_max": 100}], ["onecycle"], "another LR schedule than OneCycleLR"),
-        ([{"total_steps": 100}], ["onecycle"], "planned over 100 steps (10 epochs of 10 batches)"),
-        ([{"total_steps": 200}], ["onecycle"], None),
-    ],
-)
-def test_schedule_mismatch(saved: list, planned: list, problem: str | None) -> None:
-    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-    schedulers = [OneCycleLR(optimizer, max_lr=0.1, total_steps=200) for _ in planned]
-    if saved and saved[0].keys() <= {"total_steps"} and schedulers:  # the full state but length
-        saved = [{**schedulers[0].state_dict(), **saved[0]}]
-    found = _schedule_mismatch(saved, schedulers, batches_per_epoch=10)
-    assert found == problem if problem is None else problem in found

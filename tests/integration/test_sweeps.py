@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import QUICK, run_cli
+from ..conftest import QUICK, run_cli
 
 #: a job in seconds: few batches, no progress bar, no test unless asked
 SWEEP_QUICK = [o for o in QUICK if "progress" not in o]

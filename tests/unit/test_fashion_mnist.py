@@ -1,0 +1,160 @@
+"""Fashion-MNIST's spec and where its files come from (in order, md5-checked), on a tiny fake
+data set in local folders: a folder of ``.gz`` files standing for the Debian package and a
+``file://`` URL standing for a mirror (no network). (Real Fashion-MNIST: integration.)
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mnist_lit.data
+from mnist_lit.data import (
+    FASHION_MNIST,
+    MNIST,
+    DatasetSpec,
+    FashionMNISTDataModule,
+    MNISTDataModule,
+    ensure_dataset,
+    idx_bytes,
+)
+from mnist_lit.errors import UserError
+
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+NAMES = tuple(FASHION_MNIST.md5)
+
+#: what ensure_dataset raises when no source has the files: UserError (exit code 1) once the
+#: data split (data/download.py, data/offline.py) lands, DataFetchError before it
+FETCH_FAILED = tuple(
+    e for e in (UserError, getattr(mnist_lit.data, "DataFetchError", None)) if e is not None
+)
+
+
+def md5sum(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+# ----------------------------------------------------------------------------- fake data set
+
+
+@pytest.fixture(scope="module")
+def fake_files() -> dict[str, bytes]:
+    """Four small IDX files (12 train, 5 test images) shaped like Fashion-MNIST's."""
+    rng = np.random.default_rng(7)
+    return {
+        "train-images-idx3-ubyte": idx_bytes(rng.integers(0, 256, (12, 28, 28), dtype=np.uint8)),
+        "train-labels-idx1-ubyte": idx_bytes(rng.integers(0, 10, 12, dtype=np.uint8)),
+        "t10k-images-idx3-ubyte": idx_bytes(rng.integers(0, 256, (5, 28, 28), dtype=np.uint8)),
+        "t10k-labels-idx1-ubyte": idx_bytes(rng.integers(0, 10, 5, dtype=np.uint8)),
+    }
+
+
+def fake_spec(files: dict[str, bytes], folder: Path | None, mirrors: tuple[str, ...] = ()):
+    """FASHION_MNIST's spec with the fake files' md5s and local sources only."""
+    return replace(
+        FASHION_MNIST,
+        md5={name: hashlib.md5(data).hexdigest() for name, data in files.items()},
+        gz_md5={
+            name: hashlib.md5(gzip.compress(d, mtime=0)).hexdigest() for name, d in files.items()
+        },
+        local_gz_dir=str(folder) if folder else None,
+        mirrors=mirrors,
+    )
+
+
+def write_gz(folder: Path, files: dict[str, bytes], mtime: int = 0) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (folder / f"{name}.gz").write_bytes(gzip.compress(data, mtime=mtime))
+
+
+def assert_good(raw_dir: Path, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        assert (raw_dir / name).read_bytes() == data, name
+    assert not [p for p in os.listdir(raw_dir) if p.endswith(".tmp")]
+
+
+# ----------------------------------------------------------------------------- source order
+
+
+def test_local_gz_folder_is_used_before_mirrors(tmp_path: Path, fake_files) -> None:
+    package = tmp_path / "package"
+    write_gz(package, fake_files)
+    mirror = tmp_path / "mirror"
+    write_gz(mirror, {name: b"not these bytes" for name in fake_files})  # would fail the md5
+    spec = fake_spec(fake_files, package, mirrors=(mirror.as_uri() + "/",))
+    raw_dir = tmp_path / "FashionMNIST" / "raw"
+    assert ensure_dataset(spec, raw_dir) == raw_dir
+    assert_good(raw_dir, fake_files)
+
+
+def test_files_already_there_need_no_source(tmp_path: Path, fake_files) -> None:
+    raw_dir = tmp_path / "raw"
+    raw_dir.mkdir()
+    for name, data in fake_files.items():
+        (raw_dir / name).write_bytes(data)
+    spec = fake_spec(fake_files, tmp_path / "no-such-folder")
+    ensure_dataset(spec, raw_dir)
+    assert_good(raw_dir, fake_files)
+
+
+def test_repacked_gz_with_the_right_content_is_accepted(tmp_path: Path, fake_files) -> None:
+    """Debian's .gz files differ from the official ones (other md5) but hold the same bytes."""
+    package = tmp_path / "package"
+    write_gz(package, fake_files, mtime=1_591_348_000)
+    spec = fake_spec(fake_files, package)
+    assert md5sum(package / f"{NAMES[0]}.gz") != spec.gz_md5[NAMES[0]]
+    ensure_dataset(spec, tmp_path / "raw")
+    assert_good(tmp_path / "raw", fake_files)
+
+
+@pytest.mark.parametrize("problem", ["missing-folder", "missing-file", "corrupt", "not-gzip"])
+def test_bad_local_folder_falls_through_to_the_mirror(
+    tmp_path: Path, fake_files, problem: str
+) -> None:
+    package = tmp_path / "package"
+    if problem != "missing-folder":
+        write_gz(package, fake_files)
+        bad = package / "t10k-images-idx3-ubyte.gz"
+        if problem == "missing-file":
+            bad.unlink()
+        elif problem == "corrupt":
+            data = bytearray(fake_files["t10k-images-idx3-ubyte"])
+            data[100] ^= 0xFF
+            bad.write_bytes(gzip.compress(bytes(data)))
+        else:
+            bad.write_bytes(fake_files["t10k-images-idx3-ubyte"])
+    mirror = tmp_path / "mirror"
+    write_gz(mirror, fake_files)
+    spec = fake_spec(fake_files, package, mirrors=(mirror.as_uri() + "/",))
+    ensure_dataset(spec, tmp_path / "raw")
+    assert_good(tmp_path / "raw", fake_files)
+
+
+def test_every_source_failing_names_the_debian_package(tmp_path: Path, fake_files) -> None:
+    spec = fake_spec(fake_files, tmp_path / "absent", mirrors=((tmp_path / "gone").as_uri(),))
+    with pytest.raises(FETCH_FAILED) as info:
+        ensure_dataset(spec, tmp_path / "raw")
+    message = str(info.value)
+    assert getattr(info.value, "exit_code", 1) == 1
+    assert "\n" not in message
+    assert str(tmp_path / "absent") in message  # each source tried, named
+    assert "apt-get install dataset-fashion-mnist" in message  # the fix
+    assert all(name in message for name in NAMES)
+    assert not [p for p in os.listdir(tmp_path / "raw") if not p.startswith(".fetch")]
+
+
+def test_specs_differ_only_in_data(tmp_path: Path) -> None:
+    """A data module is its spec: the folder, md5s, sources and classes all come from it."""
+    assert MNISTDataModule.spec is MNIST and FashionMNISTDataModule.spec is FASHION_MNIST
+    assert FashionMNISTDataModule(data_dir=str(tmp_path)).raw_dir == tmp_path / "FashionMNIST/raw"
+    assert FASHION_MNIST.local_gz_dir == str(DEBIAN_DIR) and FASHION_MNIST.wheel is None
+    assert FASHION_MNIST.classes[9] == "Ankle boot" and MNIST.classes[9] == "9"
+    assert set(FASHION_MNIST.md5) == set(MNIST.md5)  # the same four IDX names
+    assert isinstance(FASHION_MNIST, DatasetSpec)
