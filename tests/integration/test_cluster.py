@@ -6,11 +6,14 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
+from hydra.core.global_hydra import GlobalHydra
 
 from mnist_lit import cluster
 from mnist_lit.config import PROJECT_ROOT
@@ -59,3 +62,16 @@ def test_bad_command_line_from_the_shell() -> None:
     assert result.returncode == 2
     assert result.stdout == ""
     assert "trainer.num_nodes" in error_line(result.stderr)
+
+
+def test_dry_run_counts_the_sweep_in_an_experiments_config(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """experiment=ablation's hydra.sweeper.params: 2 x 2 x 2 x 3 jobs, one array job."""
+    try:
+        cluster.main(["experiment=ablation"])
+    finally:
+        GlobalHydra.instance().clear()
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert re.search(r"^#SBATCH --array=0-23%24$", out, re.MULTILINE)
