@@ -18,7 +18,7 @@ from torch import Tensor
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from mnist_lit.data.augment import RandomAffine
-from mnist_lit.data.sources import MNIST, DatasetSpec, ensure_dataset
+from mnist_lit.data.download import MNIST, DatasetSpec, ensure_dataset
 
 
 class EpochShuffleSampler:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import torchvision.datasets
+
 from mnist_lit.data.datamodule import MNISTDataModule
-from mnist_lit.data.sources import DatasetSpec, register_dataset
+from mnist_lit.data.download import DatasetSpec, gz_md5s, register_dataset
 
 FASHION_MNIST = register_dataset(
     DatasetSpec(
@@ -26,15 +28,9 @@ FASHION_MNIST = register_dataset(
             "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
             "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
         },
-        # torchvision.datasets.FashionMNIST.resources (Debian's .gz files are repacked: other
-        # md5s, same content)
-        gz_md5={
-            "train-images-idx3-ubyte": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-            "train-labels-idx1-ubyte": "25c81989df183df01b3e8a0aad5dffbe",
-            "t10k-images-idx3-ubyte": "bef4ecab320f06d8554ea6380940ec79",
-            "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310",
-        },
-        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        # Debian's .gz files are repacked: other md5s than these official ones, same content
+        gz_md5=gz_md5s(torchvision.datasets.FashionMNIST),
+        mirrors=tuple(torchvision.datasets.FashionMNIST.mirrors),
         local_gz_dir="/usr/share/datasets/fashion-mnist",
         local_gz_hint="apt-get install dataset-fashion-mnist",
         classes=(

@@ -10,7 +10,7 @@ repo's verified ``data/MNIST/raw``), takes 0.5 s per file, so the others really 
 the fetcher, and records every request. What shows that one fetched while the others waited:
 
 - the mirror's own request log: each file that had to be fetched was served exactly once;
-- each process's log records from ``mnist_lit.data.sources``: exactly one says "got <file> from",
+- each process's log records from ``mnist_lit.data``: exactly one says "got <file> from",
   every other one says it found the lock held ("waiting for it") and returned only after the
   fetcher's last write;
 - afterwards every file has the official md5 and the dir holds nothing else but the lock file.
@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from torchvision.datasets.utils import calculate_md5 as md5sum
 
-from mnist_lit.data import sources
-from mnist_lit.data.sources import LOCK_NAME, MNIST, MNIST_MD5, ensure_dataset, md5sum
+from mnist_lit.data.download import LOCK_NAME, MNIST, MNIST_MD5, DatasetSpec, ensure_dataset
 
 # spawning 5 processes that import torch and Lightning, then 4 rounds of fetching: ~30 s on 2 cores
 pytestmark = pytest.mark.slow
@@ -61,13 +61,13 @@ GOT, WAITING, BAD_MD5, REMOVED = "got ", "waiting for it", "fails its md5 check"
 # ----------------------------------------------------------------------------- the processes
 
 
-def _spec(mirror: str) -> sources.DatasetSpec:
+def _spec(mirror: str) -> DatasetSpec:
     """MNIST with the local mirror as its only source."""
     return replace(MNIST, mirrors=(mirror,), wheel=None, local_gz_dir=None)
 
 
 class _Recorder(logging.Handler):
-    """Keeps ``mnist_lit.data.sources``'s records; touches a marker file when this one waits."""
+    """Keeps ``mnist_lit.data``'s records; touches a marker file when this one waits."""
 
     def __init__(self, marker: Path | None = None) -> None:
         super().__init__(logging.INFO)
@@ -82,7 +82,7 @@ class _Recorder(logging.Handler):
 
 def _worker(index: int, plan: list[tuple[str, str, str]], barriers: list, out_dir: str) -> None:
     """One job of the sweep: for each scenario, start with the others, then prepare the data."""
-    logger = logging.getLogger(sources.__name__)
+    logger = logging.getLogger("mnist_lit.data")
     logger.setLevel(logging.INFO)
     for (scenario, raw_dir, mirror), barrier in zip(plan, barriers, strict=True):
         recorder = _Recorder(Path(out_dir) / f"{scenario}-{index}.waiting")
@@ -136,8 +136,12 @@ def _serve(gz_dir: Path) -> Iterator[Mirror]:
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            mirror.requests.append(self.path)
             scenario, _, file = self.path.strip("/").partition("/")
+            if self.headers.get("Method") == "HEAD":  # download_url's redirect probe
+                self.send_response(200)
+                self.end_headers()
+                return
+            mirror.requests.append(self.path)
             if scenario == "hang" and file == f"{HANG_ON}.gz":
                 mirror.release.wait(TIMEOUT_S)  # until the client is killed and the test ends
                 return

