@@ -15,6 +15,7 @@ import inspect
 import io
 import json
 import re
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -296,8 +297,10 @@ def _unreadable(path: Path, err: Exception) -> str:
         return f"it holds a Python object ({refused[1]}), which a weights-only load refuses"
     if path.stat().st_size == 0:
         return "the file is empty"
-    if "zip archive" in text:  # torch's format is a zip file: this one is cut short or damaged
-        return f"the file is truncated or damaged ({first_line(err).split('. ')[0]})"
+    with open(path, "rb") as f:
+        starts_as_zip = f.read(4) == b"PK\x03\x04"
+    if starts_as_zip and not zipfile.is_zipfile(path):  # torch's format is a zip file
+        return "the file is truncated or damaged (its zip directory is missing)"
     return "it is not a PyTorch checkpoint file (torch.load cannot read it)"
 
 

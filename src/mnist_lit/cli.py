@@ -85,7 +85,7 @@ def built_from(key: str) -> Iterator[None]:
         raise
     except (InstantiationException, TypeError, ValueError, KeyError, OmegaConfBaseException) as err:
         cause = err.__cause__ if err.__cause__ is not None else err  # Hydra wraps the class's error
-        reason = first_line(cause, skip="Error in call to target")
+        reason = first_line(cause, skip="Error in call to target").rstrip(":.")
         raise UserError(
             f"{key}: {reason}: fix the value in conf/{key}/ or on the command line"
         ) from None

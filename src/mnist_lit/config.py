@@ -84,7 +84,7 @@ def _explain(
     key, value = _walk(values, first["loc"])
     if first["type"] == "extra_forbidden":
         known = list(schema.model_fields)
-        return f"unknown config key '{prefix}{key}': {_did_you_mean(key, known)}" + (
+        return f"unknown config key '{prefix}{key}': {_did_you_mean(prefix + key, known)}" + (
             f"{prefix.rstrip('.') or 'it'} takes {', '.join(known)}"
         )
     same_key = [p for p in problems if _walk(values, p["loc"])[0] == key]

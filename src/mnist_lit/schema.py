@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 MAX_SEED = 2**32 - 1  # the largest seed numpy (and so Lightning's seed_everything) takes
 
@@ -26,6 +26,23 @@ Probability = Annotated[float, Field(ge=0, lt=1)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 # Lightning reads an int as a number of batches and a float as a fraction of them
 Batches = Annotated[int, Field(ge=0)] | Fraction
+
+
+def _written_as_decimal(value: object) -> object:
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError(f"write it as a decimal number ({value}.0): torch takes no int here")
+    return value
+
+
+def _not_zero_epochs(value: int) -> int:
+    if value == 0:
+        raise ValueError("0 epochs trains nothing: use 1 or more, or -1 for no limit")
+    return value
+
+
+#: a float that torch refuses as an int (``OneCycleLR``'s ``pct_start``)
+DecimalFraction = Annotated[Fraction, BeforeValidator(_written_as_decimal)]
+Epochs = Annotated[int, Field(ge=-1), AfterValidator(_not_zero_epochs)]
 
 
 class Node(BaseModel):
@@ -132,7 +149,7 @@ class OneCycle(Node):
     """``conf/scheduler/onecycle.yaml`` (``total_steps`` is filled in from the trainer)."""
 
     max_lr: Positive
-    pct_start: Fraction
+    pct_start: DecimalFraction
     div_factor: Positive
     final_div_factor: Positive
     anneal_strategy: Literal["cos", "linear"]
@@ -166,7 +183,7 @@ class Trainer(Node):
 
     model_config = ConfigDict(strict=True, extra="allow")
 
-    max_epochs: Annotated[int, Field(ge=-1)] | None  # -1: no limit
+    max_epochs: Epochs | None  # -1: no limit
     max_steps: Annotated[int, Field(ge=-1)]
     check_val_every_n_epoch: Count | None
     log_every_n_steps: Annotated[int, Field(ge=0)] | None
@@ -176,6 +193,17 @@ class Trainer(Node):
     overfit_batches: Batches
     deterministic: bool | Literal["warn"] | None
     default_root_dir: str | None
+    # set by some configs or with +trainer.; Lightning takes any value here without a check
+    accumulate_grad_batches: Count = 1
+    use_distributed_sampler: bool = True
+    enable_progress_bar: bool | None = None
+    enable_model_summary: bool | None = None
+    enable_checkpointing: bool | None = None
+    num_sanity_val_steps: Annotated[int, Field(ge=-1)] | None = None
+    benchmark: bool | None = None
+    inference_mode: bool = True
+    sync_batchnorm: bool = False
+    detect_anomaly: bool = False
 
 
 # ----------------------------------------------------------------------------- top level

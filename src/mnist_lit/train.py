@@ -45,11 +45,13 @@ def build_model(cfg: DictConfig) -> LitClassifier:
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     """The Trainer with the callbacks and loggers that the config names (``null`` ones dropped)."""
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    with built_from("callbacks"):
+        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     resumed_at = checkpoint_step(cfg.ckpt_path) if cfg.get("ckpt_path") else None
-    return instantiate_trainer(
-        cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg, resumed_at) or False
-    )
+    with built_from("trainer"):
+        return instantiate_trainer(
+            cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg, resumed_at) or False
+        )
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -69,8 +71,7 @@ def train(cfg: DictConfig) -> float | None:
         model = build_model(cfg)
     if cfg.get("compile"):  # Lightning trains and checkpoints the compiled module as the plain one
         model = torch.compile(model)
-    with built_from("trainer"):
-        trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg)
     if trainer.world_size > 1 and parallel_jobs() > 1:
         # Lightning starts the extra ranks by re-running the main script, and a joblib worker's
         # main script is joblib's own

@@ -216,12 +216,6 @@ def test_files_that_are_not_litclassifier_checkpoints(
     assert cause in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: torch.load raises OSError(EINVAL) for a checkpoint cut anywhere in its first "
-    "two thirds; checkpoints._unreadable then calls it 'not a PyTorch checkpoint file' instead of "
-    "truncated or damaged",
-)
 def test_a_checkpoint_cut_in_half_is_called_truncated(ckpt: Path, tmp_path: Path) -> None:
     data = ckpt.read_bytes()
     assert "truncated" in _refused(_write(tmp_path / "half.ckpt", data[: len(data) // 2]))

@@ -71,6 +71,7 @@ def test_defaults_are_the_documented_ones(tmp_path: Path) -> None:
     assert re.search(r"/train/multiruns/[\d_-]+$", cfg.hydra.sweep.dir)
     assert set(cfg.callbacks) == {
         "model_checkpoint",
+        "last_checkpoint",
         "resume_checkpoint",
         "exact_resume",
         "channels_last",
@@ -115,14 +116,6 @@ LEFT_TO_THE_CLASS = {
     "trainer.val_check_interval",
 }
 
-#: flags our own configs set that neither the schema nor Lightning checks: Lightning takes any
-#: value (``trainer.use_distributed_sampler=maybe`` runs, as a truthy string)
-UNTYPED = pytest.mark.xfail(
-    strict=True,
-    reason="src gap: schema.Trainer does not type use_distributed_sampler / enable_progress_bar, "
-    "which conf/trainer/ddp*.yaml and experiment=speedrun set and Lightning does not check",
-)
-
 
 def _numbers_and_flags(node: object, prefix: str) -> list[str]:
     """Dotted keys of the numbers, lists of numbers and flags in a plain container."""
@@ -146,12 +139,7 @@ def _declared(schema: type[BaseModel], prefix: str) -> set[str]:
 
 
 SCHEMA_OPTIONS = [
-    pytest.param(
-        g,
-        o,
-        id=f"{g}={o}",
-        marks=[UNTYPED] if o in ("ddp", "ddp_multinode", "speedrun") else [],
-    )
+    pytest.param(g, o, id=f"{g}={o}")
     for g, o in ALL_OPTIONS
     if g in (*TUNED, "debug", "experiment")
 ]

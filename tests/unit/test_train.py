@@ -144,12 +144,6 @@ def test_a_fit_resumed_mid_epoch_ends_with_the_straight_runs_weights(train_cfg) 
     assert _summary(resumed)["metrics"] == _summary(straight)["metrics"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src/conf bug: Lightning 2.6's ModelCheckpoint(save_last=True) writes last.ckpt only "
-    "when it saves a top-k checkpoint at that step, so conf/callbacks/model_checkpoint.yaml "
-    "(save_top_k: 1 on val/acc) leaves last.ckpt at the last epoch that improved val/acc",
-)
 def test_last_ckpt_holds_the_last_epoch(train_cfg) -> None:
     """val/acc reaches 1.0 on the synthetic bars in epoch 0 and stays there in epoch 1."""
     cfg = train_cfg("model=mlp", "trainer.max_epochs=2", "test=false")
