@@ -263,40 +263,19 @@ def render_markdown(sweep_dir: Path, jobs: list[Job]) -> str:
 
 
 def render_csv(jobs: list[Job]) -> str:
+    """One row per job, best first: its overrides, seed, metrics (fractions), epochs and time."""
     sort_by, _ = _metric_names(jobs)
-    columns = [
-        "job",
-        "overrides",
-        "seed",
-        "val_acc_best",
-        "test_acc",
-        "train_acc",
-        "val_acc",
-        "gap",
-        "epochs",
-        "fit_seconds",
-        "finished",
-    ]
+    metrics = {"val_acc_best": "val/acc_best", "test_acc": "test/acc"}
+    metrics |= {"train_acc": "train/acc", "val_acc": "val/acc"}
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(columns)
+    writer.writerow(
+        ["job", "overrides", "seed", *metrics, "gap", "epochs", "fit_seconds", "finished"]
+    )
     for job in sorted(jobs, key=lambda j: -(j.percent(sort_by) or -1)):
-        m = job.metrics
-        writer.writerow(
-            [
-                job.number,
-                " ".join(job.overrides),
-                job.seed,
-                m.get("val/acc_best"),
-                m.get("test/acc"),
-                m.get("train/acc"),
-                m.get("val/acc"),
-                job.gap,
-                job.epochs,
-                job.fit_seconds,
-                job.finished,
-            ]
-        )
+        values = [job.metrics.get(name) for name in metrics.values()]
+        timing = [job.gap, job.epochs, job.fit_seconds, job.finished]
+        writer.writerow([job.number, " ".join(job.overrides), job.seed, *values, *timing])
     return out.getvalue()
 
 
