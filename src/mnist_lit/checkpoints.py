@@ -199,6 +199,8 @@ def build_model(checkpoint: dict[str, Any], ckpt_path: str | Path = "checkpoint"
         config = hparams.get(key)
         if config is not None or key != "scheduler":
             _check_target(key, config, ckpt_path)
+    if not isinstance(hparams.get("num_classes", 10), int):
+        raise _not_ours(ckpt_path, "its num_classes is not an integer")
     names = ("net", "optimizer", "scheduler", "num_classes")
     try:
         model = LitClassifier(**{k: hparams[k] for k in names if k in hparams})
@@ -265,7 +267,8 @@ def checkpoint_problem(
 
 
 def _check_target(key: str, config: object, ckpt_path: str | Path) -> None:
-    """Refuse a hyper-parameter whose ``_target_`` is not an allowed class (building calls it)."""
+    """Refuse a hyper-parameter that would make building the model run code it does not name
+    by an allowed class: another ``_target_``, or anything Hydra resolves or acts on."""
     target = config.get("_target_") if isinstance(config, dict) else None
     if not isinstance(target, str) or target not in ALLOWED_TARGETS[key]:
         raise _not_ours(
@@ -273,19 +276,35 @@ def _check_target(key: str, config: object, ckpt_path: str | Path) -> None:
             f"its {key} names {target!r}, not a class of {_ALLOWED_WHERE[key]} "
             "(refusing to run code a checkpoint names)",
         )
-    # hydra's instantiate would call a ``_target_`` nested in the arguments too
-    if any(_names_code(v) for k, v in config.items() if k != "_target_"):
-        raise _not_ours(
-            ckpt_path, f"its {key} arguments name code to call (a nested _target_), refusing it"
-        )
+    assert isinstance(config, dict)
+    arguments = {k: v for k, v in config.items() if k not in ("_target_", "_partial_")}
+    found = _not_plain_data(arguments) or _not_plain_data(config.get("_partial_", False), bool)
+    if found:
+        raise _not_ours(ckpt_path, f"its {key} holds {found}; a checkpoint is data, refusing it")
 
 
-def _names_code(value: object) -> bool:
+def _not_plain_data(value: object, scalar: type | tuple[type, ...] = (str, int, float)) -> str:
+    """What in ``value`` is not plain data that Hydra passes on untouched ('' when all is).
+
+    Hydra resolves ``${...}`` (interpolations and resolvers such as ``oc.create``, which can
+    build a node that names code) and acts on keys like ``_target_`` and ``_args_``, at any depth.
+    """
     if isinstance(value, dict):
-        return "_target_" in value or any(_names_code(v) for v in value.values())
+        for key, item in value.items():
+            if not isinstance(key, str) or "${" in key:
+                return f"the key {key!r}"
+            if key.startswith("_") and key.endswith("_"):
+                return f"the Hydra key {key!r} (code to call or a directive)"
+            if found := _not_plain_data(item, scalar):
+                return found
+        return ""
     if isinstance(value, (list, tuple)):
-        return any(_names_code(v) for v in value)
-    return False
+        return next((found for item in value if (found := _not_plain_data(item, scalar))), "")
+    if isinstance(value, str) and "${" in value:
+        return f"an interpolation ({value[:60]!r}), which Hydra would resolve"
+    if value is None or isinstance(value, scalar):
+        return ""
+    return f"a value of type {type(value).__name__}"
 
 
 def _unreadable(path: Path, err: Exception) -> str:
@@ -324,6 +343,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
         atomic_write_bytes(Path(path), buffer.getvalue())
+
+    def load_checkpoint(
+        self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        """Weights-only, whatever the caller asks: a checkpoint is data, never code to run."""
+        where = {} if map_location is None else {"map_location": map_location}
+        return super().load_checkpoint(path, weights_only=True, **where)
 
 
 def checkpoint_step(ckpt_path: str | Path) -> int:
