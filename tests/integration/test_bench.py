@@ -16,7 +16,7 @@ import pytest
 
 from mnist_lit.config import PROJECT_ROOT
 
-from .conftest import run_cli
+from ..conftest import run_cli
 
 BENCHMARKS = PROJECT_ROOT / "benchmarks"
 BENCH = BENCHMARKS / "bench.py"
