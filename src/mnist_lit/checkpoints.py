@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from torch import nn
 
 from mnist_lit import models
@@ -223,17 +223,45 @@ def build_model(checkpoint: dict[str, Any], ckpt_path: str | Path = "checkpoint"
     return model.eval()
 
 
-def load_checkpoint(ckpt_path: str | Path, dataset: str | None = None) -> LitClassifier:
+def load_checkpoint(
+    ckpt_path: str | Path, dataset: str | None = None, data_cfg: DictConfig | None = None
+) -> LitClassifier:
     """Load a LitClassifier in eval mode; with ``dataset``, refuse one trained on another set.
+
+    With ``data_cfg`` (a data config), its data set is the one checked, and its ``mean`` and
+    ``std`` are set to the ones the network was trained with: a model fed other statistics
+    than its training's scores at chance.
 
     Raises:
         UserError: missing or unreadable file, not a LitClassifier checkpoint, code it
             may not run, or another data set. The message is one line.
     """
     checkpoint = read_checkpoint(ckpt_path)
+    if dataset is None and data_cfg is not None:
+        dataset = dataset_of_config(data_cfg)
     if dataset is not None:
         check_dataset(checkpoint, dataset, ckpt_path)
-    return build_model(checkpoint, ckpt_path)
+    model = build_model(checkpoint, ckpt_path)
+    if data_cfg is not None:
+        use_trained_normalization(checkpoint, data_cfg)
+    return model
+
+
+def use_trained_normalization(checkpoint: dict[str, Any], data_cfg: DictConfig) -> None:
+    """Set ``data_cfg.mean`` and ``std`` to the checkpoint's, saying so when they differ."""
+    hparams = checkpoint.get("datamodule_hyper_parameters") or {}
+    trained = {k: hparams.get(k) for k in ("mean", "std")}
+    if not all(type(v) in (int, float) and v == v for v in trained.values()):
+        return  # fitted without our data module: nothing to go by, the config's stand
+    configured = {k: data_cfg.get(k) for k in trained}
+    if configured != trained:
+        print(
+            f"[mnist-lit] normalizing with the checkpoint's mean={trained['mean']} "
+            f"std={trained['std']} (trained with them), not the config's "
+            f"mean={configured['mean']} std={configured['std']}"
+        )
+    with open_dict(data_cfg):
+        data_cfg.mean, data_cfg.std = trained["mean"], trained["std"]
 
 
 def checkpoint_problem(

@@ -32,10 +32,12 @@ def run_entry_point(
     task: Callable[[DictConfig], Any],
     argv: Sequence[str] | None = None,
     check: bool = True,
+    check_task: Callable[[DictConfig], object] | None = None,
 ) -> None:
     """Run ``task`` on the config ``python <config_name>.py <argv>`` composes.
 
-    ``check=False`` skips the checks before Hydra (a DDP rank whose rank 0 checked already).
+    ``check=False`` skips the checks before Hydra (a DDP rank whose rank 0 checked already);
+    ``check_task`` is the task's own check of each job's config, run with them.
     Each job of a sweep checks its own config again inside Hydra, where it is resolved.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -43,6 +45,8 @@ def run_entry_point(
         with reported_errors():
             for cfg in check_command_line(config_name, argv):
                 check_ckpt_path(cfg)
+                if check_task is not None:
+                    check_task(cfg)
     sys.argv = [sys.argv[0], *argv]
 
     @functools.wraps(task)

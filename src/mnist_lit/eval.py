@@ -6,7 +6,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from mnist_lit.checkpoints import dataset_of_config, load_checkpoint
+from mnist_lit.checkpoints import load_checkpoint
 from mnist_lit.cli import built_from, run_entry_point
 from mnist_lit.console import quiet_known_noise
 from mnist_lit.hardware import instantiate_trainer
@@ -16,7 +16,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test the checkpoint on the test split and return its metrics."""
     quiet_known_noise()
     # first: a bad checkpoint is then the one line printed
-    model = load_checkpoint(cfg.ckpt_path, dataset=dataset_of_config(cfg.data))
+    model = load_checkpoint(cfg.ckpt_path, data_cfg=cfg.data)
     L.seed_everything(cfg.seed, workers=True)
     with built_from("data"):
         datamodule = instantiate(cfg.data)

@@ -201,6 +201,16 @@ def default_output(ckpt_path: str | Path, fmt: str) -> Path:
     return Path(ckpt_path).with_suffix(FORMATS[fmt])
 
 
+def output_of(cfg: DictConfig) -> Path:
+    """Where the export goes; never onto the checkpoint it reads (a ``UserError`` if so)."""
+    output = Path(cfg.output) if cfg.output else default_output(cfg.ckpt_path, cfg.format)
+    ckpt = Path(cfg.ckpt_path)
+    if output.resolve() == ckpt.resolve() or (output.exists() and output.samefile(ckpt)):
+        other = ckpt.with_name(f"{ckpt.stem}-exported{FORMATS[cfg.format]}")
+        raise UserError(f"output={output} is the checkpoint itself: pass output={other}")
+    return output
+
+
 def export(cfg: DictConfig) -> dict[str, Any]:
     """Export ``cfg.ckpt_path`` as ``cfg.format``, verify it if asked; returns what it measured."""
     threads = cfg.threads or torch.get_num_threads()
@@ -211,9 +221,9 @@ def export(cfg: DictConfig) -> dict[str, Any]:
             f"data._target_={cfg.data._target_} has no DatasetSpec (a `spec` class attribute): "
             "export needs its class names"
         )
-    lit = load_checkpoint(cfg.ckpt_path, dataset=spec.name)
+    lit = load_checkpoint(cfg.ckpt_path, dataset=spec.name, data_cfg=cfg.data)
     model = NormalizedNet(lit.net, cfg.data.mean, cfg.data.std).eval()
-    output = Path(cfg.output) if cfg.output else default_output(cfg.ckpt_path, cfg.format)
+    output = output_of(cfg)
     meta = metadata(spec, cfg.data.mean, cfg.data.std, cfg.ckpt_path)
     try:
         if cfg.format == "onnx":
@@ -265,7 +275,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
 
 def main() -> None:
     """Console entry point (``mnist-export``) and what ``python export.py`` runs."""
-    run_entry_point("export", export)
+    run_entry_point("export", export, check_task=output_of)
 
 
 if __name__ == "__main__":

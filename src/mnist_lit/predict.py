@@ -176,7 +176,7 @@ def predict(cfg: DictConfig) -> list[Prediction]:
         )
     box_size, threshold = cfg.preprocess.box_size or spec.box_size, cfg.preprocess.threshold
     quiet_known_noise()
-    model = load_checkpoint(cfg.ckpt_path, dataset=spec.name)
+    model = load_checkpoint(cfg.ckpt_path, dataset=spec.name, data_cfg=cfg.data)
     if model.hparams.num_classes != len(spec.classes):
         raise UserError(
             f"checkpoint {cfg.ckpt_path} has {model.hparams.num_classes} classes, but "

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from mnist_lit.checkpoints import (
     ALLOWED_TARGETS,
@@ -314,3 +315,32 @@ def test_atomic_checkpoint_io_keeps_the_old_file_when_a_save_fails(tmp_path: Pat
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
     with pytest.raises(TypeError):
         AtomicCheckpointIO().save_checkpoint({}, path, storage_options={"x": 1})
+
+
+def test_the_checkpoints_normalization_replaces_the_configs(
+    tiny_ckpts: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """eval, predict and export normalize as the network was trained, whatever data.mean says."""
+
+    def edit(checkpoint: dict) -> None:
+        checkpoint["datamodule_hyper_parameters"].update(mean=0.5, std=0.25)
+
+    path = edited(tiny_ckpts["full"], tmp_path / "other-stats.ckpt", edit)
+    data_cfg = OmegaConf.create({"_target_": "mnist_lit.data.MNISTDataModule", "mean": 0.1307})
+    data_cfg.std = 0.3081
+    load_checkpoint(path, data_cfg=data_cfg)
+    assert (data_cfg.mean, data_cfg.std) == (0.5, 0.25)
+    assert "checkpoint's mean=0.5 std=0.25" in capsys.readouterr().out
+
+
+def test_a_checkpoint_without_statistics_keeps_the_configs(
+    tiny_ckpts: dict, tmp_path: Path
+) -> None:
+    def edit(checkpoint: dict) -> None:
+        del checkpoint["datamodule_hyper_parameters"]
+
+    path = edited(tiny_ckpts["full"], tmp_path / "no-stats.ckpt", edit)
+    data_cfg = OmegaConf.create({"_target_": "mnist_lit.data.MNISTDataModule", "mean": 0.1})
+    data_cfg.std = 0.2
+    load_checkpoint(path, data_cfg=data_cfg)
+    assert (data_cfg.mean, data_cfg.std) == (0.1, 0.2)

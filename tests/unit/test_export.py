@@ -128,3 +128,25 @@ def test_a_checkpoint_of_another_data_set_is_refused(export_cfg, tiny_ckpts: dic
     with pytest.raises(UserError) as caught:
         export(export_cfg(f"ckpt_path={tiny_ckpts['full']}"))
     assert caught.value.exit_code == 2 and "data=mnist" in str(caught.value)
+
+
+@pytest.mark.parametrize("how", ["torchscript next to a .pt", "output= the checkpoint", "a link"])
+def test_an_export_never_overwrites_its_checkpoint(
+    how: str, export_cfg, tiny_ckpts: dict, tmp_path: Path
+) -> None:
+    original = tiny_ckpts["synthetic"].read_bytes()
+    ckpt = tmp_path / "model.pt"
+    ckpt.write_bytes(original)
+    overrides = {
+        "torchscript next to a .pt": [],
+        "output= the checkpoint": ["format=onnx", f"output={ckpt}"],
+        "a link": ["format=onnx", f"output={tmp_path / 'link.onnx'}"],
+    }[how]
+    (tmp_path / "link.onnx").symlink_to(ckpt)
+    cfg = export_cfg(f"ckpt_path={ckpt}", *overrides)
+    with pytest.raises(UserError) as caught:
+        export_module.output_of(cfg)
+    assert caught.value.exit_code == 2 and "checkpoint itself" in str(caught.value)
+    with pytest.raises(UserError):
+        export(cfg)
+    assert ckpt.read_bytes() == original
