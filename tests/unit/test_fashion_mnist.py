@@ -169,3 +169,23 @@ def test_specs_differ_only_in_data(tmp_path: Path) -> None:
     assert FASHION_MNIST.classes[9] == "Ankle boot" and MNIST.classes[9] == "9"
     assert set(FASHION_MNIST.md5) == set(MNIST.md5)  # the same four IDX names
     assert isinstance(FASHION_MNIST, DatasetSpec)
+
+
+@pytest.mark.parametrize("kind", ["folder", "device link"])
+def test_a_data_file_that_is_not_a_regular_file_is_refused(
+    tmp_path: Path, fake_files, kind: str
+) -> None:
+    """Not read (a device never ends), not replaced (it is the user's): one line names it."""
+    raw_dir = tmp_path / "raw"
+    raw_dir.mkdir()
+    for name, data in fake_files.items():
+        (raw_dir / name).write_bytes(data)
+    taken = raw_dir / NAMES[0]
+    taken.unlink()
+    if kind == "folder":
+        taken.mkdir()
+    else:
+        taken.symlink_to("/dev/zero")
+    with pytest.raises(UserError) as caught:
+        ensure_dataset(fake_spec(fake_files, None), raw_dir)
+    assert caught.value.exit_code == 2 and str(taken) in str(caught.value)

@@ -6,12 +6,14 @@
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+import mnist_lit.data.preprocess as preprocessing
 from mnist_lit.data.preprocess import (
     center_of_mass,
     decode,
@@ -139,3 +141,39 @@ def test_reading_files_and_folders(tmp_path) -> None:
     assert read_image(tmp_path / "b.png").shape == (1, 90, 70)
     with pytest.raises(UserError, match="cannot read it"):
         read_image(tmp_path / "missing.png")
+
+
+@pytest.mark.parametrize("kind", ["folder", "device link", "fifo", "dangling link"])
+def test_only_regular_files_are_read(tmp_path, kind: str) -> None:
+    """A pipe would block and a device never end: each is refused at once, in one line."""
+    path = tmp_path / "digit.png"
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "device link":
+        path.symlink_to("/dev/zero")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to(tmp_path / "gone.png")
+    with pytest.raises(UserError) as caught:
+        read_image(path)
+    assert caught.value.exit_code == 2
+    assert "regular file" in str(caught.value) or "cannot read" in str(caught.value)
+
+
+def test_a_decompression_bomb_is_refused_before_decoding() -> None:
+    """A 60-megapixel PNG of one colour is a few hundred KB; decoding it would take GBs."""
+    buffer = io.BytesIO()
+    Image.new("1", (10_000, 6_000)).save(buffer, "PNG")
+    assert len(buffer.getvalue()) < 1_000_000
+    with pytest.raises(UserError, match="million pixels") as caught:
+        decode(buffer.getvalue())
+    assert caught.value.exit_code == 2
+
+
+def test_a_file_over_the_byte_limit_is_refused(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(preprocessing, "MAX_IMAGE_BYTES", 1000)
+    path = tmp_path / "big.png"
+    path.write_bytes(encoded(seven().numpy(), "PNG") + b"\0" * 1000)
+    with pytest.raises(UserError, match="MiB"):
+        read_image(path)

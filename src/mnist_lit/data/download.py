@@ -167,12 +167,21 @@ def remove_stale_temporaries(raw_dir: Path, names: Iterable[str]) -> None:
 
 
 def files_to_fetch(raw_dir: Path, expected_md5: Mapping[str, str]) -> list[str]:
-    """Names of the files that are missing or whose md5 differs from the expected one."""
+    """Names of the files that are missing or whose md5 differs from the expected one.
+
+    A name taken by something that is not a regular file (a folder, a link to a device) is not
+    read (it could be endless) nor replaced (it is the user's): a ``UserError`` names it.
+    """
     todo = []
     for name, md5 in expected_md5.items():
         path = raw_dir / name
-        if not path.exists():
+        if not path.exists() and not path.is_symlink():
             todo.append(name)
+        elif not path.is_file():
+            raise UserError(
+                f"{path} is not a regular file (a folder, device or pipe): move it away, and "
+                "the data file is fetched again"
+            )
         elif calculate_md5(path) != md5:
             log.warning(
                 "%s fails its md5 check (corrupt or truncated); fetching a fresh copy", path

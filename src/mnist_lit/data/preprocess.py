@@ -16,11 +16,15 @@ the centre. A photo or a scan is none of that, so ``mnist_like`` makes it so:
 
 from __future__ import annotations
 
+import io
+import os
 import re
+import stat
 import warnings
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as F
@@ -30,15 +34,24 @@ from mnist_lit.errors import UserError
 
 #: what a folder is searched for (case-insensitive)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+#: the largest image file read, and the most pixels decoded (a 28x28 input needs far fewer)
+MAX_IMAGE_BYTES = 32 * 2**20
+MAX_IMAGE_PIXELS = 40_000_000
 
 
 # ----------------------------------------------------------------------------- reading
 
 
 def decode(data: bytes) -> Tensor:
-    """Decode PNG/JPEG (GIF, WebP) bytes to ``[C, H, W]`` (uint8, or uint16 for 16-bit PNG)."""
+    """Decode PNG/JPEG (GIF, WebP) bytes to ``[C, H, W]`` (uint8, or uint16 for 16-bit PNG).
+
+    At most ``MAX_IMAGE_BYTES`` and ``MAX_IMAGE_PIXELS``: a small PNG can hold billions of pixels.
+    """
     if not data:
         raise UserError("the file is empty")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise UserError(f"the file is over {MAX_IMAGE_BYTES // 2**20} MiB: pass a smaller image")
+    check_pixel_count(data)
     try:
         with warnings.catch_warnings():
             # torchvision 0.29 deprecates its decoders in favour of TorchCodec; they are still
@@ -58,12 +71,40 @@ def decode(data: bytes) -> Tensor:
 
 
 def read_image(path: str | Path) -> Tensor:
-    """Read and decode one image file; an ``UserError`` says why when it cannot be."""
+    """Read and decode one image file; an ``UserError`` says why when it cannot be.
+
+    Only a regular file is read (a pipe would block, a device never end), and no more than
+    ``decode`` takes.
+    """
     try:
-        data = Path(path).read_bytes()
+        # O_NONBLOCK: opening a FIFO returns at once instead of waiting for a writer
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as err:
         raise UserError(f"cannot read it ({err.strerror or err})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UserError("not a regular file (a folder, device or pipe): pass image files")
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(MAX_IMAGE_BYTES + 1)
     return decode(data)
+
+
+def check_pixel_count(data: bytes) -> None:
+    """Refuse an image of over ``MAX_IMAGE_PIXELS`` from its header, before decoding it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:  # reads the header only
+                width, height = image.size
+    except Image.DecompressionBombError:  # PIL's own limit, far above ours
+        width = height = MAX_IMAGE_PIXELS
+    except Exception:  # not an image PIL knows: the decoder says what it is
+        return
+    if width * height > MAX_IMAGE_PIXELS:
+        raise UserError(
+            f"the image has over {MAX_IMAGE_PIXELS // 10**6} million pixels (a decompression "
+            "bomb?): pass a smaller image"
+        )
 
 
 def find_images(folder: str | Path) -> list[Path]:
