@@ -41,8 +41,32 @@ def _find_project_root() -> Path:
 PROJECT_ROOT = _find_project_root()
 CONFIG_DIR = PROJECT_ROOT / "conf"
 
-if not OmegaConf.has_resolver("project_root"):
-    OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
+#: the run dirs this process has claimed, by the path asked for
+_CLAIMED: dict[str, str] = {}
+
+
+def unique_dir(path: str) -> str:
+    """``path``, or ``path_1``, ``path_2``... : the first that this process could create.
+
+    ``mkdir`` is atomic, so runs started in the same second (whose time-stamped dirs are the
+    same) each get a dir of their own. The same path asked again gets the same dir: Hydra
+    resolves its run dir more than once.
+    """
+    if path not in _CLAIMED:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        for n in itertools.count():
+            candidate = f"{path}_{n}" if n else path
+            try:
+                Path(candidate).mkdir()
+            except FileExistsError:
+                continue
+            _CLAIMED[path] = candidate
+            break
+    return _CLAIMED[path]
+
+
+OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
+OmegaConf.register_new_resolver("unique_dir", unique_dir, replace=True)
 
 
 # ----------------------------------------------------------------------------- checking a config
@@ -190,6 +214,10 @@ def check_command_line(config_name: str, argv: Sequence[str]) -> list[DictConfig
     if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
         return []
     config_name = args.config_name or config_name
+    for override in args.overrides:
+        key, _, value = override.partition("=")
+        if key in ("hydra.run.dir", "hydra.sweep.dir") and not value.strip():
+            raise UserError(f"{key} is empty: pass a folder for the run, or leave it out")
     configs = []
     for overrides in _jobs(args.overrides):
         try:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from mnist_lit.config import check_command_line, unique_dir
 from mnist_lit.errors import UserError
 from mnist_lit.runs import latest_run_dir, newest_intact_checkpoint, resume_command_line
 
@@ -121,3 +122,20 @@ def test_resume_errors_name_what_was_given(argv: list[str], named: str, tmp_path
 def test_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
     (tmp_path / "checkpoints").mkdir()
     assert str(tmp_path) in _refused([f"resume={tmp_path}"], tmp_path)
+
+
+def test_a_run_dir_taken_by_another_process_is_not_shared(tmp_path: Path) -> None:
+    """Runs started in the same second ask for the same time-stamped dir; mkdir decides."""
+    asked = str(tmp_path / "runs" / "2026-12-02_12-00-00")
+    Path(asked).mkdir(parents=True)  # another process's run
+    (tmp_path / "runs" / "2026-12-02_12-00-00_1").mkdir()  # and a third's
+    mine = unique_dir(asked)
+    assert mine == f"{asked}_2" and Path(mine).is_dir()
+    assert unique_dir(asked) == mine  # Hydra resolves the run dir more than once
+
+
+def test_an_empty_run_dir_is_refused(tmp_path: Path) -> None:
+    for key in ("hydra.run.dir", "hydra.sweep.dir"):
+        with pytest.raises(UserError) as caught:
+            check_command_line("train", [f"{key}="])
+        assert caught.value.exit_code == 2 and key in str(caught.value)
