@@ -9,6 +9,8 @@ mnist_lit.data``, ``python -m mnist_lit.cluster``) runs inside ``reported_errors
   named cannot be used. Nothing was started.
 - ``FAILED`` (1): the work ran but did not succeed: some images could not be classified, an
   export does not match PyTorch, the data could not be fetched.
+- ``INTERRUPTED`` + the signal's number (130 for Ctrl-C, 143 for SIGTERM), the shell's
+  convention: training was stopped; it saved a checkpoint, and the line says how to resume.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from contextlib import contextmanager
 
 BAD_INPUT = 2
 FAILED = 1
+INTERRUPTED = 128
 
 
 class UserError(Exception):

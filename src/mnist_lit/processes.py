@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from mnist_lit.compat import started_rank_processes
+from mnist_lit.errors import INTERRUPTED, UserError
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,8 @@ _LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_S
 
 @contextmanager
 def processes_of_this_job(trainer: L.Trainer, output_dir: Path) -> Iterator[None]:
-    """Shares the cores among this job's processes; with DDP, lets the extra ranks join this job.
+    """Shares the cores among this job's processes; with DDP, lets the extra ranks join this job;
+    a run stopped by SIGTERM or Ctrl-C ends in one line saying how to resume it.
 
     Lightning leaves its launch variables (``LOCAL_RANK``, ``MASTER_PORT``...) in rank 0's
     environment and the process group open: the next job of a multirun in this process would take
@@ -53,6 +56,17 @@ def processes_of_this_job(trainer: L.Trainer, output_dir: Path) -> Iterator[None
     try:
         yield
         failed = False
+    except SystemExit:
+        # Lightning ends fit or test this way on SIGTERM (SIGTERMException) and on Ctrl-C, after
+        # its callbacks' on_exception (resume_checkpoint saves one there)
+        if not trainer.interrupted:
+            raise
+        signum = signal.SIGTERM if trainer.received_sigterm else signal.SIGINT
+        raise UserError(
+            f"stopped by {signum.name} at step {trainer.global_step}: resume with "
+            f"python train.py resume={output_dir}",
+            INTERRUPTED + signum,
+        ) from None
     finally:
         _stop_started_ranks(trainer, kill=failed)
         if torch.distributed.is_available() and torch.distributed.is_initialized():

@@ -137,3 +137,31 @@ def test_resume_with_another_schedule(tmp_path: Path, mnist_data_dir: Path) -> N
     after = _lr_column(run_dir / "csv" / "resumed_at_step_0000008" / "metrics.csv")
     assert sorted(before) == list(range(8)) and before[7] < 1e-3  # the one-cycle's annealing
     assert after == {step: 5e-4 for step in range(8, 16)}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stopped_run_saves_a_checkpoint_and_says_how_to_resume(
+    signum: signal.Signals, tmp_path: Path, mnist_data_dir: Path
+) -> None:
+    """What a scheduler (SIGTERM) or Ctrl-C (SIGINT) does: exit 128 + signal, one line."""
+    run_dir = tmp_path / "stopped"
+    process = subprocess.Popen(
+        [sys.executable, str(PROJECT_ROOT / "train.py"), *RUN,
+         f"paths.data_dir={mnist_data_dir}", f"hydra.run.dir={run_dir}"],
+        cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    marker = run_dir / "checkpoints" / "resume" / "step_0000003.ckpt"
+    deadline = time.monotonic() + 240
+    while not marker.exists():
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum
+    assert f"resume={run_dir}" in error_line(stderr, alone=False)
+    assert not (run_dir / "metrics.json").exists()
+    assert newest_intact_checkpoint(run_dir)  # what resume= goes on from
+
+    resumed = run_cli("train.py", f"resume={run_dir}", f"paths.data_dir={mnist_data_dir}")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (run_dir / "metrics.json").exists()
