@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,8 +18,12 @@ import yaml
 
 from mnist_lit.checkpoints import checkpoint_problem
 from mnist_lit.errors import UserError
+from mnist_lit.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
+
+#: where a resumed run's Hydra files go until its config is accepted (``accept_resumed_config``)
+RESUME_SUBDIR = ".hydra/resume"
 
 
 def newest_intact_checkpoint(run_dir: Path) -> Path:
@@ -39,19 +44,23 @@ def newest_intact_checkpoint(run_dir: Path) -> Path:
     )
 
 
-def latest_run_dir(runs_root: Path) -> Path:
-    """The newest single-run dir (``logs/train/runs/<time>``), for ``resume=last``."""
-    runs = sorted(p for p in runs_root.glob("*") if (p / ".hydra" / "overrides.yaml").is_file())
-    if not runs:
-        raise UserError(f"resume=last found no run under {runs_root}: pass resume=<run dir>")
-    return runs[-1]
+def latest_run_dir(logs: Path) -> Path:
+    """For ``resume=last``: the run started or resumed last under ``logs`` (``logs/train``), a
+    single run (``runs/<time>``) or a sweep's job (``multiruns/<time>/<job>``)."""
+    found = [
+        *logs.glob("runs/*/.hydra/overrides.yaml"),
+        *logs.glob("multiruns/*/*/.hydra/overrides.yaml"),
+    ]
+    if not found:
+        raise UserError(f"resume=last found no run under {logs}: pass resume=<run dir>")
+    return max(found, key=lambda p: p.stat().st_mtime).parent.parent
 
 
 def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def resume_command_line(argv: Sequence[str], runs_root: Path) -> list[str]:
+def resume_command_line(argv: Sequence[str], logs: Path) -> list[str]:
     """Rewrite ``resume=<dir> [overrides]`` into the original run's overrides, pinned to its dir.
 
     The original run's own overrides (``<dir>/.hydra/overrides.yaml``) come first, then any
@@ -64,7 +73,7 @@ def resume_command_line(argv: Sequence[str], runs_root: Path) -> list[str]:
     if "-m" in argv or "--multirun" in argv:
         raise UserError("resume= resumes one run: resume each job of a sweep by its dir")
     where = given[-1].split("=", 1)[1]
-    run_dir = latest_run_dir(runs_root) if where == "last" else Path(where).expanduser()
+    run_dir = latest_run_dir(logs) if where == "last" else Path(where).expanduser()
     overrides_file = run_dir / ".hydra" / "overrides.yaml"
     if not overrides_file.is_file():
         raise UserError(
@@ -80,5 +89,21 @@ def resume_command_line(argv: Sequence[str], runs_root: Path) -> list[str]:
         *kept,
         *extra,
         f"hydra.run.dir={run_dir.resolve()}",
+        f"hydra.output_subdir={RESUME_SUBDIR}",
         f"ckpt_path={checkpoint.resolve()}",
     ]
+
+
+def accept_resumed_config(run_dir: Path) -> None:
+    """Make a resumed run's Hydra files the run's own, once its config has been accepted.
+
+    A resume writes them to ``.hydra/resume/`` (``resume_command_line``), so one that is refused
+    (a value Lightning rejects when the trainer is built) leaves the run's ``.hydra/`` as it was
+    and the next ``resume=`` starts from the overrides that worked. Call it before fitting.
+    """
+    attempt = run_dir / RESUME_SUBDIR
+    if not attempt.is_dir():
+        return
+    for written in attempt.glob("*.yaml"):
+        atomic_write_bytes(run_dir / ".hydra" / written.name, written.read_bytes())
+    shutil.rmtree(attempt)

@@ -28,7 +28,7 @@ from mnist_lit.hardware import instantiate_trainer
 from mnist_lit.loggers import build_loggers, log_hparams
 from mnist_lit.processes import ddp_rank_argv, parallel_jobs, processes_of_this_job
 from mnist_lit.report import RUN_SUMMARY_FILE
-from mnist_lit.runs import resume_command_line
+from mnist_lit.runs import accept_resumed_config, resume_command_line
 
 #: the order groups appear in the printed config tree
 TREE_ORDER = ("data", "model", "optimizer", "scheduler", "trainer", "callbacks", "logger", "paths")
@@ -80,6 +80,8 @@ def train(cfg: DictConfig) -> float | None:
             "launcher, which runs one job at a time, each with all its ranks"
         )
 
+    if trainer.is_global_zero:
+        accept_resumed_config(output_dir)
     with processes_of_this_job(trainer, output_dir):
         started = time.perf_counter()
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -107,7 +109,7 @@ def train(cfg: DictConfig) -> float | None:
         "fit_seconds": round(fit_seconds, 2),
         "best_ckpt": best_ckpt,
     }
-    atomic_write_bytes(output_dir / RUN_SUMMARY_FILE, json.dumps(summary, indent=2).encode())
+    write_summary(output_dir / RUN_SUMMARY_FILE, summary)
     model_name = HydraConfig.get().runtime.choices.get("model") if HydraConfig.initialized() else ""
     print(
         f"[mnist-lit] model={model_name} "
@@ -116,6 +118,20 @@ def train(cfg: DictConfig) -> float | None:
         f"best_ckpt={best_ckpt or '(none saved)'} run_dir={output_dir}"
     )
     return optimized
+
+
+def write_summary(path: Path, summary: dict) -> None:
+    """Write ``metrics.json`` atomically; a resumed run keeps what its earlier part measured.
+
+    (Resuming a finished run fits nothing: its fit metrics and time are the earlier ones.)
+    """
+    try:
+        earlier = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:  # cut short by a full disk before atomic writes: nothing to keep
+        earlier = {}
+    summary["metrics"] = {**earlier.get("metrics", {}), **summary["metrics"]}
+    summary["fit_seconds"] = round(summary["fit_seconds"] + (earlier.get("fit_seconds") or 0), 2)
+    atomic_write_bytes(path, json.dumps(summary, indent=2).encode())
 
 
 def _task_overrides() -> list[str]:
@@ -127,9 +143,7 @@ def main() -> None:
     """Console entry point (``mnist-train``) and what ``python train.py`` runs."""
     rank_argv = ddp_rank_argv()  # a DDP rank Lightning started: rank 0 checked the config
     with reported_errors():
-        argv = rank_argv or resume_command_line(
-            sys.argv[1:], PROJECT_ROOT / "logs" / "train" / "runs"
-        )
+        argv = rank_argv or resume_command_line(sys.argv[1:], PROJECT_ROOT / "logs" / "train")
     run_entry_point("train", train, argv, check=rank_argv is None)
 
 

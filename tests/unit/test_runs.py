@@ -10,10 +10,16 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mnist_lit.config import check_command_line, unique_dir
 from mnist_lit.errors import UserError
-from mnist_lit.runs import latest_run_dir, newest_intact_checkpoint, resume_command_line
+from mnist_lit.runs import (
+    accept_resumed_config,
+    latest_run_dir,
+    newest_intact_checkpoint,
+    resume_command_line,
+)
 
 
 def make_run(root: Path, name: str, overrides: list[str], checkpoints: dict[str, Path]) -> Path:
@@ -59,17 +65,26 @@ def test_resume_becomes_the_runs_overrides_pinned_to_its_dir(
         "model=mlp",
         "trainer.max_epochs=3",  # given now: replaces the run's own
         f"hydra.run.dir={run.resolve()}",
+        "hydra.output_subdir=.hydra/resume",  # the run's own .hydra: once this is accepted
         f"ckpt_path={(run / 'checkpoints' / 'last.ckpt').resolve()}",  # the newest
     ]
 
 
 def test_resume_last_is_the_newest_run(tiny_ckpts: dict, tmp_path: Path) -> None:
+    """The run started (or resumed) last, a single run or a sweep's job."""
     ckpts = {"last.ckpt": tiny_ckpts["full"]}
-    make_run(tmp_path, "2026-01-01_10-00-00", ["seed=1"], ckpts)
-    newest = make_run(tmp_path, "2026-01-02_09-00-00", ["seed=2"], ckpts)
-    (tmp_path / "2026-01-03_00-00-00").mkdir()  # not a run: no .hydra/overrides.yaml
-    assert latest_run_dir(tmp_path) == newest
-    assert resume_command_line(["resume=last"], tmp_path)[0] == "seed=2"
+    runs = [
+        make_run(tmp_path / "runs", "2026-01-02_09-00-00", ["seed=1"], ckpts),
+        make_run(tmp_path / "multiruns" / "2026-01-01_10-00-00", "1", ["seed=2"], ckpts),
+        make_run(tmp_path / "runs", "2026-01-01_09-00-00", ["seed=3"], ckpts),
+    ]
+    (tmp_path / "runs" / "2026-01-03_00-00-00").mkdir()  # not a run: no .hydra/overrides.yaml
+    for run in runs:
+        os.utime(run / ".hydra" / "overrides.yaml", (1_000_000,) * 2)
+    for started, run in enumerate(runs):  # each in turn becomes the one started last
+        os.utime(run / ".hydra" / "overrides.yaml", (2_000_000 + started,) * 2)
+        assert latest_run_dir(tmp_path) == run
+        assert resume_command_line(["resume=last"], tmp_path)[0] == f"seed={started + 1}"
 
 
 def test_a_damaged_newest_checkpoint_is_skipped_for_the_one_before(
@@ -139,3 +154,22 @@ def test_an_empty_run_dir_is_refused(tmp_path: Path) -> None:
         with pytest.raises(UserError) as caught:
             check_command_line("train", [f"{key}="])
         assert caught.value.exit_code == 2 and key in str(caught.value)
+
+
+def test_a_resume_that_is_refused_leaves_the_runs_overrides(tmp_path: Path) -> None:
+    """Hydra writes a resume's files to .hydra/resume/; they become the run's once accepted."""
+    run = tmp_path / "run"
+    (run / ".hydra" / "resume").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("- trainer.max_epochs=2\n")
+    (run / ".hydra" / "resume" / "overrides.yaml").write_text("- trainer.devices=0\n")
+    # refused: the trainer was never built, accept_resumed_config never ran; the next resume
+    assert resume_overrides(run) == ["trainer.max_epochs=2"]
+    (run / ".hydra" / "resume" / "overrides.yaml").write_text("- trainer.max_epochs=4\n")
+    accept_resumed_config(run)
+    assert resume_overrides(run) == ["trainer.max_epochs=4"]
+    assert not (run / ".hydra" / "resume").exists()
+    accept_resumed_config(run)  # a run that was not resumed: nothing to do
+
+
+def resume_overrides(run: Path) -> list[str]:
+    return yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())

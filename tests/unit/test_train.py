@@ -150,3 +150,18 @@ def test_last_ckpt_holds_the_last_epoch(train_cfg) -> None:
     train(cfg)
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 16  # 2 epochs of 8 batches
+
+
+def test_resuming_a_finished_run_keeps_its_results(train_cfg) -> None:
+    """It fits nothing more and tests again: metrics.json keeps the val, train and lr figures
+    and the fit time the run measured, with the same test results."""
+    cfg = train_cfg("model=mlp", "trainer.max_epochs=2")
+    train(cfg)
+    finished = _summary(cfg)
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    again = train_cfg("model=mlp", "trainer.max_epochs=2", f"ckpt_path={last}")
+    train(again)
+    resumed = _summary(again)
+    assert resumed["metrics"].keys() == finished["metrics"].keys()
+    assert resumed["metrics"] == finished["metrics"]
+    assert resumed["fit_seconds"] >= finished["fit_seconds"]
