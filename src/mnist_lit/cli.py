@@ -23,9 +23,6 @@ from mnist_lit.config import CONFIG_DIR, check_command_line, validate
 from mnist_lit.console import first_line
 from mnist_lit.errors import UserError, reported_errors
 
-#: ``ckpt_path`` values that Lightning's ``Trainer.fit`` looks up itself
-LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
-
 
 def run_entry_point(
     config_name: str,
@@ -64,7 +61,7 @@ def check_ckpt_path(cfg: DictConfig) -> None:
     (when it trains a model) one training can resume from, with weights that fit the model."""
     path = cfg.get("ckpt_path")
     trains = "model" in cfg  # train.py resumes fitting; eval, predict, export load the model
-    if path is None or (trains and path in LIGHTNING_CKPT_NAMES):
+    if path is None:
         return
     problem = checkpoint_problem(
         str(path),
@@ -73,7 +70,9 @@ def check_ckpt_path(cfg: DictConfig) -> None:
         net=OmegaConf.to_container(cfg.model, resolve=True) if trains else None,  # type: ignore[arg-type]
     )
     if problem is not None:
-        raise UserError(problem)
+        # Lightning's own names (last, best...) look in this run's new, empty dir
+        hint = "; to go on with a run: resume=<run dir> or resume=last" if trains else ""
+        raise UserError(problem + hint)
 
 
 @contextmanager

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 
 from mnist_lit.compat import hydra_argument_parser
 from mnist_lit.errors import UserError
-from mnist_lit.schema import OPTIONS, TARGETS
+from mnist_lit.schema import OPTIONS, TARGETS, whole_config_problem
 
 
 def _find_project_root() -> Path:
@@ -77,7 +77,12 @@ def validate(cfg: DictConfig) -> None:
     missing = _first_missing_key(cfg)
     if missing:
         raise UserError(f"{missing} is required: set it on the command line, {missing}=...")
-    options = OPTIONS.get(str(cfg.get("task_name")))
+    task = str(cfg.get("task_name"))
+    # unresolved: the run dir (${hydra:...}) is known only once the run starts
+    problem = whole_config_problem(task, OmegaConf.to_container(cfg, resolve=False))  # type: ignore[arg-type]
+    if problem:
+        raise UserError(problem)
+    options = OPTIONS.get(task)
     if options is not None:
         _check("", options, _values(cfg))
     for path, node in _target_nodes(cfg):
@@ -227,6 +232,13 @@ def check_command_line(config_name: str, argv: Sequence[str]) -> list[DictConfig
             raise UserError(_composition_error(config_name, overrides, err)) from None
         except (OverrideParseException, OmegaConfBaseException) as err:
             raise UserError(_hydra_error(err)) from None
+        except ValueError:  # Hydra's for a group set to null
+            nulls = [o.split("=")[0] for o in overrides if o.endswith("=null")]
+            groups = [key for key in nulls if (CONFIG_DIR / key).is_dir()]
+            if not groups:
+                raise
+            options = ", ".join(sorted(p.stem for p in (CONFIG_DIR / groups[0]).glob("*.yaml")))
+            raise UserError(f"{groups[0]}=null: choose one of {options}") from None
     return configs
 
 

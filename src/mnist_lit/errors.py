@@ -15,6 +15,7 @@ mnist_lit.data``, ``python -m mnist_lit.cluster``) runs inside ``reported_errors
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,11 +33,29 @@ class UserError(Exception):
         self.exit_code = exit_code
 
 
+#: what a full or read-only disk raises, wherever the write was
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
 @contextmanager
 def reported_errors() -> Iterator[None]:
-    """End a ``UserError`` as one ``error: <message>`` line on stderr and its exit code."""
+    """End a ``UserError`` as one ``error: <message>`` line on stderr and its exit code.
+
+    A full or read-only disk is one too (exit code 1): it is the machine, not a bug, and every
+    file here is written to a temporary name first, so nothing was left half-written.
+    """
     try:
         yield
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(err.exit_code) from None
+    except OSError as err:
+        if err.errno not in DISK_ERRORS:
+            raise
+        where = f" {err.filename}" if err.filename else ""
+        print(
+            f"error: cannot write{where}: {err.strerror}: free some space or pass another "
+            "folder; a stopped training run goes on with resume=<run dir>",
+            file=sys.stderr,
+        )
+        raise SystemExit(FAILED) from None

@@ -44,6 +44,17 @@ def newest_intact_checkpoint(run_dir: Path) -> Path:
     )
 
 
+def remove_unfinished_writes(run_dir: Path) -> None:
+    """Delete the temporary files of checkpoint writes that were killed (``files.atomic_write``).
+
+    A run dir has one writer at a time, and a run being resumed is not running: any such file
+    is a leftover.
+    """
+    for leftover in (run_dir / "checkpoints").rglob(".*.tmp"):
+        log.info("removing %s, left by a checkpoint write that was killed", leftover)
+        leftover.unlink(missing_ok=True)
+
+
 def latest_run_dir(logs: Path) -> Path:
     """For ``resume=last``: the run started or resumed last under ``logs`` (``logs/train``), a
     single run (``runs/<time>``) or a sweep's job (``multiruns/<time>/<job>``)."""
@@ -84,6 +95,7 @@ def resume_command_line(argv: Sequence[str], logs: Path) -> list[str]:
     extra = [a for a in argv if _key(a) != "resume"]
     replaced = {_key(a) for a in extra if "=" in a} | {"ckpt_path", "hydra.run.dir"}
     kept = [o for o in original if _key(o) not in replaced]
+    remove_unfinished_writes(run_dir)
     checkpoint = newest_intact_checkpoint(run_dir)
     return [
         *kept,

@@ -12,7 +12,7 @@ This module imports neither torch nor Lightning, so checks answer in a fraction 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -262,6 +262,49 @@ class ExportOptions(BaseModel):
     atol: Positive
     batch_size: Count
     threads: Count | None
+
+
+#: the config groups each command cannot run without (so ``model=null`` or ``~model`` is refused)
+REQUIRED_GROUPS = {
+    "train": ("data", "model", "optimizer", "trainer", "paths"),
+    "eval": ("data", "trainer", "paths"),
+    "predict": ("data", "paths"),
+    "export": ("data", "paths"),
+}
+#: schedules that plan the lr over the whole run, so they need to know its length
+PLANNED_SCHEDULES = (
+    "torch.optim.lr_scheduler.OneCycleLR",
+    "torch.optim.lr_scheduler.CosineAnnealingLR",
+)
+
+
+def whole_config_problem(task: str, values: dict[str, Any]) -> str | None:
+    """What no single group can see: a group the command needs, and groups that clash."""
+    for group in REQUIRED_GROUPS.get(task, ()):
+        if not values.get(group):
+            return f"{group} is required by {task}.py (set to null or deleted): {group}=<option>"
+    if task != "train":
+        return None
+    trainer, scheduler = values["trainer"], values.get("scheduler") or {}
+    if not isinstance(trainer, dict) or not isinstance(scheduler, dict):
+        return None  # each group's own check names it
+    endless = trainer.get("max_epochs") == -1 and trainer.get("max_steps", -1) == -1
+    if endless and scheduler.get("_target_") in PLANNED_SCHEDULES:
+        return (
+            "trainer.max_epochs=-1 (no limit) cannot go with a schedule planned over the whole "
+            "run: set trainer.max_steps, or scheduler=none or scheduler=step"
+        )
+    stoppers = [
+        f"callbacks.{name}"
+        for name, callback in (values.get("callbacks") or {}).items()
+        if isinstance(callback, dict) and str(callback.get("_target_")).endswith("EarlyStopping")
+    ]
+    if trainer.get("limit_val_batches") == 0 and stoppers:
+        return (
+            f"trainer.limit_val_batches=0 runs no validation, but {', '.join(stoppers)} stops on "
+            f"a validation metric: set {stoppers[0]}=null too"
+        )
+    return None
 
 
 #: the model that checks a config node, by the node's ``_target_``

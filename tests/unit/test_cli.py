@@ -3,13 +3,15 @@ in-process: the check before Hydra, the task inside it, a ``UserError`` as one l
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from pathlib import Path
 
 import pytest
 from omegaconf import DictConfig
 
-from mnist_lit.cli import LIGHTNING_CKPT_NAMES, built_from, check_ckpt_path, run_entry_point
+from mnist_lit.cli import built_from, check_ckpt_path, run_entry_point
 from mnist_lit.errors import BAD_INPUT, FAILED, UserError, reported_errors
 
 from ..conftest import compose_config, error_line
@@ -38,6 +40,17 @@ def test_reported_errors_print_one_line_and_exit(code: int, capsys) -> None:
 def test_reported_errors_leave_other_errors_alone() -> None:
     with pytest.raises(ZeroDivisionError), reported_errors():
         raise ZeroDivisionError
+
+
+@pytest.mark.parametrize("number", [errno.ENOSPC, errno.EDQUOT, errno.EROFS])
+def test_a_full_or_read_only_disk_is_one_line(number: int, capsys) -> None:
+    with pytest.raises(SystemExit) as caught, reported_errors():
+        raise OSError(number, os.strerror(number), "logs/run/checkpoints/last.ckpt")
+    assert caught.value.code == FAILED
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "last.ckpt" in error_line(err)
+    with pytest.raises(PermissionError), reported_errors():  # other OSErrors: not the disk
+        raise PermissionError(errno.EACCES, "Permission denied")
 
 
 def test_a_bad_command_line_stops_before_hydra(tmp_path: Path, capsys) -> None:
@@ -125,9 +138,12 @@ def test_without_the_check_each_job_still_checks_its_config(tmp_path: Path, caps
 # ----------------------------------------------------------------------------- check_ckpt_path
 
 
-@pytest.mark.parametrize("name", LIGHTNING_CKPT_NAMES)
-def test_names_lightning_resolves_itself_are_left_to_it(name: str, tmp_path: Path) -> None:
-    check_ckpt_path(compose_config("train", [f"ckpt_path={name}"], tmp_path))
+@pytest.mark.parametrize("name", ["last", "best", "hpc", "registry"])
+def test_lightnings_own_names_are_refused_with_resume_as_the_fix(name: str, tmp_path: Path) -> None:
+    """They look in the new run's own empty dir: a fresh start, or a crash after an epoch."""
+    with pytest.raises(UserError) as caught:
+        check_ckpt_path(compose_config("train", [f"ckpt_path={name}"], tmp_path))
+    assert caught.value.exit_code == 2 and "resume=" in str(caught.value)
 
 
 def test_no_checkpoint_is_nothing_to_check(tmp_path: Path) -> None:

@@ -173,3 +173,19 @@ def test_a_resume_that_is_refused_leaves_the_runs_overrides(tmp_path: Path) -> N
 
 def resume_overrides(run: Path) -> list[str]:
     return yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
+
+
+def test_resuming_removes_what_killed_checkpoint_writes_left(
+    tiny_ckpts: dict, tmp_path: Path
+) -> None:
+    run = make_run(tmp_path, "run", ["seed=1"], {"last.ckpt": tiny_ckpts["full"]})
+    leftovers = [
+        run / "checkpoints" / ".last.ckpt.a1b2c3.tmp",
+        run / "checkpoints" / "resume" / ".step_0000006.ckpt.x9y8.tmp",
+    ]
+    for leftover in leftovers:
+        leftover.parent.mkdir(parents=True, exist_ok=True)
+        leftover.write_bytes(b"half a checkpoint")
+    resume_command_line([f"resume={run}"], tmp_path)
+    assert not any(p.exists() for p in leftovers)
+    assert (run / "checkpoints" / "last.ckpt").exists()
