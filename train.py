@@ -6,7 +6,7 @@ from pathlib import Path
 # works before `pip install -e .` too: the package lives in src/
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
-from mnist_lit.train import main
+from mnist_lit.commands import train as main
 
 if __name__ == "__main__":
     main()

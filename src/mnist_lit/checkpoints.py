@@ -31,7 +31,7 @@ from mnist_lit.classifier import LitClassifier
 from mnist_lit.console import first_line
 from mnist_lit.data import DatasetSpec
 from mnist_lit.errors import UserError
-from mnist_lit.files import atomic_write_bytes
+from mnist_lit.files import atomic_write_bytes, checkpoint_file
 
 
 def _classes(module: Any, names: list[str], base: type | tuple[type, ...]) -> dict[str, type]:
@@ -85,15 +85,7 @@ def dataset_of_config(data_cfg: DictConfig) -> str | None:
 
 def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
     """The checkpoint's contents, loaded weights-only; a ``UserError`` for a bad file."""
-    path = Path(ckpt_path)
-    if path.is_dir():
-        raise UserError(
-            f"checkpoint {path} is a folder, not a file: pass ckpt_path={_a_checkpoint_in(path)}"
-        )
-    if not path.is_file():
-        raise UserError(
-            f"checkpoint {path} does not exist: pass ckpt_path=<run dir>/checkpoints/<file>.ckpt"
-        )
+    path = checkpoint_file(ckpt_path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # random bytes, a truncated file, objects weights_only refuses
@@ -102,13 +94,6 @@ def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
         what = "a plain state_dict" if _is_state_dict(checkpoint) else type(checkpoint).__name__
         raise _not_ours(path, f"it is {what}, with no 'state_dict' and 'hyper_parameters'")
     return checkpoint
-
-
-def _a_checkpoint_in(folder: Path) -> str:
-    """A checkpoint of the run in ``folder`` to suggest (its last.ckpt if it has one)."""
-    found = sorted(folder.glob("*.ckpt")) + sorted(folder.glob("checkpoints/*.ckpt"))
-    last = [p for p in found if p.name == "last.ckpt"]
-    return str((last or found)[0]) if found else f"{folder}/<file>.ckpt"
 
 
 def trained_on(checkpoint: dict[str, Any]) -> str | None:

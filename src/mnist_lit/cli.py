@@ -2,15 +2,19 @@
 
 ``run_entry_point`` checks the command line before Hydra starts (so a bad one makes no run
 dir), runs the task under ``hydra.main``, and ends a ``UserError`` raised anywhere in it as one
-``error: <message>`` line on stderr and the error's exit code (``errors.py``).
+``error: <message>`` line on stderr and the error's exit code (``errors.py``). It imports
+neither torch nor Lightning until a task runs (or a checkpoint must be read): ``--help``,
+``--cfg`` and a refused command line answer at once.
 """
 
 from __future__ import annotations
 
-import functools
+import importlib
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -18,21 +22,22 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from mnist_lit.checkpoints import checkpoint_problem, dataset_of_config
-from mnist_lit.config import CONFIG_DIR, check_command_line, validate
+from mnist_lit.config import CONFIG_DIR, JOB_DIR_ENV, check_command_line, validate
 from mnist_lit.console import first_line
 from mnist_lit.errors import UserError, reported_errors
+from mnist_lit.files import checkpoint_file
 
 
 def run_entry_point(
     config_name: str,
-    task: Callable[[DictConfig], Any],
+    task: Callable[[DictConfig], Any] | str,
     argv: Sequence[str] | None = None,
     check: bool = True,
     check_task: Callable[[DictConfig], object] | None = None,
 ) -> None:
     """Run ``task`` on the config ``python <config_name>.py <argv>`` composes.
 
+    ``task`` may be named as ``"module:function"``, imported only when a job runs.
     ``check=False`` skips the checks before Hydra (a DDP rank whose rank 0 checked already);
     ``check_task`` is the task's own check of each job's config, run with them.
     Each job of a sweep checks its own config again inside Hydra, where it is resolved.
@@ -46,14 +51,20 @@ def run_entry_point(
                     check_task(cfg)
     sys.argv = [sys.argv[0], *argv]
 
-    @functools.wraps(task)
     def checked_task(cfg: DictConfig) -> Any:
         with reported_errors():
             validate(cfg)
-            return task(cfg)
+            return _imported(task)(cfg)
 
     main = hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)
     main(checked_task)()
+
+
+def _imported(task: Callable[[DictConfig], Any] | str) -> Callable[[DictConfig], Any]:
+    if callable(task):
+        return task
+    module, _, function = task.partition(":")
+    return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
 
 
 def check_ckpt_path(cfg: DictConfig) -> None:
@@ -63,6 +74,12 @@ def check_ckpt_path(cfg: DictConfig) -> None:
     trains = "model" in cfg  # train.py resumes fitting; eval, predict, export load the model
     if path is None:
         return
+    try:
+        checkpoint_file(path)  # a wrong path, answered without loading torch
+    except UserError as err:
+        raise UserError(f"{err}{_RESUME_HINT if trains else ''}") from None
+    from mnist_lit.checkpoints import checkpoint_problem, dataset_of_config
+
     problem = checkpoint_problem(
         str(path),
         dataset=dataset_of_config(cfg.data) if "data" in cfg else None,
@@ -70,9 +87,34 @@ def check_ckpt_path(cfg: DictConfig) -> None:
         net=OmegaConf.to_container(cfg.model, resolve=True) if trains else None,  # type: ignore[arg-type]
     )
     if problem is not None:
-        # Lightning's own names (last, best...) look in this run's new, empty dir
-        hint = "; to go on with a run: resume=<run dir> or resume=last" if trains else ""
-        raise UserError(problem + hint)
+        raise UserError(problem + (_RESUME_HINT if trains else ""))
+
+
+#: (Lightning's own names, ckpt_path=last or best, would look in this run's new, empty dir)
+_RESUME_HINT = "; to go on with a run: resume=<run dir> or resume=last"
+
+
+def ddp_rank_argv() -> list[str] | None:
+    """For a DDP rank that Lightning started by re-running this script: the command line to use.
+
+    Lightning re-runs rank 0's command line (for a multirun: the whole sweep, ``-m`` included)
+    with ``hydra.run.dir`` set to the dir of a single run. Instead, such a rank composes the
+    config that rank 0's job saved in ``<job dir>/.hydra`` and runs in that job's dir, with its
+    own Hydra files and log in ``<job dir>/.pl_hydra_rank_<N>``. ``None`` for any other process.
+    """
+    job_dir = os.environ.get(JOB_DIR_ENV)
+    local_rank = os.environ.get("LOCAL_RANK", "0")
+    if not job_dir or local_rank == "0":
+        return None
+    rank_dir = Path(job_dir) / f".pl_hydra_rank_{local_rank}"
+    rank_dir.mkdir(parents=True, exist_ok=True)  # Hydra opens the log before it makes this dir
+    return [
+        f"--config-path={Path(job_dir) / '.hydra'}",
+        "--config-name=config",
+        f'hydra.run.dir="{job_dir}"',
+        f"hydra.output_subdir={rank_dir.name}",
+        f'hydra.job_logging.handlers.file.filename="{rank_dir / "train.log"}"',
+    ]
 
 
 @contextmanager

@@ -40,6 +40,8 @@ def _find_project_root() -> Path:
 
 PROJECT_ROOT = _find_project_root()
 CONFIG_DIR = PROJECT_ROOT / "conf"
+#: tells a DDP rank that Lightning started by re-running train.py which job dir it joins
+JOB_DIR_ENV = "MNIST_LIT_DDP_JOB_DIR"
 
 #: the run dirs this process has claimed, by the path asked for
 _CLAIMED: dict[str, str] = {}

@@ -7,7 +7,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from mnist_lit.checkpoints import load_checkpoint
-from mnist_lit.cli import built_from, run_entry_point
+from mnist_lit.cli import built_from
 from mnist_lit.console import quiet_known_noise
 from mnist_lit.hardware import instantiate_trainer
 
@@ -29,12 +29,3 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         f"test/loss={metrics['test/loss']:.4f}"
     )
     return metrics
-
-
-def main() -> None:
-    """Console entry point (``mnist-eval``) and what ``python eval.py`` runs."""
-    run_entry_point("eval", evaluate)
-
-
-if __name__ == "__main__":
-    main()

@@ -34,14 +34,14 @@ from torch import Tensor, nn
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from mnist_lit.checkpoints import load_checkpoint, spec_of_config
-from mnist_lit.cli import run_entry_point
 from mnist_lit.console import first_line, quiet_known_noise
 from mnist_lit.data import DatasetSpec, ensure_dataset
 from mnist_lit.errors import FAILED, UserError
-from mnist_lit.files import atomic_write
+from mnist_lit.files import atomic_write, output_beside
+from mnist_lit.schema import EXPORT_SUFFIXES
 
 #: format -> file suffix
-FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+FORMATS = EXPORT_SUFFIXES
 
 
 class NormalizedNet(nn.Module):
@@ -196,19 +196,10 @@ def verify(
 # ----------------------------------------------------------------------------- the command
 
 
-def default_output(ckpt_path: str | Path, fmt: str) -> Path:
-    """Next to the checkpoint: ``<run>/checkpoints/epoch_005.ckpt`` -> ``epoch_005.onnx``."""
-    return Path(ckpt_path).with_suffix(FORMATS[fmt])
-
-
 def output_of(cfg: DictConfig) -> Path:
-    """Where the export goes; never onto the checkpoint it reads (a ``UserError`` if so)."""
-    output = Path(cfg.output) if cfg.output else default_output(cfg.ckpt_path, cfg.format)
-    ckpt = Path(cfg.ckpt_path)
-    if output.resolve() == ckpt.resolve() or (output.exists() and output.samefile(ckpt)):
-        other = ckpt.with_name(f"{ckpt.stem}-exported{FORMATS[cfg.format]}")
-        raise UserError(f"output={output} is the checkpoint itself: pass output={other}")
-    return output
+    """Where the export goes: ``output``, or next to the checkpoint (``epoch_005.ckpt`` ->
+    ``epoch_005.onnx``); never onto the checkpoint it reads (a ``UserError`` if so)."""
+    return output_beside(cfg.ckpt_path, cfg.output, FORMATS[cfg.format])
 
 
 def export(cfg: DictConfig) -> dict[str, Any]:
@@ -271,12 +262,3 @@ def export(cfg: DictConfig) -> dict[str, Any]:
             FAILED,
         )
     return results
-
-
-def main() -> None:
-    """Console entry point (``mnist-export``) and what ``python export.py`` runs."""
-    run_entry_point("export", export, check_task=output_of)
-
-
-if __name__ == "__main__":
-    main()

@@ -22,7 +22,6 @@ import torch
 from omegaconf import DictConfig, ListConfig
 
 from mnist_lit.checkpoints import load_checkpoint, spec_of_config
-from mnist_lit.cli import run_entry_point
 from mnist_lit.console import first_line, quiet_known_noise
 from mnist_lit.data.preprocess import find_images, preprocess, read_image
 from mnist_lit.errors import FAILED, UserError
@@ -212,12 +211,3 @@ def predict(cfg: DictConfig) -> list[Prediction]:
             exit_code=FAILED,
         )
     return predictions
-
-
-def main() -> None:
-    """Console entry point (``mnist-predict``) and what ``python predict.py`` runs."""
-    run_entry_point("predict", predict)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,7 @@
 """The processes of a job: DDP ranks Lightning starts, and parallel sweep jobs sharing cores.
 
 ``train.py`` runs its fit and test inside ``processes_of_this_job``; a DDP rank that Lightning
-starts by re-running ``train.py`` gets its command line from ``ddp_rank_argv``.
+starts by re-running ``train.py`` gets its command line from ``cli.ddp_rank_argv``.
 """
 
 from __future__ import annotations
@@ -20,13 +20,12 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from mnist_lit.compat import started_rank_processes
+from mnist_lit.config import JOB_DIR_ENV
 from mnist_lit.errors import INTERRUPTED, UserError
 
 log = logging.getLogger(__name__)
 
 
-#: tells a DDP rank that Lightning started by re-running this script which job dir it joins
-JOB_DIR_ENV = "MNIST_LIT_DDP_JOB_DIR"
 #: what Lightning's DDP launch leaves in rank 0's environment
 _LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 
@@ -130,26 +129,3 @@ def parallel_jobs() -> int:
         return 1
     n_jobs = OmegaConf.select(HydraConfig.get(), "launcher.n_jobs", default=None)
     return n_jobs if isinstance(n_jobs, int) and n_jobs > 1 else 1
-
-
-def ddp_rank_argv() -> list[str] | None:
-    """For a DDP rank that Lightning started by re-running this script: the command line to use.
-
-    Lightning re-runs rank 0's command line (for a multirun: the whole sweep, ``-m`` included)
-    with ``hydra.run.dir`` set to the dir of a single run. Instead, such a rank composes the
-    config that rank 0's job saved in ``<job dir>/.hydra`` and runs in that job's dir, with its
-    own Hydra files and log in ``<job dir>/.pl_hydra_rank_<N>``. ``None`` for any other process.
-    """
-    job_dir = os.environ.get(JOB_DIR_ENV)
-    local_rank = os.environ.get("LOCAL_RANK", "0")
-    if not job_dir or local_rank == "0":
-        return None
-    rank_dir = Path(job_dir) / f".pl_hydra_rank_{local_rank}"
-    rank_dir.mkdir(parents=True, exist_ok=True)  # Hydra opens the log before it makes this dir
-    return [
-        f"--config-path={Path(job_dir) / '.hydra'}",
-        "--config-name=config",
-        f'hydra.run.dir="{job_dir}"',
-        f"hydra.output_subdir={rank_dir.name}",
-        f'hydra.job_logging.handlers.file.filename="{rank_dir / "train.log"}"',
-    ]

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import yaml
 
-from mnist_lit.checkpoints import checkpoint_problem
 from mnist_lit.errors import UserError
 from mnist_lit.files import atomic_write_bytes
 
@@ -28,6 +27,8 @@ RESUME_SUBDIR = ".hydra/resume"
 
 def newest_intact_checkpoint(run_dir: Path) -> Path:
     """The most recently written checkpoint of a run that loads; damaged ones are skipped."""
+    from mnist_lit.checkpoints import checkpoint_problem  # torch: only once there is a run
+
     found = sorted(
         (run_dir / "checkpoints").rglob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True
     )

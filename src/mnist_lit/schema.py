@@ -250,6 +250,10 @@ class PredictOptions(BaseModel):
     preprocess: Preprocess
 
 
+#: export's formats and the suffix of the file each writes
+EXPORT_SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
+
+
 class ExportOptions(BaseModel):
     """``conf/export.yaml``."""
 

@@ -6,7 +6,6 @@ Everything comes from ``conf/train.yaml`` and its groups; see ``python train.py 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -19,16 +18,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_lit.checkpoints import checkpoint_step
 from mnist_lit.classifier import LitClassifier
-from mnist_lit.cli import built_from, run_entry_point
-from mnist_lit.config import PROJECT_ROOT
+from mnist_lit.cli import built_from
 from mnist_lit.console import print_config_tree, quiet_known_noise
-from mnist_lit.errors import UserError, reported_errors
+from mnist_lit.errors import UserError
 from mnist_lit.files import atomic_write_bytes
 from mnist_lit.hardware import instantiate_trainer
 from mnist_lit.loggers import build_loggers, log_hparams
-from mnist_lit.processes import ddp_rank_argv, parallel_jobs, processes_of_this_job
+from mnist_lit.processes import parallel_jobs, processes_of_this_job
 from mnist_lit.report import RUN_SUMMARY_FILE
-from mnist_lit.runs import accept_resumed_config, resume_command_line
+from mnist_lit.runs import accept_resumed_config
 
 #: the order groups appear in the printed config tree
 TREE_ORDER = ("data", "model", "optimizer", "scheduler", "trainer", "callbacks", "logger", "paths")
@@ -137,15 +135,3 @@ def write_summary(path: Path, summary: dict) -> None:
 def _task_overrides() -> list[str]:
     """The command-line overrides of this job (a sweep job's own values included)."""
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
-def main() -> None:
-    """Console entry point (``mnist-train``) and what ``python train.py`` runs."""
-    rank_argv = ddp_rank_argv()  # a DDP rank Lightning started: rank 0 checked the config
-    with reported_errors():
-        argv = rank_argv or resume_command_line(sys.argv[1:], PROJECT_ROOT / "logs" / "train")
-    run_entry_point("train", train, argv, check=rank_argv is None)
-
-
-if __name__ == "__main__":
-    main()

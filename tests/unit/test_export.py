@@ -13,7 +13,7 @@ import torch
 from mnist_lit import export as export_module
 from mnist_lit.checkpoints import load_checkpoint
 from mnist_lit.errors import UserError
-from mnist_lit.export import NormalizedNet, default_output, export, metadata
+from mnist_lit.export import NormalizedNet, export, metadata, output_of
 
 from ..conftest import compose_config
 from .conftest import SYNTHETIC, TEST_N, synthetic_overrides
@@ -58,10 +58,10 @@ def test_metadata_says_what_a_user_needs() -> None:
     assert all(isinstance(v, str) for v in meta.values())
 
 
-def test_default_output_is_next_to_the_checkpoint(tmp_path: Path) -> None:
+def test_default_output_is_next_to_the_checkpoint(export_cfg, tmp_path: Path) -> None:
     ckpt = tmp_path / "run" / "checkpoints" / "epoch_005.ckpt"
-    assert default_output(ckpt, "onnx") == ckpt.parent / "epoch_005.onnx"
-    assert default_output(ckpt, "torchscript") == ckpt.parent / "epoch_005.pt"
+    for fmt, name in (("onnx", "epoch_005.onnx"), ("torchscript", "epoch_005.pt")):
+        assert output_of(export_cfg(f"ckpt_path={ckpt}", f"format={fmt}")) == ckpt.parent / name
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")  # the format's reader
@@ -83,7 +83,7 @@ def test_torchscript_export_matches_pytorch(export_cfg, tmp_path: Path, capsys) 
 
 def test_without_verify_only_the_file(export_cfg, tiny_ckpts: dict) -> None:
     results = export(export_cfg("verify=false"))
-    written = default_output(tiny_ckpts["synthetic"], "torchscript")
+    written = tiny_ckpts["synthetic"].with_suffix(".pt")
     assert results == {"output": str(written)} and written.is_file()
     written.unlink()
 
@@ -145,8 +145,8 @@ def test_an_export_never_overwrites_its_checkpoint(
     (tmp_path / "link.onnx").symlink_to(ckpt)
     cfg = export_cfg(f"ckpt_path={ckpt}", *overrides)
     with pytest.raises(UserError) as caught:
-        export_module.output_of(cfg)
-    assert caught.value.exit_code == 2 and "checkpoint itself" in str(caught.value)
+        output_of(cfg)
+    assert caught.value.exit_code == 2 and "itself" in str(caught.value)
     with pytest.raises(UserError):
         export(cfg)
     assert ckpt.read_bytes() == original

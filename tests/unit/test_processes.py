@@ -13,12 +13,9 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 
 from mnist_lit import processes
-from mnist_lit.processes import (
-    JOB_DIR_ENV,
-    ddp_rank_argv,
-    parallel_jobs,
-    processes_of_this_job,
-)
+from mnist_lit.cli import ddp_rank_argv
+from mnist_lit.config import JOB_DIR_ENV
+from mnist_lit.processes import parallel_jobs, processes_of_this_job
 
 from ..conftest import compose_config
 
