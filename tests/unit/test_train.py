@@ -165,3 +165,31 @@ def test_resuming_a_finished_run_keeps_its_results(train_cfg) -> None:
     assert resumed["metrics"].keys() == finished["metrics"].keys()
     assert resumed["metrics"] == finished["metrics"]
     assert resumed["fit_seconds"] >= finished["fit_seconds"]
+
+
+def test_a_run_killed_during_validation_resumes_with_that_validation(train_cfg) -> None:
+    """No step checkpoint is saved on a batch that validation follows (Lightning would resume it
+    as if that validation had run): killed during epoch 0's validation, the run goes on from the
+    step before, validates epoch 0 and ends with the uninterrupted numbers."""
+    run = [
+        "model=mlp",
+        "model.dropout=0.3",
+        "trainer.max_epochs=2",
+        "callbacks.resume_checkpoint.every_n_train_steps=4",
+        "callbacks.resume_checkpoint.save_top_k=-1",
+    ]
+    straight = train_cfg(*run, run="straight")
+    train(straight)
+    straight_dir = Path(straight.paths.output_dir)
+    saved = sorted(p.name for p in (straight_dir / "checkpoints" / "resume").iterdir())
+    assert saved == ["step_0000004.ckpt", "step_0000012.ckpt"]  # not 8 and 16: epochs' last
+
+    # the newest checkpoint of a run killed during epoch 0's validation
+    killed_at = straight_dir.parent / "step_0000004.ckpt"
+    shutil.copyfile(straight_dir / "checkpoints" / "resume" / "step_0000004.ckpt", killed_at)
+    resumed = train_cfg(*run, f"ckpt_path={killed_at}", run="resumed")
+    train(resumed)
+    resumed_dir = Path(resumed.paths.output_dir)
+    assert len(read_scalars(resumed_dir / "tensorboard")["val/acc"]) == 2  # epochs 0 and 1
+    assert _summary(resumed)["metrics"] == _summary(straight)["metrics"]
+    assert Path(_summary(resumed)["best_ckpt"]).name == Path(_summary(straight)["best_ckpt"]).name

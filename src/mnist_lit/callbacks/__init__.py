@@ -1,6 +1,13 @@
 """Lightning callbacks: one module per concern. Add one here, plus a YAML in ``conf/callbacks/``."""
 
 from mnist_lit.callbacks.images import SampleBatchImages, TestReportImages
-from mnist_lit.callbacks.training import ChannelsLast, ExactResume, StopAtTarget
+from mnist_lit.callbacks.training import ChannelsLast, ExactResume, StepCheckpoint, StopAtTarget
 
-__all__ = ["ChannelsLast", "ExactResume", "SampleBatchImages", "StopAtTarget", "TestReportImages"]
+__all__ = [
+    "ChannelsLast",
+    "ExactResume",
+    "SampleBatchImages",
+    "StepCheckpoint",
+    "StopAtTarget",
+    "TestReportImages",
+]

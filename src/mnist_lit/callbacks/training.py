@@ -1,4 +1,5 @@
-"""Callbacks that shape a training run: stop at a target, channels-last weights, exact resume."""
+"""Callbacks that shape a training run: stop at a target, channels-last weights, exact resume,
+checkpoints every N steps."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
 
@@ -118,3 +120,25 @@ class ExactResume(L.Callback):
         for loader, state in zip(stateful, self._loader_states, strict=False):
             loader.load_state_dict(state)
         self._loader_states = []
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` every N training steps, except on a batch that validation
+    follows (an epoch's last, or each ``val_check_interval``).
+
+    Lightning resumes a checkpoint saved on such a batch as if that validation had run (it was
+    saved before it), so a run killed during the validation would skip it: ``val/acc_best`` and
+    the tested checkpoint would differ from an uninterrupted run's. Without it, the resumed run
+    goes on from the checkpoint before, or from ``last.ckpt`` saved after the validation.
+    """
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        done = idx + 1
+        every = trainer.val_check_batch
+        validates = done == trainer.num_training_batches or (
+            isinstance(every, int) and every > 0 and done % every == 0
+        )
+        if not (validates and trainer.enable_validation):
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, idx)
