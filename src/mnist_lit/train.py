@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_lit.callbacks import StartupTime
 from mnist_lit.checkpoints import checkpoint_step
 from mnist_lit.classifier import LitClassifier
 from mnist_lit.cli import built_from
@@ -105,6 +106,7 @@ def train(cfg: DictConfig) -> float | None:
         "metrics": metrics,
         "epochs": trainer.current_epoch,
         "fit_seconds": round(fit_seconds, 2),
+        "startup_seconds": _startup_seconds(trainer),
         "best_ckpt": best_ckpt,
     }
     write_summary(output_dir / RUN_SUMMARY_FILE, summary)
@@ -116,6 +118,12 @@ def train(cfg: DictConfig) -> float | None:
         f"best_ckpt={best_ckpt or '(none saved)'} run_dir={output_dir}"
     )
     return optimized
+
+
+def _startup_seconds(trainer: L.Trainer) -> float | None:
+    """Launch to first training step, when the ``startup_time`` callback measured it."""
+    found = [c.seconds for c in trainer.callbacks if isinstance(c, StartupTime) and c.seconds]
+    return round(found[0], 2) if found else None
 
 
 def write_summary(path: Path, summary: dict) -> None:

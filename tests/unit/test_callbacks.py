@@ -3,9 +3,12 @@ exact resume, and the pictures written to TensorBoard."""
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import psutil
 import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -160,3 +163,14 @@ def test_test_report_keeps_the_most_confident_mistakes(tmp_path: Path) -> None:
     }
     report.on_test_epoch_start(trainer, None)  # a second test starts afresh
     assert len(report.mistakes[0]) == 0 and report.confusion.compute().sum() == 0
+
+
+def test_startup_time_is_measured_from_the_process_launch(train_cfg) -> None:
+    """From the process's creation to the first training step: more than this test's own run."""
+    from mnist_lit.train import train
+
+    cfg = train_cfg("model=mlp")
+    train(cfg)
+    summary = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    started = psutil.Process().create_time()
+    assert 0 < summary["startup_seconds"] < time.time() - started

@@ -78,6 +78,7 @@ def test_defaults_are_the_documented_ones(tmp_path: Path) -> None:
         "stop_at_target",
         "early_stopping",
         "lr_monitor",
+        "startup_time",
         "progress_bar",
         "sample_batch",
         "test_images",

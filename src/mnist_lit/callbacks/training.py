@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import lightning as L
+import psutil
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
@@ -58,6 +59,27 @@ class StopAtTarget(L.Callback):
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in found.items()})
         for logger in trainer.loggers:
             logger.log_metrics(found, step=trainer.global_step)
+
+
+class StartupTime(L.Callback):
+    """Measures ``seconds`` from the process's launch to its first training step, and logs it
+    as ``time/startup_seconds``.
+
+    What a user waits for before anything trains (imports, data, building the trainer), measured
+    by every run: ``train.py`` writes it into ``metrics.json`` as ``startup_seconds``.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: float | None = None
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self.seconds is not None:
+            return
+        self.seconds = time.time() - psutil.Process().create_time()
+        for logger in trainer.loggers:
+            logger.log_metrics({"time/startup_seconds": self.seconds}, step=trainer.global_step)
 
 
 class ChannelsLast(L.Callback):
