@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -47,13 +48,18 @@ JOB_DIR_ENV = "MNIST_LIT_DDP_JOB_DIR"
 _CLAIMED: dict[str, str] = {}
 
 
-def unique_dir(path: str) -> str:
+def unique_dir(path: str, mode: str = "RUN") -> str:
     """``path``, or ``path_1``, ``path_2``... : the first that this process could create.
 
     ``mkdir`` is atomic, so runs started in the same second (whose time-stamped dirs are the
     same) each get a dir of their own. The same path asked again gets the same dir: Hydra
-    resolves its run dir more than once.
+    resolves its run dir more than once. ``mode`` is the Hydra mode the dir is for (``RUN`` for
+    ``hydra.run.dir``, ``MULTIRUN`` for ``hydra.sweep.dir``): asked in the other mode (Lightning
+    reads a sweep job's run dir to start DDP ranks), nothing is claimed.
     """
+    asked_in = getattr(HydraConfig.get().mode, "name", None) if HydraConfig.initialized() else None
+    if asked_in is not None and asked_in != mode:
+        return path
     if path not in _CLAIMED:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         for n in itertools.count():

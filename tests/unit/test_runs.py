@@ -8,9 +8,12 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 
 from mnist_lit.config import check_command_line, unique_dir
 from mnist_lit.errors import UserError
@@ -139,8 +142,11 @@ def test_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
     assert str(tmp_path) in _refused([f"resume={tmp_path}"], tmp_path)
 
 
-def test_a_run_dir_taken_by_another_process_is_not_shared(tmp_path: Path) -> None:
+def test_a_run_dir_taken_by_another_process_is_not_shared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Runs started in the same second ask for the same time-stamped dir; mkdir decides."""
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)  # before Hydra runs a job
     asked = str(tmp_path / "runs" / "2026-12-02_12-00-00")
     Path(asked).mkdir(parents=True)  # another process's run
     (tmp_path / "runs" / "2026-12-02_12-00-00_1").mkdir()  # and a third's
@@ -189,3 +195,16 @@ def test_resuming_removes_what_killed_checkpoint_writes_left(
     resume_command_line([f"resume={run}"], tmp_path)
     assert not any(p.exists() for p in leftovers)
     assert (run / "checkpoints" / "last.ckpt").exists()
+
+
+def test_a_run_dir_asked_for_during_a_multirun_is_not_claimed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lightning reads a sweep job's hydra.run.dir to start DDP ranks: no stray runs/ dir."""
+    sweeping = SimpleNamespace(mode=RunMode.MULTIRUN)
+    monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: True))
+    monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: sweeping))
+    asked = str(tmp_path / "runs" / "2026-12-02_12-00-00")
+    assert unique_dir(asked, "RUN") == asked and not (tmp_path / "runs").exists()
+    sweep = str(tmp_path / "multiruns" / "2026-12-02_12-00-00")
+    assert unique_dir(sweep, "MULTIRUN") == sweep and Path(sweep).is_dir()
