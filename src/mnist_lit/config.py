@@ -74,7 +74,9 @@ def unique_dir(path: str, mode: str = "RUN") -> str:
 
 
 OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
-OmegaConf.register_new_resolver("unique_dir", unique_dir, replace=True)
+# cached in the config, which Hydra copies to each job of a sweep (the launcher may run them in
+# other processes): every job resolves the sweep dir its launcher claimed
+OmegaConf.register_new_resolver("unique_dir", unique_dir, replace=True, use_cache=True)
 
 
 # ----------------------------------------------------------------------------- checking a config
