@@ -34,7 +34,7 @@ from mnist_lit.compat import (
     slurm_executor_without_srun,
     submitit_command,
 )
-from mnist_lit.config import CONFIG_DIR, check_command_line, validate
+from mnist_lit.config import CONFIG_DIR, check_command_line, dirs_named_only, validate
 from mnist_lit.errors import UserError, reported_errors
 
 Callbacks, BasicSweeper = hydra_multirun_internals()
@@ -83,7 +83,10 @@ def dry_run(overrides: Sequence[str]) -> str:
     (``GlobalHydra.instance().hydra``), ``Callbacks`` and ``BasicSweeper``, as ``Hydra.multirun``.
     """
     GlobalHydra.instance().clear()
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"):
+    with (
+        dirs_named_only(),
+        initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"),
+    ):
         hydra = GlobalHydra.instance().hydra
         assert hydra is not None
         cfg = hydra.compose_config("train", list(overrides), run_mode=RunMode.MULTIRUN)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import difflib
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ JOB_DIR_ENV = "MNIST_LIT_DDP_JOB_DIR"
 
 #: the run dirs this process has claimed, by the path asked for
 _CLAIMED: dict[str, str] = {}
+#: the dirs a dry run would get are named, not made (``dirs_named_only``)
+_DRY_RUN: list[bool] = []
 
 
 def unique_dir(path: str, mode: str = "RUN") -> str:
@@ -58,7 +61,7 @@ def unique_dir(path: str, mode: str = "RUN") -> str:
     reads a sweep job's run dir to start DDP ranks), nothing is claimed.
     """
     asked_in = getattr(HydraConfig.get().mode, "name", None) if HydraConfig.initialized() else None
-    if asked_in is not None and asked_in != mode:
+    if _DRY_RUN or (asked_in is not None and asked_in != mode):
         return path
     if path not in _CLAIMED:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -74,6 +77,18 @@ def unique_dir(path: str, mode: str = "RUN") -> str:
 
 
 OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
+
+
+@contextmanager
+def dirs_named_only() -> Iterator[None]:
+    """Within: ``unique_dir`` names the dir a run would get and creates nothing (a dry run)."""
+    _DRY_RUN.append(True)
+    try:
+        yield
+    finally:
+        _DRY_RUN.pop()
+
+
 # cached in the config, which Hydra copies to each job of a sweep (the launcher may run them in
 # other processes): every job resolves the sweep dir its launcher claimed
 OmegaConf.register_new_resolver("unique_dir", unique_dir, replace=True, use_cache=True)
