@@ -1,12 +1,9 @@
-"""Load a ``LitClassifier`` checkpoint safely, and check it fits the selected data set.
+"""Load a ``LitClassifier`` checkpoint safely, check it fits the config; write them atomically.
 
-A checkpoint is a pickle, and a pickle can run code: it is read with ``torch.load(...,
-weights_only=True)``, which only rebuilds tensors and plain data. Its hyper-parameters also name
-code (``_target_``) that building the model calls, so they are looked up in an allow-list of
-the networks of ``mnist_lit.models``, the optimizers of ``torch.optim`` and the schedules of
-``torch.optim.lr_scheduler``; nothing a checkpoint names is imported. Every failure is a
-``UserError`` with one line that names the file and the fix; ``checkpoint_problem`` gives that
-line without raising, for the checks before any work and for picking a checkpoint to resume.
+A checkpoint is data: it is read weights-only (tensors and plain values, no pickled code), the
+classes its hyper-parameters name (``_target_``) are looked up in an allow-list, never imported,
+and nothing else in them may be resolved or called. Every failure is a ``UserError`` naming the
+file and the fix; ``checkpoint_problem`` gives that line without raising.
 """
 
 from __future__ import annotations
@@ -56,11 +53,8 @@ ALLOWED_TARGETS: dict[str, dict[str, type]] = {
     ),
 }
 #: how the refusal names each allow-list
-_ALLOWED_WHERE = {
-    "net": "mnist_lit.models",
-    "optimizer": "torch.optim",
-    "scheduler": "torch.optim.lr_scheduler",
-}
+_ALLOWED_WHERE = {"net": "mnist_lit.models", "optimizer": "torch.optim"}
+_ALLOWED_WHERE["scheduler"] = "torch.optim.lr_scheduler"
 
 
 #: how every "not a checkpoint of this project" message ends
@@ -132,12 +126,8 @@ def check_resumable(checkpoint: dict[str, Any], ckpt_path: str | Path) -> None:
 def check_network(
     checkpoint: dict[str, Any], net: Mapping[str, Any], ckpt_path: str | Path
 ) -> None:
-    """One line when the checkpoint's weights do not fit the network that ``net`` configures.
-
-    Compares the names and shapes of the weights, so a setting that changes none may differ
-    (``dropout=0.2`` for ``0.1``; but not ``0`` for ``0.1``, which drops a layer and renames the
-    ones after it). The fix names the settings the checkpoint was trained with.
-    """
+    """One line when the checkpoint's weights (names and shapes) do not fit the network ``net``
+    configures, naming the settings it was trained with (``dropout=0.2`` for ``0.1`` fits)."""
     built = instantiate(dict(net))
     wanted = {f"net.{k}": tuple(v.shape) for k, v in built.state_dict().items()}
     state = checkpoint["state_dict"]
@@ -258,12 +248,9 @@ def checkpoint_problem(
 ) -> str | None:
     """Why ``ckpt_path`` cannot be used, as one line with the fix; ``None`` when it can.
 
-    ``None`` means: the file loads weights-only, is a LitClassifier checkpoint whose model builds
-    and takes its weights, and (when asked) was trained on ``dataset``, can resume training
-    (``resume``) and fits the network ``net`` configures. It reads the file and builds the small
-    model on the CPU, nothing else (no data, no trainer, no files written): a few tens of
-    milliseconds for this project's checkpoints, so command lines check ``ckpt_path=`` with it
-    before any work, and resuming tries checkpoints newest first with it.
+    It loads, builds its model and takes its weights, and (when asked) was trained on
+    ``dataset``, can resume training and fits the network ``net`` configures. It reads the file
+    and builds the model on the CPU, nothing else: quick enough to check before any work.
     """
     try:
         checkpoint = read_checkpoint(ckpt_path)
@@ -283,13 +270,10 @@ def _check_target(key: str, config: object, ckpt_path: str | Path) -> None:
     """Refuse a hyper-parameter that would make building the model run code it does not name
     by an allowed class: another ``_target_``, or anything Hydra resolves or acts on."""
     target = config.get("_target_") if isinstance(config, dict) else None
-    if not isinstance(target, str) or target not in ALLOWED_TARGETS[key]:
-        raise _not_ours(
-            ckpt_path,
-            f"its {key} names {target!r}, not a class of {_ALLOWED_WHERE[key]} "
-            "(refusing to run code a checkpoint names)",
-        )
-    assert isinstance(config, dict)
+    if not isinstance(config, dict) or str(target) not in ALLOWED_TARGETS[key]:
+        where = _ALLOWED_WHERE[key]
+        why = f"its {key} names {target!r}, not a class of {where} (refusing to run code it names)"
+        raise _not_ours(ckpt_path, why)
     arguments = {k: v for k, v in config.items() if k not in ("_target_", "_partial_")}
     found = _not_plain_data(arguments) or _not_plain_data(config.get("_partial_", False), bool)
     if found:
@@ -341,12 +325,8 @@ def _is_state_dict(obj: object) -> bool:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, but temp-file-and-rename in the checkpoint's own folder.
-
-    (Lightning's own writer goes through a temporary file in the system temp dir and then
-    *moves* it, which is a copy when /tmp is another file system: a kill during it leaves a
-    truncated checkpoint.)
-    """
+    """Lightning's checkpoint IO, but written to a temporary file in the checkpoint's own folder
+    and renamed (Lightning's moves one from /tmp: a copy, that a kill can cut short)."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
