@@ -86,6 +86,8 @@ def train(cfg: DictConfig) -> float | None:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         fit_seconds = time.perf_counter() - started
         fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if trainer.is_global_zero:
+            fit_metrics, fit_seconds = fit_results(output_dir, fit_metrics, fit_seconds)
 
         ckpt = trainer.checkpoint_callback
         best_ckpt = ckpt.best_model_path if ckpt else ""
@@ -109,7 +111,7 @@ def train(cfg: DictConfig) -> float | None:
         "startup_seconds": _startup_seconds(trainer),
         "best_ckpt": best_ckpt,
     }
-    write_summary(output_dir / RUN_SUMMARY_FILE, summary)
+    atomic_write_bytes(output_dir / RUN_SUMMARY_FILE, json.dumps(summary, indent=2).encode())
     model_name = HydraConfig.get().runtime.choices.get("model") if HydraConfig.initialized() else ""
     print(
         f"[mnist-lit] model={model_name} "
@@ -120,24 +122,27 @@ def train(cfg: DictConfig) -> float | None:
     return optimized
 
 
+#: what a fit measured, kept until the run's results are written (``fit_results``)
+FIT_RESULTS_FILE = "fit_metrics.json"
+
+
 def _startup_seconds(trainer: L.Trainer) -> float | None:
     """Launch to first training step, when the ``startup_time`` callback measured it."""
     found = [c.seconds for c in trainer.callbacks if isinstance(c, StartupTime) and c.seconds]
     return round(found[0], 2) if found else None
 
 
-def write_summary(path: Path, summary: dict) -> None:
-    """Write ``metrics.json`` atomically; a resumed run keeps what its earlier part measured.
-
-    (Resuming a finished run fits nothing: its fit metrics and time are the earlier ones.)
-    """
-    try:
-        earlier = json.loads(path.read_text()) if path.is_file() else {}
-    except ValueError:  # cut short by a full disk before atomic writes: nothing to keep
-        earlier = {}
-    summary["metrics"] = {**earlier.get("metrics", {}), **summary["metrics"]}
-    summary["fit_seconds"] = round(summary["fit_seconds"] + (earlier.get("fit_seconds") or 0), 2)
-    atomic_write_bytes(path, json.dumps(summary, indent=2).encode())
+def fit_results(
+    run_dir: Path, metrics: dict[str, float], seconds: float
+) -> tuple[dict[str, float], float]:
+    """Keep what a fit measured in ``fit_metrics.json`` before testing; a resumed fit that had
+    nothing left to do (killed during its test, or finished) gets those figures back."""
+    path = run_dir / FIT_RESULTS_FILE
+    if not metrics and path.is_file():
+        saved = json.loads(path.read_text())
+        return saved["metrics"], saved["fit_seconds"]
+    atomic_write_bytes(path, json.dumps({"metrics": metrics, "fit_seconds": seconds}).encode())
+    return metrics, seconds
 
 
 def _task_overrides() -> list[str]:
