@@ -18,13 +18,20 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from mnist_lit.config import CONFIG_DIR, JOB_DIR_ENV, check_command_line, validate
+from mnist_lit.config import (
+    CONFIG_DIR,
+    JOB_DIR_ENV,
+    check_command_line,
+    remove_unstarted_run_dir,
+    validate,
+)
 from mnist_lit.console import first_line
-from mnist_lit.errors import UserError, reported_errors
+from mnist_lit.errors import BAD_INPUT, UserError, reported_errors
 from mnist_lit.files import checkpoint_file
 
 
@@ -53,8 +60,13 @@ def run_entry_point(
 
     def checked_task(cfg: DictConfig) -> Any:
         with reported_errors():
-            validate(cfg)
-            return _imported(task)(cfg)
+            try:
+                validate(cfg)
+                return _imported(task)(cfg)
+            except UserError as err:
+                if err.exit_code == BAD_INPUT:  # refused before it trained: no run to keep
+                    remove_unstarted_run_dir(HydraConfig.get().runtime.output_dir)
+                raise
 
     main = hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)
     main(checked_task)()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -77,6 +78,16 @@ def unique_dir(path: str, mode: str = "RUN") -> str:
 
 
 OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
+
+
+def remove_unstarted_run_dir(run_dir: str) -> None:
+    """Remove ``run_dir`` if this process claimed it and its run never started (no checkpoint,
+    no results): a value refused when the trainer or model is built leaves no empty run."""
+    path = Path(run_dir).resolve()
+    claimed = path in {Path(p).resolve() for p in _CLAIMED.values()}
+    started = (path / "checkpoints").exists() or any(path.glob("*.json"))
+    if claimed and path.is_dir() and not started:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @contextmanager

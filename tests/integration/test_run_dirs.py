@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mnist_lit.config import PROJECT_ROOT
+
 CLAIM = """
 import sys, time
 from mnist_lit.config import unique_dir
@@ -34,3 +36,14 @@ def test_processes_started_together_get_one_dir_each(tmp_path: Path) -> None:
     assert sorted(p.name for p in Path(asked).parent.iterdir()) == sorted(
         Path(c).name for c in claimed
     )
+
+
+def test_a_run_refused_when_its_trainer_is_built_leaves_no_run_dir(tmp_path: Path) -> None:
+    """trainer.devices=0 passes the checks before Hydra (Lightning's to check) and is refused
+    once the run dir exists: the dir goes with it."""
+    done = subprocess.run(
+        [sys.executable, "train.py", "trainer.devices=0", f"paths.log_dir={tmp_path}"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert list((tmp_path / "train" / "runs").iterdir()) == []

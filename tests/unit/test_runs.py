@@ -15,7 +15,7 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-from mnist_lit.config import check_command_line, unique_dir
+from mnist_lit.config import check_command_line, remove_unstarted_run_dir, unique_dir
 from mnist_lit.errors import UserError
 from mnist_lit.runs import (
     accept_resumed_config,
@@ -208,3 +208,19 @@ def test_a_run_dir_asked_for_during_a_multirun_is_not_claimed(
     assert unique_dir(asked, "RUN") == asked and not (tmp_path / "runs").exists()
     sweep = str(tmp_path / "multiruns" / "2026-12-02_12-00-00")
     assert unique_dir(sweep, "MULTIRUN") == sweep and Path(sweep).is_dir()
+
+
+def test_a_run_refused_before_it_trained_leaves_no_run_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)
+    refused = Path(unique_dir(str(tmp_path / "runs" / "refused")))
+    (refused / ".hydra").mkdir()
+    (refused / "train.log").write_text("...")
+    started = Path(unique_dir(str(tmp_path / "runs" / "started")))
+    (started / "checkpoints").mkdir()
+    other = tmp_path / "runs" / "not-claimed"
+    other.mkdir()
+    for run_dir in (refused, started, other):
+        remove_unstarted_run_dir(str(run_dir))
+    assert not refused.exists() and started.is_dir() and other.is_dir()
