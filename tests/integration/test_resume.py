@@ -165,3 +165,54 @@ def test_a_stopped_run_saves_a_checkpoint_and_says_how_to_resume(
     resumed = run_cli("train.py", f"resume={run_dir}", f"paths.data_dir={mnist_data_dir}")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert (run_dir / "metrics.json").exists()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory, mnist_data_dir: Path) -> Path:
+    """The run the killed ones are compared with."""
+    run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
+    done = run_cli("train.py", *RUN, f"paths.data_dir={mnist_data_dir}", f"hydra.run.dir={run_dir}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    return run_dir
+
+
+def _checkpoint_being_written(run_dir: Path) -> bool:
+    """A checkpoint's temporary file exists (only while it is written), and one before it."""
+    folder = run_dir / "checkpoints"
+    return any(folder.rglob(".*.tmp")) and any(folder.rglob("*.ckpt"))
+
+
+#: when to SIGKILL: a moment each, found by what the run writes then
+KILL_MOMENTS = {
+    # fit_metrics.json is written when the fit has ended, just before testing
+    "during its test": lambda run_dir: (run_dir / "fit_metrics.json").exists(),
+    "during a checkpoint write": _checkpoint_being_written,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", list(KILL_MOMENTS))
+def test_killed_at_a_moment_resumes_to_the_same_results(
+    moment: str, uninterrupted: Path, tmp_path: Path, mnist_data_dir: Path
+) -> None:
+    """SIGKILLed at the moment named, resumed: the same metrics, epochs and tested checkpoint."""
+    killed = tmp_path / "killed"
+    process = _start(killed, mnist_data_dir)
+    reached = KILL_MOMENTS[moment]
+    deadline = time.monotonic() + 240
+    while not reached(killed):
+        if process.poll() is not None:
+            pytest.skip(f"the run ended before the moment came ({moment}): too quick to catch")
+        assert time.monotonic() < deadline, f"never {moment}"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed / "metrics.json").exists()
+
+    resumed = run_cli("train.py", f"resume={killed}", f"paths.data_dir={mnist_data_dir}")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    want = json.loads((uninterrupted / "metrics.json").read_text())
+    got = json.loads((killed / "metrics.json").read_text())
+    assert got["metrics"] == want["metrics"]
+    assert got["epochs"] == want["epochs"]
+    assert Path(got["best_ckpt"]).name == Path(want["best_ckpt"]).name
+    assert not any((killed / "checkpoints").rglob(".*.tmp"))
