@@ -53,8 +53,11 @@ ALLOWED_TARGETS: dict[str, dict[str, type]] = {
     ),
 }
 #: how the refusal names each allow-list
-_ALLOWED_WHERE = {"net": "mnist_lit.models", "optimizer": "torch.optim"}
-_ALLOWED_WHERE["scheduler"] = "torch.optim.lr_scheduler"
+_ALLOWED_WHERE = {
+    "net": "mnist_lit.models",
+    "optimizer": "torch.optim",
+    "scheduler": "torch.optim.lr_scheduler",
+}
 
 
 #: how every "not a checkpoint of this project" message ends

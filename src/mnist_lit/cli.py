@@ -88,16 +88,16 @@ def check_ckpt_path(cfg: DictConfig) -> None:
         return
     try:
         checkpoint_file(path)  # a wrong path, answered without loading torch
-    except UserError as err:
-        raise UserError(f"{err}{_RESUME_HINT if trains else ''}") from None
-    from mnist_lit.checkpoints import checkpoint_problem, dataset_of_config
+        from mnist_lit.checkpoints import checkpoint_problem, dataset_of_config
 
-    problem = checkpoint_problem(
-        str(path),
-        dataset=dataset_of_config(cfg.data) if "data" in cfg else None,
-        resume=trains,
-        net=OmegaConf.to_container(cfg.model, resolve=True) if trains else None,  # type: ignore[arg-type]
-    )
+        problem = checkpoint_problem(
+            str(path),
+            dataset=dataset_of_config(cfg.data) if "data" in cfg else None,
+            resume=trains,
+            net=OmegaConf.to_container(cfg.model, resolve=True) if trains else None,  # type: ignore[arg-type]
+        )
+    except UserError as err:
+        problem = str(err)
     if problem is not None:
         raise UserError(problem + (_RESUME_HINT if trains else ""))
 

@@ -40,9 +40,6 @@ from mnist_lit.errors import FAILED, UserError
 from mnist_lit.files import atomic_write, output_beside
 from mnist_lit.schema import EXPORT_SUFFIXES
 
-#: format -> file suffix
-FORMATS = EXPORT_SUFFIXES
-
 
 class NormalizedNet(nn.Module):
     """``net((pixels - mean) / std)``: the network as it was trained, fed pixel / 255."""
@@ -199,7 +196,7 @@ def verify(
 def output_of(cfg: DictConfig) -> Path:
     """Where the export goes: ``output``, or next to the checkpoint (``epoch_005.ckpt`` ->
     ``epoch_005.onnx``); never onto the checkpoint it reads (a ``UserError`` if so)."""
-    return output_beside(cfg.ckpt_path, cfg.output, FORMATS[cfg.format])
+    return output_beside(cfg.ckpt_path, cfg.output, EXPORT_SUFFIXES[cfg.format])
 
 
 def export(cfg: DictConfig) -> dict[str, Any]:

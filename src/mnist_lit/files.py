@@ -40,6 +40,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     atomic_write(path, write)
 
 
+def unfinished_writes(folder: Path, name: str = "*") -> list[Path]:
+    """The temporary files of ``atomic_write`` for ``name`` under ``folder`` (any depth): what a
+    writer that was killed leaves behind."""
+    return sorted(folder.rglob(f".{name}.*.tmp"))
+
+
 def checkpoint_file(ckpt_path: str | Path) -> Path:
     """``ckpt_path`` if it is a file; a ``UserError`` with a checkpoint to pass instead if not.
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from mnist_lit.errors import UserError
-from mnist_lit.files import atomic_write_bytes
+from mnist_lit.files import atomic_write_bytes, unfinished_writes
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def remove_unfinished_writes(run_dir: Path) -> None:
     A run dir has one writer at a time, and a run being resumed is not running: any such file
     is a leftover.
     """
-    for leftover in (run_dir / "checkpoints").rglob(".*.tmp"):
+    for leftover in unfinished_writes(run_dir / "checkpoints"):
         log.info("removing %s, left by a checkpoint write that was killed", leftover)
         leftover.unlink(missing_ok=True)
 

@@ -42,6 +42,7 @@ from mnist_lit.data.offline import (
     store_gz_verified,
 )
 from mnist_lit.errors import UserError
+from mnist_lit.files import unfinished_writes
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ def remove_stale_temporaries(raw_dir: Path, names: Iterable[str]) -> None:
     Call it with the lock held: only a lock holder writes here, so any such file is a leftover.
     """
     leftovers = [*raw_dir.glob(f"{DOWNLOAD_PREFIX}*")]
-    leftovers += [path for name in names for path in raw_dir.glob(f".{name}.*.tmp")]
+    leftovers += [path for name in names for path in unfinished_writes(raw_dir, name)]
     for leftover in leftovers:
         log.info("removing %s, left by a fetch that was interrupted", leftover)
         if leftover.is_dir():
