@@ -6,7 +6,12 @@ Written after every multirun (a Hydra callback, ``conf/hydra/default.yaml``) and
 
 into the sweep dir: ``report.md`` (jobs sorted by test accuracy; configs repeated over seeds
 grouped as mean ± std with n; the effect of each two-valued swept setting, paired by seed),
-``report.csv`` (one row per job) and ``report.png`` (test accuracy per config).
+``report.csv`` (one row per job) and ``report.png`` (test accuracy per config). For an Optuna
+search (``studies.py``) the report covers every trial of the study, whichever sweep dir ran it,
+and adds Optuna's views: ``optimization_history.png`` and ``param_importances.png``.
+
+Values are shown to 3 significant digits (a sampled ``optimizer.lr=0.000587``), accuracies in
+percent with 2 decimals; ``report.csv`` keeps them to 6 significant digits.
 """
 
 from __future__ import annotations
@@ -15,19 +20,27 @@ import argparse
 import csv
 import io
 import json
+import logging
+import math
 import statistics
+import textwrap
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_lit.errors import UserError, reported_errors
 from mnist_lit.files import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+log = logging.getLogger(__name__)
 
 #: what train.py writes into each run dir when it finishes
 RUN_SUMMARY_FILE = "metrics.json"
@@ -52,6 +65,8 @@ class Job:
     seed: int | None = None
     epochs: int | None = None
     fit_seconds: float | None = None
+    #: why an unfinished job did not finish, when known
+    status: str = "did not finish"
 
     @property
     def finished(self) -> bool:
@@ -66,7 +81,7 @@ class Job:
     def config(self, keys: set[str] | None = None) -> str:
         """The settings as ``k=v ...``, only ``keys`` if given (those that vary in a sweep)."""
         shown = sorted((k, v) for k, v in self.settings.items() if keys is None or k in keys)
-        return " ".join(f"{k}={v}" for k, v in shown) or "(defaults)"
+        return " ".join(f"{k}={rounded(v)}" for k, v in shown) or "(defaults)"
 
     def percent(self, name: str) -> float | None:
         value = self.metrics.get(name)
@@ -82,7 +97,27 @@ class Job:
 
 
 def load_jobs(sweep_dir: Path) -> list[Job]:
-    """Every numbered job dir of a sweep; a job without ``metrics.json`` did not finish."""
+    """Every numbered job dir of a sweep; a job without ``metrics.json`` did not finish.
+
+    A sweep dir of an Optuna study: the jobs of every sweep dir of the study (numbered as its
+    trials), a trial that a kill interrupted said so.
+    """
+    from mnist_lit.studies import interrupted_trials, load_study_of, study_sweep_dirs
+
+    study = load_study_of(sweep_dir)
+    if study is None:
+        return _jobs_in(sweep_dir)
+    by_number = {}
+    for each in [*study_sweep_dirs(study), sweep_dir]:
+        if each.is_dir():
+            by_number |= {job.number: job for job in _jobs_in(each)}
+    for number in interrupted_trials(study):
+        if number in by_number:
+            by_number[number].status = "interrupted, run again"
+    return [by_number[n] for n in sorted(by_number)]
+
+
+def _jobs_in(sweep_dir: Path) -> list[Job]:
     jobs = []
     for job_dir in sorted((p for p in sweep_dir.iterdir() if p.name.isdigit()), key=_number):
         overrides_file = job_dir / ".hydra" / "overrides.yaml"
@@ -107,6 +142,19 @@ def _canonical(value: str) -> str:
     return value.lower() if value.lower() in ("true", "false") else value
 
 
+def rounded(value: str, digits: int = 3) -> str:
+    """A setting's value for display: a decimal number to ``digits`` significant digits
+    (``0.000587194737873281`` -> ``0.000587``), anything else as it is."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    if not any(c in value for c in ".eE") or not math.isfinite(number):
+        return value  # an integer, or inf/nan: already short
+    shown = f"{number:.{digits}g}"
+    return shown if any(c in shown for c in ".e") else f"{shown}.0"  # a float stays one
+
+
 def varying_keys(jobs: list[Job]) -> set[str]:
     """Settings whose value differs between jobs: the ones a table needs to show."""
     keys = {key for job in jobs for key in job.settings}
@@ -116,7 +164,7 @@ def varying_keys(jobs: list[Job]) -> set[str]:
 def common_settings(jobs: list[Job]) -> str:
     varying = varying_keys(jobs)
     shared = {k: v for j in jobs for k, v in j.settings.items() if k not in varying}
-    return " ".join(f"{k}={v}" for k, v in sorted(shared.items())) or "none"
+    return " ".join(f"{k}={rounded(v)}" for k, v in sorted(shared.items())) or "none"
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -221,8 +269,18 @@ def _metric_names(jobs: list[Job]) -> tuple[str, str]:
     return ("test/acc" if tested else "val/acc_best"), "val/acc_best"
 
 
-def render_markdown(sweep_dir: Path, jobs: list[Job]) -> str:
+def _accuracy_columns(jobs: list[Job]) -> list[str]:
+    """val/acc_best, then test/acc when tested: an untested sweep sorts by the first, once."""
     sort_by, val = _metric_names(jobs)
+    return [val] if sort_by == val else [val, sort_by]
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def render_markdown(sweep_dir: Path, jobs: list[Job]) -> str:
+    sort_by, _ = _metric_names(jobs)
     finished = [j for j in jobs if j.finished]
     out = io.StringIO()
     out.write(f"# Sweep report: `{sweep_dir}`\n\n")
@@ -233,14 +291,16 @@ def render_markdown(sweep_dir: Path, jobs: list[Job]) -> str:
     )
     shown = varying_keys(jobs)
     groups = group_jobs(jobs, sort_by)
+    accuracies = _accuracy_columns(jobs)
+    names = " | ".join(accuracies)
     if any(len(g.jobs) > 1 for g in groups):
         out.write("## Configs (mean ± std over seeds)\n\n")
-        out.write(f"| config | n | {val} | {sort_by} | gap | epochs | time (s) |\n")
-        out.write("|---|---|---|---|---|---|---|\n")
+        out.write(f"| config | n | {names} | gap | epochs | time (s) |\n")
+        out.write("|---|---|" + "---|" * len(accuracies) + "---|---|---|\n")
         for g in groups:
+            values = " | ".join(_fmt(g.stats(name)) for name in accuracies)
             out.write(
-                f"| {g.config} | {len(g.jobs)} | {_fmt(g.stats(val))} | "
-                f"{_fmt(g.stats(sort_by))} | {_fmt(g.stats('gap'))} | "
+                f"| {g.config} | {len(g.jobs)} | {values} | {_fmt(g.stats('gap'))} | "
                 f"{_fmt(g.stats('epochs'), 0)} | {_fmt(g.stats('fit_seconds'), 0)} |\n"
             )
         out.write("\n")
@@ -249,16 +309,18 @@ def render_markdown(sweep_dir: Path, jobs: list[Job]) -> str:
         out.write("## Effects (paired by seed, mean ± std of the differences)\n\n")
         out.write("\n".join(lines) + "\n\n")
     out.write("## Jobs\n\n")
-    out.write(f"| job | overrides | seed | {val} | {sort_by} | gap | epochs | time (s) |\n")
-    out.write("|---|---|---|---|---|---|---|---|\n")
+    out.write(f"| job | overrides | seed | {names} | gap | epochs | time (s) |\n")
+    out.write("|---|---|---|" + "---|" * len(accuracies) + "---|---|---|\n")
     for job in sorted(finished, key=lambda j: -(j.percent(sort_by) or -1)):
-        gap = "-" if job.gap is None else f"{job.gap:.2f}"
+        values = " | ".join(_percent(job.percent(name)) for name in accuracies)
+        seconds = "-" if job.fit_seconds is None else f"{job.fit_seconds:.0f}"
         out.write(
-            f"| {job.number} | {job.config(shown)} | {job.seed} | {job.percent(val) or 0:.2f} | "
-            f"{job.percent(sort_by) or 0:.2f} | {gap} | {job.epochs} | {job.fit_seconds:.0f} |\n"
+            f"| {job.number} | {job.config(shown)} | {job.seed} | {values} | "
+            f"{_percent(job.gap)} | {job.epochs} | {seconds} |\n"
         )
+    blanks = " |" * (len(accuracies) + 2)
     for job in (j for j in jobs if not j.finished):
-        out.write(f"| {job.number} | {job.config(shown)} | - | did not finish | | | | |\n")
+        out.write(f"| {job.number} | {job.config(shown)} | - | {job.status} |{blanks}\n")
     return out.getvalue()
 
 
@@ -273,38 +335,129 @@ def render_csv(jobs: list[Job]) -> str:
         ["job", "overrides", "seed", *metrics, "gap", "epochs", "fit_seconds", "finished"]
     )
     for job in sorted(jobs, key=lambda j: -(j.percent(sort_by) or -1)):
-        values = [job.metrics.get(name) for name in metrics.values()]
-        timing = [job.gap, job.epochs, job.fit_seconds, job.finished]
+        values = [_significant(job.metrics.get(name)) for name in metrics.values()]
+        timing = [_significant(job.gap), job.epochs, job.fit_seconds, job.finished]
         writer.writerow([job.number, " ".join(job.overrides), job.seed, *values, *timing])
     return out.getvalue()
 
 
-def render_plot(jobs: list[Job], path: Path) -> None:
-    """Horizontal bars of the sorted metric per config, with the spread over seeds."""
-    import matplotlib
+def _significant(value: float | None, digits: int = 6) -> float | None:
+    """A float32 metric without its noise (0.699999988079071 -> 0.7)."""
+    return None if value is None else float(f"{value:.{digits}g}")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+#: a bar label wraps at this many characters; the figure widens to fit the longest line
+LABEL_WIDTH = 60
+
+
+def wrap_label(text: str, width: int = LABEL_WIDTH) -> str:
+    """``k=v k=v ...`` on lines of at most ``width`` characters, a longer word cut."""
+    return "\n".join(textwrap.wrap(text, width, break_long_words=True)) or text
+
+
+def plot_figure(jobs: list[Job]) -> Figure:
+    """Horizontal bars of the sorted metric per config, with the spread over seeds.
+
+    The figure is sized to its labels, measured once drawn: any override length fits.
+    """
+    plt = _pyplot()
     sort_by, _ = _metric_names(jobs)
     groups = group_jobs(jobs, sort_by)[::-1]  # best on top
     stats = [g.stats(sort_by) for g in groups]
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(groups) + 1.5))
+    labels = [wrap_label(g.config) for g in groups]
+    lines = sum(label.count("\n") + 1 for label in labels)
+    fig, ax = plt.subplots(figsize=(9, 0.5 + 0.2 * lines + 0.25 * len(groups) + 1.0))
     ax.barh(
-        [g.config for g in groups],
+        range(len(groups)),
         [s[0] for s in stats],
         xerr=[s[1] for s in stats],
         color="tab:blue",
         alpha=0.8,
         capsize=3,
     )
+    ax.set_yticks(range(len(groups)), labels, fontsize=8)
     low = min(s[0] - s[1] for s in stats) if stats else 0
     ax.set_xlim(max(0.0, low - 0.5), 100.0)
     ax.set_xlabel(f"{sort_by} (%), mean ± std over seeds")
-    ax.tick_params(axis="y", labelsize=8)
+    fit_to_labels(fig, plot_width=6.0)
+    return fig
+
+
+def fit_to_labels(fig: Figure, plot_width: float) -> None:
+    """Widen ``fig`` so that its tick labels and titles fit beside a ``plot_width``-inch plot."""
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    (ax,) = fig.axes
     fig.tight_layout()
+    labels = (
+        ax.get_tightbbox(renderer).width / fig.dpi - ax.get_window_extent(renderer).width / fig.dpi
+    )
+    fig.set_figwidth(max(fig.get_figwidth(), labels + plot_width + 0.5))
+    fig.tight_layout()
+
+
+def _pyplot() -> Any:
+    """pyplot drawing into files only (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def render_plot(jobs: list[Job], path: Path) -> None:
+    plt = _pyplot()
+    fig = plot_figure(jobs)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def render_study_plots(sweep_dir: Path, metric: str) -> list[Path]:
+    """Optuna's views of the study a sweep dir belongs to: ``optimization_history.png`` and
+    ``param_importances.png`` (Optuna's mean-decrease-impurity importances, which need
+    scikit-learn); the ones the study cannot give yet (too few trials) are left out."""
+    from mnist_lit.studies import load_study_of
+
+    study = load_study_of(sweep_dir)
+    if study is None or not study.best_trials:
+        return []
+    plt = _pyplot()
+    import matplotlib
+    import optuna
+    from optuna.visualization import matplotlib as views
+
+    written = []
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with matplotlib.rc_context():  # Optuna's plot sets the ggplot style for the process
+        ax = views.plot_optimization_history(study, target_name=metric)
+    ax.set_ylabel(metric)
+    path = sweep_dir / "optimization_history.png"
+    ax.figure.tight_layout()
+    ax.figure.savefig(path, dpi=120)
+    plt.close(ax.figure)
+    written.append(path)
+    try:
+        from optuna.importance import MeanDecreaseImpurityImportanceEvaluator
+
+        # (fANOVA, Optuna 2.10's default, fails under numpy 2; its matplotlib view of the
+        # importances under matplotlib 3.9, so the bars are drawn here)
+        importances = optuna.importance.get_param_importances(
+            study, evaluator=MeanDecreaseImpurityImportanceEvaluator(seed=0)
+        )
+    except (ImportError, RuntimeError, ValueError) as err:
+        log.warning("no param_importances.png: %s", str(err).splitlines()[0])
+        return written
+    fig, ax = plt.subplots(figsize=(6, 0.4 * len(importances) + 1.2))
+    names = list(importances)[::-1]
+    ax.barh(names, [importances[n] for n in names], color="tab:blue", alpha=0.8)
+    ax.set_xlabel(f"importance for {metric} (Optuna, mean decrease in impurity)")
+    ax.set_title(f"Parameter importances, {len(study.trials)} trials")
+    fit_to_labels(fig, plot_width=4.0)
+    path = sweep_dir / "param_importances.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    written.append(path)
+    return written
 
 
 def write_report(sweep_dir: str | Path) -> Path:
@@ -317,6 +470,7 @@ def write_report(sweep_dir: str | Path) -> Path:
     atomic_write_bytes(sweep_dir / "report.csv", render_csv(jobs).encode())
     if any(j.finished for j in jobs):
         render_plot(jobs, sweep_dir / "report.png")
+    render_study_plots(sweep_dir, _metric_names(jobs)[0])
     return sweep_dir / "report.md"
 
 
