@@ -55,11 +55,16 @@ class Node(BaseModel):
 
 
 class Augment(Node):
-    """``data.augment``: ``data/augment.py``'s ``RandomAffine``."""
+    """``data.augment``: ``data/augment.py``'s ``DigitAugment`` (0 turns an effect off)."""
 
     shift: NonNegative  # pixels
     degrees: NonNegative
     scale: Probability
+    thickness: NonNegative  # pixels of stroke width, either way
+    blur: NonNegative  # largest Gaussian sigma, pixels
+    low_res: Probability  # largest fraction of the side lost before enlarging back
+    contrast: NonNegative  # largest |log gamma|
+    noise: NonNegative  # largest noise std
 
 
 class Data(Node):

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
-from mnist_lit.data.augment import RandomAffine
+from mnist_lit.data.augment import DigitAugment
 from mnist_lit.data.download import MNIST, DatasetSpec, ensure_dataset
 
 
@@ -72,7 +72,7 @@ class InMemoryBatches:
         mean: float,
         std: float,
         sampler: EpochShuffleSampler,
-        augment: RandomAffine | None = None,
+        augment: DigitAugment | None = None,
     ) -> None:
         self.images, self.labels = images, labels
         self.batch_size, self.mean, self.std = batch_size, mean, std
@@ -155,7 +155,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.hparams["dataset"] = self.spec.name
         self.raw_dir = Path(data_dir) / self.spec.raw_subdir
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
-        self.augment = RandomAffine(**augment) if augment else None
+        self.augment = DigitAugment(**augment) if augment else None
 
     def prepare_data(self) -> None:
         """Fetch and verify the IDX files once (Lightning calls this on one process per node)."""

@@ -1,0 +1,85 @@
+"""The check set generator (``data/check_set.py``): labels, categories, determinism, no MNIST."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from mnist_lit.data import check_set
+from mnist_lit.data.check_set import CATEGORIES, CHECK_FONTS, generate, read_labels, sample
+
+
+@pytest.mark.parametrize("category", CATEGORIES)
+def test_each_category_draws_a_labelled_digit(category: str) -> None:
+    for index in (0, 7, 13):
+        item = sample(category, index, seed=0)
+        assert item.label == index % 10 and item.category == category
+        assert item.pixels.dtype == np.uint8 and item.pixels.ndim in (2, 3)
+        assert item.pixels.shape[0] >= 10 and item.pixels.shape[0] == item.pixels.shape[1]
+        # ink and paper both present: a digit, not a blank page
+        gray = item.pixels if item.pixels.ndim == 2 else item.pixels.mean(axis=2)
+        assert gray.max() - gray.min() > 60
+        assert item.source.startswith(("strokes/", "font/"))
+
+
+def test_a_sample_depends_on_seed_category_and_index_alone() -> None:
+    one = sample("rotated", 5, seed=1)
+    assert np.array_equal(one.pixels, sample("rotated", 5, seed=1).pixels)
+    assert not np.array_equal(one.pixels, sample("rotated", 5, seed=2).pixels)
+    assert not np.array_equal(one.pixels, sample("rotated", 15, seed=1).pixels)
+
+
+def test_generate_writes_pngs_and_labels(tmp_path) -> None:
+    labels = generate(tmp_path / "set", per_category=3, seed=0, categories=["font", "scan"])
+    rows = read_labels(tmp_path / "set")
+    assert labels == tmp_path / "set" / "labels.csv"
+    assert [r["category"] for r in rows] == ["font"] * 3 + ["scan"] * 3
+    assert [int(r["label"]) for r in rows] == [0, 1, 2, 0, 1, 2]
+    with open(labels, newline="") as f:
+        assert next(csv.reader(f)) == ["file", "label", "category", "source"]
+    for row in rows:
+        assert (tmp_path / "set" / row["file"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_same_seed_gives_the_same_files_and_a_smaller_set_is_a_prefix(tmp_path) -> None:
+    generate(tmp_path / "a", per_category=4, seed=3, categories=["thick", "lowres"])
+    generate(tmp_path / "b", per_category=2, seed=3, categories=["thick", "lowres"])
+    generate(tmp_path / "c", per_category=2, seed=4, categories=["thick", "lowres"])
+    for row in read_labels(tmp_path / "b"):
+        same = (tmp_path / "a" / row["file"]).read_bytes()
+        assert (tmp_path / "b" / row["file"]).read_bytes() == same
+    differs = [
+        (tmp_path / "b" / r["file"]).read_bytes() != (tmp_path / "c" / r["file"]).read_bytes()
+        for r in read_labels(tmp_path / "b")
+    ]
+    assert all(differs)
+
+
+def test_it_never_reads_mnist(tmp_path, monkeypatch) -> None:
+    """Generated from nothing but fonts and strokes: no data dir is needed or opened."""
+    opened: list[str] = []
+    real_open = open
+
+    def watching_open(file, *args, **kwargs):
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", watching_open)
+    monkeypatch.chdir(tmp_path)
+    generate(tmp_path / "set", per_category=1, seed=0)
+    assert not [path for path in opened if "MNIST" in path or "idx" in path]
+
+
+def test_check_fonts_exist_in_matplotlib() -> None:
+    for name in CHECK_FONTS:
+        assert check_set.font_path(name).is_file()
+
+
+def test_command_line(tmp_path, capsys) -> None:
+    assert check_set.main(["--out", str(tmp_path / "s"), "--per-category", "1"]) == 0
+    assert len(read_labels(tmp_path / "s")) == len(CATEGORIES)
+    assert check_set.main(["--out", str(tmp_path / "t"), "--categories", "font,nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert not (tmp_path / "t" / "labels.csv").exists()
