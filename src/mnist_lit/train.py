@@ -24,7 +24,7 @@ from mnist_lit.console import print_config_tree, quiet_known_noise
 from mnist_lit.errors import UserError
 from mnist_lit.files import atomic_write_bytes
 from mnist_lit.hardware import instantiate_trainer
-from mnist_lit.loggers import build_loggers, log_hparams
+from mnist_lit.loggers import build_loggers, finish_tracking, log_hparams, run_tags
 from mnist_lit.processes import parallel_jobs, processes_of_this_job
 from mnist_lit.report import RUN_SUMMARY_FILE
 from mnist_lit.runs import accept_resumed_config
@@ -101,10 +101,11 @@ def train(cfg: DictConfig) -> float | None:
     optimized = metrics.get(cfg.optimized_metric)
     if not trainer.is_global_zero:
         return optimized
-    log_hparams(trainer.loggers, cfg, metrics)
+    log_hparams(trainer.loggers, cfg, metrics, step=trainer.global_step)
     summary = {
         "overrides": _task_overrides(),
         "seed": cfg.seed,
+        "tags": run_tags(cfg),
         "metrics": metrics,
         "epochs": trainer.current_epoch,
         "fit_seconds": round(fit_seconds, 2),
@@ -112,6 +113,7 @@ def train(cfg: DictConfig) -> float | None:
         "best_ckpt": best_ckpt,
     }
     atomic_write_bytes(output_dir / RUN_SUMMARY_FILE, json.dumps(summary, indent=2).encode())
+    finish_tracking(trainer.loggers, output_dir, best_ckpt)
     model_name = HydraConfig.get().runtime.choices.get("model") if HydraConfig.initialized() else ""
     print(
         f"[mnist-lit] model={model_name} "
