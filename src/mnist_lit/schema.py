@@ -12,6 +12,7 @@ This module imports neither torch nor Lightning, so checks answer in a fraction 
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
@@ -214,6 +215,19 @@ class Trainer(Node):
 # ----------------------------------------------------------------------------- top level
 
 
+def _usable_tag(value: str) -> str:
+    # W&B takes tags of up to 64 characters; MLflow makes each a tag key (these characters only)
+    if not re.fullmatch(r"[\w.\- ]{1,64}", value):
+        raise ValueError(
+            "a tag is 1 to 64 letters, digits, '_', '-', '.' or spaces (each tracker takes those)"
+        )
+    return value
+
+
+#: a label of a run: ``tags=[baseline,lr-sweep]`` (``loggers.py``)
+Tag = Annotated[str, AfterValidator(_usable_tag)]
+
+
 class TrainOptions(BaseModel):
     """``conf/train.yaml``'s own keys (the groups are checked by their ``_target_``)."""
 
@@ -225,6 +239,7 @@ class TrainOptions(BaseModel):
     stop_at: Annotated[float, Field(gt=0, le=1)] | None  # a val/acc
     compile: bool
     optimized_metric: str
+    tags: list[Tag] | Tag = []  # one tag may be given alone: tags=baseline
 
 
 class EvalOptions(BaseModel):
