@@ -1,7 +1,14 @@
-"""The processes of a job: DDP ranks Lightning starts, and parallel sweep jobs sharing cores.
+"""The processes of a job: DDP ranks Lightning starts, parallel sweep jobs sharing cores, and a
+SLURM job that is preempted.
 
 ``train.py`` runs its fit and test inside ``processes_of_this_job``; a DDP rank that Lightning
 starts by re-running ``train.py`` gets its command line from ``cli.ddp_rank_argv``.
+
+**Preemption.** Under SLURM, the signal that comes before a preemption or the time limit
+(``#SBATCH --signal=USR1@120``; submitit's jobs get USR2) stops the run as SIGTERM does, at the
+end of a training step, where the ``resume_checkpoint`` callback saves the checkpoint an exact
+resume needs; then rank 0 requeues the job (``scontrol requeue``). The requeued job runs the same
+command in the same run dir and resumes from that checkpoint (``runs.requeued_command_line``).
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ import logging
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,12 +29,18 @@ from omegaconf import OmegaConf
 from mnist_lit.compat import started_rank_processes
 from mnist_lit.config import JOB_DIR_ENV
 from mnist_lit.errors import INTERRUPTED, UserError
+from mnist_lit.files import atomic_write_bytes
+from mnist_lit.slurm import SLURM_JOB_FILE, slurm_job_id
 
 log = logging.getLogger(__name__)
 
 
 #: what Lightning's DDP launch leaves in rank 0's environment
 _LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+#: the signals SLURM sends before it preempts a job: Lightning's convention (``--signal=USR1@N``)
+#: and submitit's (``hydra/launcher=slurm`` submits with ``--signal=USR2@N``)
+PREEMPTION_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 
 
 @contextmanager
@@ -52,6 +65,8 @@ def processes_of_this_job(trainer: L.Trainer, output_dir: Path) -> Iterator[None
             torch.get_num_threads(),
         )
     failed = True
+    preempted: list[signal.Signals] = []
+    restore_handlers = _stop_when_preempted(preempted, output_dir, trainer.global_rank)
     try:
         yield
         failed = False
@@ -60,6 +75,8 @@ def processes_of_this_job(trainer: L.Trainer, output_dir: Path) -> Iterator[None
         # its callbacks' on_exception (resume_checkpoint saves one there)
         if not trainer.interrupted:
             raise
+        if preempted:
+            raise _requeued(preempted[0], trainer, output_dir) from None
         signum = signal.SIGTERM if trainer.received_sigterm else signal.SIGINT
         raise UserError(
             f"stopped by {signum.name} at step {trainer.global_step}: resume with "
@@ -67,6 +84,7 @@ def processes_of_this_job(trainer: L.Trainer, output_dir: Path) -> Iterator[None
             INTERRUPTED + signum,
         ) from None
     finally:
+        restore_handlers()
         _stop_started_ranks(trainer, kill=failed)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
@@ -76,6 +94,64 @@ def processes_of_this_job(trainer: L.Trainer, output_dir: Path) -> Iterator[None
             else:
                 os.environ[key] = value
         torch.set_num_threads(saved_threads)
+
+
+def _stop_when_preempted(
+    preempted: list[signal.Signals], output_dir: Path, rank: int
+) -> Callable[[], None]:
+    """Under SLURM: a preemption signal stops the run as SIGTERM does (at the end of a step, with
+    a checkpoint) and is noted in ``preempted``. Returns what puts the former handlers back.
+
+    Lightning's own auto-requeue saves its checkpoint inside the signal handler, wherever the
+    step is, and trains on until SLURM kills the job: the resumed run would not be exact.
+    """
+    job = slurm_job_id()
+    if job is None:
+        return lambda: None
+    if rank == 0:
+        atomic_write_bytes(output_dir / SLURM_JOB_FILE, job.encode())
+    before = {signum: signal.getsignal(signum) for signum in PREEMPTION_SIGNALS}
+
+    def stop(signum: int, frame: object) -> None:
+        if not preempted:
+            preempted.append(signal.Signals(signum))
+            log.info("%s: SLURM preempts this job; stopping after this step", preempted[0].name)
+            os.kill(os.getpid(), signal.SIGTERM)  # Lightning's handler: stop at a step's end
+
+    for signum in PREEMPTION_SIGNALS:
+        signal.signal(signum, stop)
+
+    def restore() -> None:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+    return restore
+
+
+def _requeued(signum: signal.Signals, trainer: L.Trainer, output_dir: Path) -> UserError:
+    """Requeue this SLURM job (rank 0), once its checkpoint is saved; the line that says so."""
+    job = slurm_job_id()
+    where = f"at step {trainer.global_step}, checkpoint saved"
+    if trainer.global_rank != 0:
+        return UserError(f"preempted ({signum.name}) {where}", INTERRUPTED + signum)
+    try:
+        done = subprocess.run(
+            ["scontrol", "requeue", str(job)], capture_output=True, text=True, check=False
+        )
+        problem = (done.stderr or done.stdout).strip() if done.returncode else None
+    except OSError as err:
+        problem = str(err)
+    if problem:
+        return UserError(
+            f"preempted ({signum.name}) {where}, but `scontrol requeue {job}` failed ({problem}):"
+            f" resume with python train.py resume={output_dir}",
+            INTERRUPTED + signum,
+        )
+    return UserError(
+        f"preempted ({signum.name}) {where}: requeued SLURM job {job}, which resumes in"
+        f" {output_dir}",
+        INTERRUPTED + signum,
+    )
 
 
 def _stop_started_ranks(trainer: L.Trainer, kill: bool) -> None:

@@ -5,6 +5,9 @@
 ``ckpt_path=<its newest intact checkpoint>``. What makes the resumed run exact is in
 ``callbacks.ExactResume``, the resumable batches of ``data.datamodule`` and
 ``checkpoints.AtomicCheckpointIO`` (docs/resume.md).
+
+A SLURM job that was preempted and requeued (``processes.py``) runs its command line again; it
+becomes ``resume=<the run dir that job trained in>`` (``requeued_command_line``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import yaml
 
 from mnist_lit.errors import UserError
 from mnist_lit.files import atomic_write_bytes, unfinished_writes
+from mnist_lit.slurm import SLURM_JOB_FILE, requeued, slurm_job_id
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,38 @@ def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def requeued_command_line(argv: Sequence[str], logs: Path) -> list[str]:
+    """For a SLURM job that was requeued (``SLURM_RESTART_COUNT`` > 0): ``resume=<its run>``.
+
+    Its run is the dir named by ``hydra.run.dir=`` if the command pins one, else the run under
+    ``logs`` (``paths.log_dir=`` if given) that records this job's id. One that has no checkpoint
+    yet, or none found, starts over: the command line is returned as it is.
+    """
+    if not requeued():
+        return list(argv)
+    if any(_key(a) == "resume" for a in argv) or "-m" in argv or "--multirun" in argv:
+        return list(argv)
+    job = slurm_job_id()
+    given = {_key(a): a.split("=", 1)[1] for a in argv if "=" in a}
+    if "paths.log_dir" in given:
+        logs = Path(given["paths.log_dir"]) / logs.name
+    pinned = [Path(given["hydra.run.dir"])] if "hydra.run.dir" in given else []
+    found = [
+        *pinned,
+        *(p.parent for p in logs.glob(f"runs/*/{SLURM_JOB_FILE}")),
+        *(p.parent for p in logs.glob(f"multiruns/*/*/{SLURM_JOB_FILE}")),
+    ]
+    for run_dir in found:
+        record = run_dir / SLURM_JOB_FILE
+        if record.is_file() and record.read_text().strip() == job:
+            if not any((run_dir / "checkpoints").rglob("*.ckpt")):
+                break
+            log.info("SLURM job %s was requeued: resuming its run %s", job, run_dir)
+            rest = [a for a in argv if _key(a) != "hydra.run.dir"]
+            return resume_command_line([*rest, f"resume={run_dir}"], logs)
+    return list(argv)
+
+
 def resume_command_line(argv: Sequence[str], logs: Path) -> list[str]:
     """Rewrite ``resume=<dir> [overrides]`` into the original run's overrides, pinned to its dir.
 
@@ -81,7 +117,7 @@ def resume_command_line(argv: Sequence[str], logs: Path) -> list[str]:
     """
     given = [a for a in argv if _key(a) == "resume"]
     if not given:
-        return list(argv)
+        return requeued_command_line(argv, logs)
     if "-m" in argv or "--multirun" in argv:
         raise UserError("resume= resumes one run: resume each job of a sweep by its dir")
     where = given[-1].split("=", 1)[1]
