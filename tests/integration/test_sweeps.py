@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ..conftest import QUICK, run_cli
+from mnist_lit.config import PROJECT_ROOT
+
+from ..conftest import QUICK, error_line, run_cli
 
 #: a job in seconds: few batches, no progress bar, no test unless asked
 SWEEP_QUICK = [o for o in QUICK if "progress" not in o]
@@ -67,3 +74,78 @@ def test_ablation_report_states_the_effects(tmp_path: Path, mnist_data_dir: Path
     assert "model.dropout 0.0 → 0.3 changes test/acc by" in report
     assert "model.batchnorm false → true changes test/acc by" in report
     assert report.count("(n = 4 pairs)") == 2  # each effect: 2 seeds x 2 levels of the other
+
+
+def _study(log_dir: Path, name: str = "train_optuna"):
+    import optuna
+
+    from mnist_lit.studies import open_storage
+
+    storage = open_storage(f"sqlite:///{log_dir / 'optuna' / f'{name}.db'}")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+@pytest.mark.slow
+def test_a_killed_optuna_search_goes_on_when_rerun(tmp_path: Path, mnist_data_dir: Path) -> None:
+    """SIGKILL a 3-trial search during its second trial; the same command goes on with the study:
+    the interrupted trial fails and runs again with its params, 3 trials end in all, numbered
+    as the jobs, and the last report covers every trial."""
+    import optuna
+
+    command = [
+        sys.executable,
+        str(PROJECT_ROOT / "train.py"),
+        "hparams_search=optuna",
+        "model=mlp",
+        "hydra.sweeper.n_trials=3",
+        *(o for o in SWEEP_QUICK if "limit_train_batches" not in o),
+        "+trainer.limit_train_batches=40",  # a trial long enough to be killed in
+        f"paths.log_dir={tmp_path}",
+    ]
+    first = subprocess.Popen(
+        command,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 240
+    try:
+        while not list(tmp_path.glob("train/multiruns/*/1/.hydra/overrides.yaml")):
+            assert first.poll() is None and time.monotonic() < deadline, "trial 1 never started"
+            time.sleep(0.2)
+        time.sleep(1.0)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    before = _study(tmp_path).trials
+    assert before[-1].state == optuna.trial.TrialState.RUNNING
+
+    again = subprocess.run(
+        command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    study = _study(tmp_path)
+    states = [t.state.name for t in study.trials]
+    killed = before[-1].number
+    assert states[killed] == "FAIL" and states.count("COMPLETE") == 3, states
+    assert study.user_attrs["interrupted"] == [killed]
+    assert study.trials[killed + 1].params == before[-1].params  # run again, same params
+    # every job dir is its trial's number, and no number is used twice
+    sweeps = sorted((tmp_path / "train" / "multiruns").iterdir())
+    assert len(sweeps) == 2
+    numbers = [int(job.name) for sweep in sweeps for job in sweep.iterdir() if job.name.isdigit()]
+    assert sorted(numbers) == [t.number for t in study.trials]
+    report = (sweeps[-1] / "report.md").read_text()
+    assert f"3 of {len(study.trials)} jobs finished" in report
+    assert f"| {killed} | " in report and "interrupted, run again" in report
+    best = yaml.safe_load((sweeps[-1] / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(study.best_value)
+    assert (sweeps[-1] / "optimization_history.png").stat().st_size > 1000
+
+    # the study is full: the same command runs nothing more; other overrides are refused
+    done = run_cli("train.py", *command[2:], timeout=300)
+    assert done.returncode == 0 and "3 of 3 trials done, 0 to run" in done.stdout
+    other = run_cli("train.py", *command[2:], "model.batchnorm=false", timeout=300)
+    assert other.returncode == 2
+    assert "was started by other overrides" in error_line(other.stderr, alone=False)

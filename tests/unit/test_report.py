@@ -108,3 +108,76 @@ def test_write_report_refuses_a_folder_without_jobs(tmp_path: Path) -> None:
     with pytest.raises(UserError) as caught:
         write_report(tmp_path)
     assert caught.value.exit_code == 2 and str(tmp_path) in str(caught.value)
+
+
+def _optuna_like(sweep: Path, overrides: list[list[str]]) -> Path:
+    """Untested jobs (``test: false``) with sampled float values, as an Optuna search leaves."""
+    for number, sampled in enumerate(overrides):
+        job = sweep / str(number)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in sampled))
+        metrics = {"val/acc_best": 0.9 + number / 100, "val/acc": 0.699999988079071}
+        metrics["train/acc"] = 0.5
+        summary = {"seed": 42, "metrics": metrics, "epochs": 1, "fit_seconds": 3.0}
+        (job / "metrics.json").write_text(json.dumps(summary))
+    return sweep
+
+
+def test_an_untested_sweep_shows_each_accuracy_once_and_values_to_3_digits(
+    tmp_path: Path,
+) -> None:
+    sweep = _optuna_like(
+        tmp_path,
+        [
+            ["optimizer.lr=0.000587194737873281", "model.width=2.0", "model.batchnorm=True"],
+            ["optimizer.lr=0.008634780686462019", "model.width=0.5", "model.batchnorm=False"],
+            ["optimizer.lr=7.350659626187651e-05", "model.width=2.0", "model.batchnorm=True"],
+        ],
+    )
+    text = write_report(sweep).read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| job |"))
+    cells = [c.strip() for c in header.strip("|").split("|")]
+    assert len(cells) == len(set(cells)), header  # no column twice
+    assert cells.count("val/acc_best") == 1 and "test/acc" not in cells
+    assert "optimizer.lr=0.000587 " in text and "optimizer.lr=7.35e-05 " in text
+    assert "model.width=2.0 " in text  # a float stays one
+    assert "0.000587194737873281" not in text and "| 92.00 |" in text
+    rows = list(csv.DictReader((sweep / "report.csv").open()))
+    assert {row["val_acc"] for row in rows} == {"0.7"}  # float32 noise off, in the CSV too
+
+
+@pytest.mark.parametrize("digits", ["0.000587194737873281", "12345.678", "1e-07", "3", "inf", "a"])
+def test_values_are_rounded_to_3_significant_digits(digits: str) -> None:
+    from mnist_lit.report import rounded
+
+    expected = {"0.000587194737873281": "0.000587", "12345.678": "1.23e+04", "1e-07": "1e-07"}
+    assert rounded(digits) == expected.get(digits, digits)
+
+
+def test_plot_labels_and_titles_lie_inside_the_figure_at_any_length(tmp_path: Path) -> None:
+    """Very long overrides: every text of the saved figure lies inside it (measured by the
+    renderer at the saved resolution, not by eye)."""
+    from matplotlib.text import Text
+
+    from mnist_lit.report import load_jobs, plot_figure
+
+    long_value = "x" * 150
+    sweep = _optuna_like(
+        tmp_path,
+        [
+            [f"+model.note={long_value}", "optimizer.lr=0.1", *(f"+k{i}=v{i}" for i in range(30))],
+            ["+model.note=short", "optimizer.lr=0.2"],
+            ["+model.note=short", "optimizer.lr=0.3", "model.width=0.5"],
+        ],
+    )
+    fig = plot_figure(load_jobs(sweep))
+    fig.set_dpi(120)
+    renderer = fig.canvas.get_renderer()
+    fig.canvas.draw()
+    inside = fig.bbox
+    texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    assert any(long_value[:40] in t.get_text() for t in texts)  # the long label is drawn
+    for text in texts:
+        box = text.get_window_extent(renderer)
+        assert inside.x0 - 1 <= box.x0 and box.x1 <= inside.x1 + 1, text.get_text()[:60]
+        assert inside.y0 - 1 <= box.y0 and box.y1 <= inside.y1 + 1, text.get_text()[:60]
