@@ -61,7 +61,8 @@ class Augment(Node):
     shift: NonNegative  # pixels
     degrees: NonNegative
     scale: Probability
-    thickness: NonNegative  # pixels of stroke width, either way
+    thicken: NonNegative  # most pixels strokes grow by
+    thin: NonNegative  # most pixels strokes shrink by
     blur: NonNegative  # largest Gaussian sigma, pixels
     low_res: Probability  # largest fraction of the side lost before enlarging back
     contrast: NonNegative  # largest |log gamma|

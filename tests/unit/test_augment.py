@@ -52,7 +52,8 @@ ALL_ON = {
     "shift": 2.0,
     "degrees": 20.0,
     "scale": 0.1,
-    "thickness": 1.5,
+    "thicken": 1.5,
+    "thin": 0.5,
     "blur": 1.0,
     "low_res": 0.5,
     "contrast": 0.5,
@@ -129,8 +130,8 @@ def test_lower_resolution_loses_detail() -> None:
 def test_bad_digit_augmentation_is_rejected() -> None:
     with pytest.raises(ValueError, match="low_res"):
         DigitAugment(low_res=1.0)
-    with pytest.raises(ValueError, match="thickness"):
-        DigitAugment(thickness=-1.0)
+    with pytest.raises(ValueError, match="thin"):
+        DigitAugment(thin=-1.0)
 
 
 def test_max_3x3_is_max_pooling() -> None:
