@@ -108,6 +108,19 @@ def requeued_command_line(argv: Sequence[str], logs: Path) -> list[str]:
     return list(argv)
 
 
+def requeued_checkpoint(run_dir: Path) -> str | None:
+    """For a SLURM job requeued into ``run_dir`` (a sweep job, which submitit runs again without
+    a command line): the checkpoint to resume from, if this job saved one there."""
+    record = run_dir / SLURM_JOB_FILE
+    if not requeued() or not record.is_file() or record.read_text().strip() != slurm_job_id():
+        return None
+    remove_unfinished_writes(run_dir)
+    if not any((run_dir / "checkpoints").rglob("*.ckpt")):
+        return None
+    log.info("SLURM job %s was requeued: resuming in %s", slurm_job_id(), run_dir)
+    return str(newest_intact_checkpoint(run_dir))
+
+
 def resume_command_line(argv: Sequence[str], logs: Path) -> list[str]:
     """Rewrite ``resume=<dir> [overrides]`` into the original run's overrides, pinned to its dir.
 

@@ -14,7 +14,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mnist_lit.callbacks import StartupTime
 from mnist_lit.checkpoints import checkpoint_step
@@ -27,7 +27,7 @@ from mnist_lit.hardware import instantiate_trainer
 from mnist_lit.loggers import build_loggers, finish_tracking, log_hparams, run_tags
 from mnist_lit.processes import parallel_jobs, processes_of_this_job
 from mnist_lit.report import RUN_SUMMARY_FILE
-from mnist_lit.runs import accept_resumed_config
+from mnist_lit.runs import accept_resumed_config, requeued_checkpoint
 
 #: the order groups appear in the printed config tree
 TREE_ORDER = ("data", "model", "optimizer", "scheduler", "trainer", "callbacks", "logger", "paths")
@@ -70,6 +70,9 @@ def train(cfg: DictConfig) -> float | None:
         model = build_model(cfg)
     if cfg.get("compile"):  # Lightning trains and checkpoints the compiled module as the plain one
         model = torch.compile(model)
+    if not cfg.get("ckpt_path") and (requeued := requeued_checkpoint(output_dir)):
+        with open_dict(cfg):  # a SLURM sweep job run again after its preemption (processes.py)
+            cfg.ckpt_path = requeued
     trainer = build_trainer(cfg)
     if trainer.world_size > 1 and parallel_jobs() > 1:
         # Lightning starts the extra ranks by re-running the main script, and a joblib worker's

@@ -32,13 +32,14 @@ class ResumableOptunaSweeper(OptunaSweeper):
     def sweep(self, arguments: list[str]) -> None:
         import optuna
 
+        from mnist_lit.errors import reported_errors
         from mnist_lit.studies import directions, only_search_of, open_storage, resume_study
 
         search = self.sweeper
         if search.storage is None:  # an in-memory study: nothing to go on with
             return search.sweep(arguments)
         storage = str(search.storage)
-        with only_search_of(storage, str(search.study_name)):
+        with reported_errors(), only_search_of(storage, str(search.study_name)):
             study = optuna.create_study(
                 study_name=search.study_name,
                 storage=open_storage(storage),
