@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -113,6 +114,7 @@ def resume_study(
 ) -> Resumed:
     """Prepare ``study`` for this sweep: refuse another command's study, requeue the trials a
     kill left running, count what is done, and record ``sweep_dir`` as one of the study's."""
+    import optuna
     from optuna.trial import TrialState
 
     command = sorted(command)
@@ -129,7 +131,9 @@ def resume_study(
     requeued = []
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(frozen.number, state=TrialState.FAIL)
-        study.enqueue_trial(frozen.params)
+        with warnings.catch_warnings():  # "experimental" since Optuna 1.2, in 2.10 as in 4.x
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.enqueue_trial(frozen.params)
         requeued.append(frozen.number)
     interrupted = [*interrupted_trials(study), *requeued]
     study.set_user_attr(INTERRUPTED_ATTR, interrupted)

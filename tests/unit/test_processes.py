@@ -5,6 +5,7 @@ parallel jobs and DDP ranks, a started rank's command line, and the ranks awaite
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +16,9 @@ from hydra.core.hydra_config import HydraConfig
 from mnist_lit import processes
 from mnist_lit.cli import ddp_rank_argv
 from mnist_lit.config import JOB_DIR_ENV
+from mnist_lit.errors import UserError
 from mnist_lit.processes import parallel_jobs, processes_of_this_job
+from mnist_lit.slurm import SLURM_JOB_FILE
 
 from ..conftest import compose_config
 
@@ -151,3 +154,81 @@ def test_started_ranks_are_killed_when_the_job_fails(tmp_path: Path) -> None:
     ):
         raise RuntimeError("rank 0 failed")
     assert procs == [] and all(r.killed and r.waited for r in ranks)
+
+
+# ----------------------------------------------------------------------------- SLURM preemption
+
+
+@pytest.fixture
+def under_slurm(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """An array task of SLURM job 7; ``scontrol`` stood in for: the commands it was given."""
+    monkeypatch.setenv("SLURM_JOB_ID", "9")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "7")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    ran: list[list[str]] = []
+
+    def scontrol(command: list[str], **_: object) -> SimpleNamespace:
+        ran.append(command)
+        return SimpleNamespace(returncode=0, stdout="", stderr="")
+
+    monkeypatch.setattr(processes.subprocess, "run", scontrol)
+    return ran
+
+
+def _stopped_trainer() -> SimpleNamespace:
+    trainer = stand_in_trainer()
+    trainer.interrupted, trainer.received_sigterm, trainer.global_step = True, True, 5
+    return trainer
+
+
+def test_outside_slurm_the_preemption_signals_are_left_alone(tmp_path: Path) -> None:
+    before = [signal.getsignal(s) for s in processes.PREEMPTION_SIGNALS]
+    with processes_of_this_job(stand_in_trainer(), tmp_path):
+        assert [signal.getsignal(s) for s in processes.PREEMPTION_SIGNALS] == before
+    assert not (tmp_path / SLURM_JOB_FILE).exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGUSR2])
+def test_a_preempted_slurm_job_stops_as_sigterm_does_and_requeues(
+    signum: signal.Signals, tmp_path: Path, under_slurm: list[list[str]]
+) -> None:
+    before = [signal.getsignal(s) for s in processes.PREEMPTION_SIGNALS]
+    terms: list[int] = []
+    previous_term = signal.signal(signal.SIGTERM, lambda s, f: terms.append(s))
+    try:
+        with (
+            pytest.raises(UserError) as caught,
+            processes_of_this_job(_stopped_trainer(), tmp_path),
+        ):
+            assert (tmp_path / SLURM_JOB_FILE).read_text() == "7_3"  # the run's job, recorded
+            os.kill(os.getpid(), signum)
+            os.kill(os.getpid(), signum)  # SLURM may signal again: one stop
+            assert terms == [signal.SIGTERM]  # Lightning's SIGTERM handler: stop at a step's end
+            raise SystemExit(1)  # how Lightning then ends fit
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+    assert under_slurm == [["scontrol", "requeue", "7_3"]]
+    assert caught.value.exit_code == 128 + signum
+    assert "requeued SLURM job 7_3" in str(caught.value) and "step 5" in str(caught.value)
+    assert [signal.getsignal(s) for s in processes.PREEMPTION_SIGNALS] == before
+
+
+def test_a_failed_requeue_says_how_to_resume(
+    tmp_path: Path, under_slurm: list[list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def missing(command: list[str], **_: object) -> None:
+        raise FileNotFoundError(2, "No such file or directory", "scontrol")
+
+    monkeypatch.setattr(processes.subprocess, "run", missing)
+    previous_term = signal.signal(signal.SIGTERM, lambda s, f: None)
+    try:
+        with (
+            pytest.raises(UserError) as caught,
+            processes_of_this_job(_stopped_trainer(), tmp_path),
+        ):
+            os.kill(os.getpid(), signal.SIGUSR1)
+            raise SystemExit(1)
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+    assert f"resume with python train.py resume={tmp_path}" in str(caught.value)
+    assert caught.value.exit_code == 128 + signal.SIGUSR1

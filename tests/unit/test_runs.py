@@ -21,8 +21,10 @@ from mnist_lit.runs import (
     accept_resumed_config,
     latest_run_dir,
     newest_intact_checkpoint,
+    requeued_checkpoint,
     resume_command_line,
 )
+from mnist_lit.slurm import SLURM_JOB_FILE
 
 
 def make_run(root: Path, name: str, overrides: list[str], checkpoints: dict[str, Path]) -> Path:
@@ -224,3 +226,73 @@ def test_a_run_refused_before_it_trained_leaves_no_run_dir(
     for run_dir in (refused, started, other):
         remove_unstarted_run_dir(str(run_dir))
     assert not refused.exists() and started.is_dir() and other.is_dir()
+
+
+# ----------------------------------------------------------------------------- requeued SLURM jobs
+
+
+@pytest.fixture
+def requeued_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SLURM job 4242 running again after a requeue."""
+    for key in ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+
+
+def _slurm_run(tiny_ckpts: dict, root: Path, name: str, job: str) -> Path:
+    run = make_run(root, name, ["model=mlp"], {"resume/step_0000003.ckpt": tiny_ckpts["full"]})
+    (run / SLURM_JOB_FILE).write_text(job)
+    return run
+
+
+def test_a_requeued_job_resumes_the_run_it_pinned(
+    tiny_ckpts: dict, tmp_path: Path, requeued_job: None
+) -> None:
+    run = _slurm_run(tiny_ckpts, tmp_path, "slurm-4242", "4242")
+    argv = resume_command_line(["model=mlp", f"hydra.run.dir={run}"], tmp_path)
+    assert argv[-3:] == [
+        f"hydra.run.dir={run.resolve()}",
+        "hydra.output_subdir=.hydra/resume",
+        f"ckpt_path={(run / 'checkpoints' / 'resume' / 'step_0000003.ckpt').resolve()}",
+    ]
+    assert argv.count(f"hydra.run.dir={run.resolve()}") == 1
+
+
+def test_a_requeued_job_finds_its_time_stamped_run_by_its_id(
+    tiny_ckpts: dict, tmp_path: Path, requeued_job: None
+) -> None:
+    logs = tmp_path / "logs" / "train"
+    _slurm_run(tiny_ckpts, logs / "runs", "2026-01-01_10-00-00", "4241")  # another job's
+    mine = _slurm_run(tiny_ckpts, logs / "multiruns" / "2026-01-01_11-00-00", "1", "4242")
+    argv = resume_command_line(["model=mlp"], logs)
+    assert f"hydra.run.dir={mine.resolve()}" in argv
+    other = tmp_path / "elsewhere" / "train"  # paths.log_dir= given: its train/ is searched
+    elsewhere = _slurm_run(tiny_ckpts, other / "runs", "2026-01-01_12-00-00", "4242")
+    argv = resume_command_line(["model=mlp", f"paths.log_dir={other.parent}"], logs)
+    assert f"hydra.run.dir={elsewhere.resolve()}" in argv
+
+
+@pytest.mark.parametrize("case", ["first run", "no checkpoint yet", "another job", "resume given"])
+def test_what_a_requeue_leaves_as_it_is(
+    case: str, tiny_ckpts: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0" if case == "first run" else "1")
+    run = _slurm_run(tiny_ckpts, tmp_path, "slurm", "4241" if case == "another job" else "4242")
+    if case == "no checkpoint yet":
+        shutil.rmtree(run / "checkpoints")
+    argv = ["model=mlp", f"hydra.run.dir={run}"]
+    if case == "resume given":  # resume= as usual, once
+        argv = resume_command_line(["model=mlp", f"resume={run}"], tmp_path)
+        assert argv.count(f"hydra.run.dir={run.resolve()}") == 1
+    else:
+        assert resume_command_line(argv, tmp_path) == argv
+        assert requeued_checkpoint(run) is None
+
+
+def test_a_requeued_sweep_job_resumes_from_its_checkpoint(
+    tiny_ckpts: dict, tmp_path: Path, requeued_job: None
+) -> None:
+    run = _slurm_run(tiny_ckpts, tmp_path, "0", "4242")
+    assert requeued_checkpoint(run) == str(run / "checkpoints" / "resume" / "step_0000003.ckpt")
