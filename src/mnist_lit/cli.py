@@ -86,6 +86,9 @@ def check_ckpt_path(cfg: DictConfig) -> None:
     trains = "model" in cfg  # train.py resumes fitting; eval, predict, export load the model
     if path is None:
         return
+    if Path(str(path)).suffix.lower() == ".onnx" and cfg.get("task_name") in ONNX_TASKS:
+        checkpoint_file(path)  # onnxruntime reads it when the task runs: no torch to load here
+        return
     try:
         checkpoint_file(path)  # a wrong path, answered without loading torch
         from mnist_lit.checkpoints import checkpoint_problem, dataset_of_config
@@ -101,6 +104,9 @@ def check_ckpt_path(cfg: DictConfig) -> None:
     if problem is not None:
         raise UserError(problem + (_RESUME_HINT if trains else ""))
 
+
+#: the tasks that also run an exported ONNX file (``predictors.py``)
+ONNX_TASKS = ("predict", "serve")
 
 #: (Lightning's own names, ckpt_path=last or best, would look in this run's new, empty dir)
 _RESUME_HINT = "; to go on with a run: resume=<run dir> or resume=last"

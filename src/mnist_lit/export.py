@@ -61,6 +61,8 @@ def metadata(spec: DatasetSpec, mean: float, std: float, ckpt_path: str | Path) 
         "classes": json.dumps(list(spec.classes)),
         "mean": str(mean),
         "std": str(std),
+        # how predict.py and the server prepare an image for it (data/preprocess.py)
+        "box_size": str(spec.box_size),
         "input": "pixels: float32 [batch, 1, 28, 28], pixel/255 in [0, 1], light on dark, "
         "normalization included",
         "output": f"logits: float32 [batch, {len(spec.classes)}]",

@@ -1,8 +1,10 @@
-"""``python predict.py ckpt_path=<file.ckpt> images=<files or folder>``: classify image files.
+"""``python predict.py ckpt_path=<file.ckpt | file.onnx> images=<files or folder>``: classify
+image files.
 
 Each image is prepared the way MNIST's digits were (``data/preprocess.py``: grayscale, light on
-dark, cropped, scaled into a 20x20 box (28x28 for Fashion-MNIST), centred by mass in 28x28,
-normalized), then classified by the checkpoint. A table goes to stdout, optionally a CSV or JSON
+dark, cropped, scaled into a 20x20 box (28x28 for Fashion-MNIST), centred by mass in 28x28),
+then classified by the checkpoint, or by an exported ONNX file with onnxruntime and numpy alone
+(torch is never imported: ``predictors.py``). A table goes to stdout, optionally a CSV or JSON
 file too; a file that cannot be read is one ``error: <file>: <problem>`` line on stderr and the
 others are still classified. Exit code: 0 all classified, 1 some file failed, 2 a bad command
 line or checkpoint (``errors.py``).
@@ -18,14 +20,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+import numpy as np
 from omegaconf import DictConfig, ListConfig
 
-from mnist_lit.checkpoints import load_checkpoint, spec_of_config
 from mnist_lit.console import first_line, quiet_known_noise
-from mnist_lit.data.preprocess import find_images, preprocess, read_image
+from mnist_lit.data.preprocess import find_images, read_file
 from mnist_lit.errors import FAILED, UserError
 from mnist_lit.files import atomic_write_bytes
+from mnist_lit.predictors import Predictor, load_predictor, top_classes
 
 
 @dataclass
@@ -63,29 +65,21 @@ def image_paths(images: str | Sequence[str]) -> tuple[list[Path], list[Predictio
 
 
 def classify(
-    model: torch.nn.Module,
+    predictor: Predictor,
     paths: Sequence[Path],
-    mean: float,
-    std: float,
     *,
     batch_size: int = 256,
     top_k: int = 3,
-    box_size: int = 20,
-    threshold: float = 0.2,
     on_error: Callable[[Prediction], None] | None = None,
 ) -> list[Prediction]:
     """Prepare and classify each file, in order; a file that fails gets its ``error`` set."""
     results: list[Prediction] = []
-    pending: list[tuple[Prediction, torch.Tensor]] = []  # prepared, not yet classified
-    model.eval()
+    pending: list[tuple[Prediction, np.ndarray]] = []  # prepared, not yet classified
     for i, path in enumerate(paths):
         result = Prediction(str(path), [])
         results.append(result)
         try:
-            image = read_image(path)
-            pending.append(
-                (result, preprocess(image, mean, std, box_size=box_size, threshold=threshold))
-            )
+            pending.append((result, predictor.prepare(read_file(path))))
         except UserError as err:
             result.error = str(err)
         except Exception as err:  # an image no one foresaw: report it, classify the others
@@ -95,19 +89,11 @@ def classify(
         if result.error is not None and on_error is not None:
             on_error(result)
         if pending and (len(pending) == batch_size or i == len(paths) - 1):
-            _classify_batch(model, pending, top_k)
+            probabilities = predictor.probabilities(np.stack([x for _, x in pending]))
+            for (prediction, _), row in zip(pending, probabilities, strict=True):
+                prediction.top = top_classes(row, top_k)
             pending = []
     return results
-
-
-def _classify_batch(
-    model: torch.nn.Module, pending: list[tuple[Prediction, torch.Tensor]], top_k: int
-) -> None:
-    with torch.inference_mode():
-        probabilities = torch.softmax(model(torch.stack([x for _, x in pending])), dim=1)
-    values, labels = probabilities.topk(min(top_k, probabilities.shape[1]), dim=1)
-    for (result, _), value_row, label_row in zip(pending, values, labels, strict=True):
-        result.top = list(zip(label_row.tolist(), value_row.tolist(), strict=True))
 
 
 def print_table(predictions: Sequence[Prediction], classes: Sequence[str]) -> None:
@@ -167,39 +153,23 @@ def _report(prediction: Prediction) -> None:
 def predict(cfg: DictConfig) -> list[Prediction]:
     """Classify ``cfg.images`` with ``cfg.ckpt_path``; a ``UserError`` (exit 1) if some failed."""
     output = Path(cfg.output) if cfg.get("output") else None
-    spec = spec_of_config(cfg.data)
-    if spec is None:
-        raise UserError(
-            f"data._target_={cfg.data._target_} has no DatasetSpec (a `spec` class attribute): "
-            "predict needs its class names"
-        )
-    box_size, threshold = cfg.preprocess.box_size or spec.box_size, cfg.preprocess.threshold
     quiet_known_noise()
-    model = load_checkpoint(cfg.ckpt_path, dataset=spec.name, data_cfg=cfg.data)
-    if model.hparams.num_classes != len(spec.classes):
-        raise UserError(
-            f"checkpoint {cfg.ckpt_path} has {model.hparams.num_classes} classes, but "
-            f"data={spec.name} has {len(spec.classes)}"
-        )
+    predictor = load_predictor(
+        cfg.ckpt_path,
+        cfg.data,
+        box_size=cfg.preprocess.box_size,
+        threshold=cfg.preprocess.threshold,
+    )
     images = list(cfg.images) if isinstance(cfg.images, ListConfig) else str(cfg.images)
     paths, failed = image_paths(images)
     for prediction in failed:
         _report(prediction)
-    predictions = classify(
-        model,
-        paths,
-        cfg.data.mean,
-        cfg.data.std,
-        batch_size=cfg.batch_size,
-        box_size=box_size,
-        threshold=threshold,
-        on_error=_report,
-    )
+    predictions = classify(predictor, paths, batch_size=cfg.batch_size, on_error=_report)
     if any(p.error is None for p in predictions):
-        print_table(predictions, spec.classes)
+        print_table(predictions, predictor.classes)
     if output is not None:
         try:
-            write_output(output, records([*failed, *predictions], spec.classes))
+            write_output(output, records([*failed, *predictions], predictor.classes))
         except OSError as err:
             raise UserError(f"cannot write output={output}: {err.strerror or err}") from None
         print(f"[mnist-lit] wrote {output}")

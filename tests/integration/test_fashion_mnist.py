@@ -21,7 +21,6 @@ from torchvision.datasets.mnist import read_image_file
 from mnist_lit import predict as predict_module
 from mnist_lit.config import PROJECT_ROOT
 from mnist_lit.data import FASHION_MNIST, FashionMNISTDataModule, ensure_dataset
-from mnist_lit.data.preprocess import preprocess
 from mnist_lit.errors import UserError
 from mnist_lit.predict import predict
 from mnist_lit.train import train
@@ -107,12 +106,14 @@ def test_training_and_predicting_by_config(
         page[18:102, 8:92] = 255 - np.asarray(product)
         Image.fromarray(page).save(tmp_path / f"product_{i}.png")
     boxes = []
+    real_load = predict_module.load_predictor
 
-    def recording_preprocess(*args, **kwargs):
-        boxes.append(kwargs["box_size"])
-        return preprocess(*args, **kwargs)
+    def recording_load(*args, **kwargs):
+        predictor = real_load(*args, **kwargs)
+        boxes.append(predictor.box_size)
+        return predictor
 
-    monkeypatch.setattr(predict_module, "preprocess", recording_preprocess)
+    monkeypatch.setattr(predict_module, "load_predictor", recording_load)
     capsys.readouterr()
     predict_cfg = compose_config(
         "predict",
@@ -121,7 +122,7 @@ def test_training_and_predicting_by_config(
         fashion_data_dir,
     )
     assert len(predict(predict_cfg)) == 2
-    assert boxes == [28, 28]  # Fashion-MNIST's own box, not MNIST's 20
+    assert boxes == [28]  # Fashion-MNIST's own box, not MNIST's 20
     table = capsys.readouterr().out
     assert "product_0.png" in table and "product_1.png" in table
     assert any(name in table for name in FASHION_MNIST.classes if not name.isdigit())

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +19,13 @@ import torch
 from PIL import Image
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
-from mnist_lit.checkpoints import load_checkpoint
-from mnist_lit.data.preprocess import normalize, preprocess
+from mnist_lit.config import PROJECT_ROOT
+from mnist_lit.data.preprocess import mnist_like
 from mnist_lit.predict import classify
+from mnist_lit.predictors import load_predictor
 
 from ..conftest import run_cli
-
-MEAN, STD = 0.1307, 0.3081
-
+from .test_startup import PROBE
 
 N_RENDERED = 30
 
@@ -90,12 +92,10 @@ BROKEN = {
 def test_mnist_digits_come_back_unchanged(mnist_test) -> None:
     """An MNIST image is already prepared: preprocessing must give it back (not just similar)."""
     images, _ = mnist_test
-    for image in images[:200]:
-        ours = preprocess(image, MEAN, STD)
-        original = normalize(image.float() / 255, MEAN, STD)[None]
-        assert ours.shape == (1, 28, 28)
-        correlation = torch.corrcoef(torch.stack([ours.flatten(), original.flatten()]))[0, 1]
-        assert correlation > 0.99
+    for image in images[:200].numpy():
+        ours = mnist_like(image)
+        assert ours.shape == (28, 28)
+        assert np.corrcoef(ours.flatten(), image.flatten())[0, 1] > 0.99
 
 
 # ----------------------------------------------------------------------------- classifying
@@ -103,30 +103,23 @@ def test_mnist_digits_come_back_unchanged(mnist_test) -> None:
 
 def test_rendered_digits_are_classified(image_dir, mnist_ckpt: Path) -> None:
     folder, labels = image_dir
-    model = load_checkpoint(mnist_ckpt, dataset="mnist")
+    predictor = load_predictor(mnist_ckpt)  # the mean and std it trained with, its classes
     paths = sorted(folder.glob("digit_*"))
     errors = []
-    results = classify(model, paths, MEAN, STD, on_error=errors.append)
+    results = classify(predictor, paths, on_error=errors.append)
     assert not errors
     predicted = [r.top[0][0] for r in results]
     correct = sum(p == t for p, t in zip(predicted, labels, strict=True))
     assert correct >= 0.9 * N_RENDERED, f"{correct}/{N_RENDERED}: {predicted} vs {labels}"
     # the same digits fed as a naive resize (no inversion, no crop) do much worse: the
     # preprocessing is what makes files like these work
-    naive = torch.stack(
+    naive = np.stack(
         [
-            normalize(
-                torch.from_numpy(
-                    np.asarray(Image.open(p).convert("L").resize((28, 28)), dtype=np.float32)
-                )
-                / 255,
-                MEAN,
-                STD,
-            )[None]
+            np.asarray(Image.open(p).convert("L").resize((28, 28)), dtype=np.float32)[None] / 255
             for p in paths
         ]
     )
-    naive_correct = (model(naive).argmax(1) == torch.tensor(labels)).sum().item()
+    naive_correct = int((predictor.probabilities(naive).argmax(1) == np.array(labels)).sum())
     assert naive_correct < correct - 5
 
 
@@ -165,3 +158,31 @@ def test_cli_folder_with_broken_files(image_dir, mnist_ckpt: Path, tmp_path: Pat
     correct = sum(int(r["label"]) == t for r, t in zip(good, labels, strict=True))
     assert correct >= 0.9 * N_RENDERED
     assert not [p for p in output.parent.iterdir() if p.name != output.name]  # no temp file
+
+
+def test_an_exported_onnx_file_predicts_the_same_without_torch(
+    image_dir, mnist_ckpt: Path, tmp_path: Path
+) -> None:
+    """predict.py on the exported ONNX file: the checkpoint's labels and probabilities, and
+    neither torch nor Lightning imported (onnxruntime and numpy alone)."""
+    folder, _ = image_dir
+    onnx = tmp_path / "model.onnx"
+    exported = run_cli("export.py", f"ckpt_path={mnist_ckpt}", f"output={onnx}", "verify=false")
+    assert exported.returncode == 0, exported.stderr
+    paths = sorted(folder.glob("digit_*"))
+    from_ckpt = classify(load_predictor(mnist_ckpt), paths)
+    from_onnx = classify(load_predictor(onnx), paths)
+    for a, b in zip(from_ckpt, from_onnx, strict=True):
+        assert [k for k, _ in a.top] == [k for k, _ in b.top]
+        assert np.allclose([p for _, p in a.top], [p for _, p in b.top], atol=1e-4)
+
+    output = tmp_path / "onnx.json"
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(PROJECT_ROOT / "predict.py"), f"ckpt_path={onnx}",
+         f"images={paths[0]}", f"output={output}", f"paths.log_dir={tmp_path / 'logs'}"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.stderr.strip().splitlines()[-1] in ("HEAVY  EXIT 0", "HEAVY  EXIT None"), (
+        done.stderr
+    )
+    assert json.loads(output.read_text())[0]["label"] == from_ckpt[0].top[0][0]

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_lit.checkpoints import load_checkpoint
 from mnist_lit.config import validate
 from mnist_lit.errors import UserError
 from mnist_lit.predict import (
@@ -25,11 +24,10 @@ from mnist_lit.predict import (
     records,
     write_output,
 )
+from mnist_lit.predictors import Predictor, load_predictor
 
 from ..conftest import compose_config
 from .conftest import SYNTHETIC_TARGET
-
-MEAN, STD = 0.1307, 0.3081
 
 BROKEN = {
     "empty.png": "empty",
@@ -62,8 +60,9 @@ def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model(tiny_ckpts: dict):
-    return load_checkpoint(tiny_ckpts["full"], dataset="mnist")
+def model(tiny_ckpts: dict, tmp_path_factory: pytest.TempPathFactory) -> Predictor:
+    data = compose_config("predict", [], tmp_path_factory.mktemp("run")).data
+    return load_predictor(tiny_ckpts["full"], data)
 
 
 def predict_cfg(tiny_ckpts: dict, tmp_path: Path, *overrides: str):
@@ -97,7 +96,7 @@ def test_broken_files_are_reported_and_the_rest_classified(image_dir: Path, mode
     paths = [image_dir / "digit_1.jpg", *(image_dir / name for name in BROKEN)]
     paths.append(image_dir / "digit_0.png")
     reported: list[Prediction] = []
-    results = classify(model, paths, MEAN, STD, batch_size=2, on_error=reported.append)
+    results = classify(model, paths, batch_size=2, on_error=reported.append)
     assert [r.file for r in results] == [str(p) for p in paths]  # input order kept
     assert [r.error is None for r in results] == [True, False, False, False, True]
     assert [r.file for r in reported] == [str(image_dir / name) for name in BROKEN]
@@ -111,8 +110,8 @@ def test_broken_files_are_reported_and_the_rest_classified(image_dir: Path, mode
 
 def test_batches_do_not_change_the_results(image_dir: Path, model) -> None:
     paths = sorted(image_dir.glob("digit_*"))
-    one = classify(model, paths, MEAN, STD, batch_size=1)
-    all_at_once = classify(model, paths, MEAN, STD, batch_size=256)
+    one = classify(model, paths, batch_size=1)
+    all_at_once = classify(model, paths, batch_size=256)
     for a, b in zip(one, all_at_once, strict=True):
         assert [k for k, _ in a.top] == [k for k, _ in b.top]
         assert np.allclose([p for _, p in a.top], [p for _, p in b.top], atol=1e-5)
@@ -121,10 +120,8 @@ def test_batches_do_not_change_the_results(image_dir: Path, model) -> None:
 def test_an_unforeseen_failure_is_reported_for_that_file(
     image_dir: Path, model, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mnist_lit import predict as predict_module
-
-    monkeypatch.setattr(predict_module, "preprocess", lambda *a, **k: 1 / 0)
-    (result,) = classify(model, [image_dir / "digit_0.png"], MEAN, STD)
+    monkeypatch.setattr(model, "prepare", lambda data: 1 / 0)
+    (result,) = classify(model, [image_dir / "digit_0.png"])
     assert "ZeroDivisionError" in result.error
 
 
