@@ -11,7 +11,7 @@ search (``studies.py``) the report covers every trial of the study, whichever sw
 and adds Optuna's views: ``optimization_history.png`` and ``param_importances.png``.
 
 Values are shown to 3 significant digits (a sampled ``optimizer.lr=0.000587``), accuracies in
-percent with 2 decimals; ``report.csv`` keeps them to 6 significant digits.
+percent with 2 decimals; ``report.csv``, data for other programs, keeps every digit.
 """
 
 from __future__ import annotations
@@ -335,15 +335,10 @@ def render_csv(jobs: list[Job]) -> str:
         ["job", "overrides", "seed", *metrics, "gap", "epochs", "fit_seconds", "finished"]
     )
     for job in sorted(jobs, key=lambda j: -(j.percent(sort_by) or -1)):
-        values = [_significant(job.metrics.get(name)) for name in metrics.values()]
-        timing = [_significant(job.gap), job.epochs, job.fit_seconds, job.finished]
+        values = [job.metrics.get(name) for name in metrics.values()]
+        timing = [job.gap, job.epochs, job.fit_seconds, job.finished]
         writer.writerow([job.number, " ".join(job.overrides), job.seed, *values, *timing])
     return out.getvalue()
-
-
-def _significant(value: float | None, digits: int = 6) -> float | None:
-    """A float32 metric without its noise (0.699999988079071 -> 0.7)."""
-    return None if value is None else float(f"{value:.{digits}g}")
 
 
 #: a bar label wraps at this many characters; the figure widens to fit the longest line
