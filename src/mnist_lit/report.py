@@ -24,6 +24,7 @@ import logging
 import math
 import statistics
 import textwrap
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -423,7 +424,8 @@ def render_study_plots(sweep_dir: Path, metric: str) -> list[Path]:
 
     written = []
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with matplotlib.rc_context():  # Optuna's plot sets the ggplot style for the process
+    with matplotlib.rc_context(), warnings.catch_warnings():  # (it sets the ggplot style)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         ax = views.plot_optimization_history(study, target_name=metric)
     ax.set_ylabel(metric)
     path = sweep_dir / "optimization_history.png"
