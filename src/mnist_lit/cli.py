@@ -23,10 +23,13 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from mnist_lit.compat import hydra_argument_parser
 from mnist_lit.config import (
     CONFIG_DIR,
     JOB_DIR_ENV,
     check_command_line,
+    help_text,
+    jobs,
     remove_unstarted_run_dir,
     validate,
 )
@@ -50,6 +53,14 @@ def run_entry_point(
     Each job of a sweep checks its own config again inside Hydra, where it is resolved.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    args, _ = hydra_argument_parser().parse_known_args(argv)
+    if args.help and not args.hydra_help:
+        with reported_errors():
+            overrides = (
+                jobs(args.overrides)[0] if args.multirun else args.overrides
+            )  # a sweep's first
+            print(help_text(args.config_name or config_name, overrides))
+        return
     if check:
         with reported_errors():
             for cfg in check_command_line(config_name, argv):

@@ -12,12 +12,15 @@ command line (one ``error:`` line on stderr, no traceback, no run dir).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from unittest.mock import patch
 
+import hydra
 import pytest
 import torch
 
-from mnist_lit.config import check_command_line
+from mnist_lit.config import CONFIG_DIR, check_command_line, help_text
 from mnist_lit.errors import UserError
 
 from .conftest import FITS_TINY, precheck
@@ -206,3 +209,25 @@ def test_the_other_commands_resolve_their_ckpt_path(names: dict[str, str], tmp_p
     for script, extra in (("eval", []), ("predict", ["images=x"]), ("export", [])):
         (cfg,) = precheck(script, [f"ckpt_path={names['weights']}", *extra])
         assert cfg.ckpt_path == names["weights"]
+
+
+@pytest.mark.parametrize(
+    ("script", "args"),
+    [("train", []), ("train", ["model=mlp", "optimizer.lr=0.5"]), ("predict", []), ("eval", [])],
+)
+def test_help_prints_what_hydra_prints(
+    script: str, args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--help`` lists the config groups from conf/ itself (Hydra composes once per group, over
+    a second): the text must stay Hydra's own, byte for byte."""
+    hydra_app = hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=script)
+    with patch.object(sys, "argv", [f"{script}.py", *args, "--help"]), pytest.raises(SystemExit):
+        hydra_app(lambda cfg: None)()
+    hydras = capsys.readouterr().out
+    assert help_text(script, args) + "\n" == hydras
+
+
+def test_help_for_a_bad_command_line_is_one_error_line() -> None:
+    with pytest.raises(UserError) as caught:
+        help_text("train", ["modle=mlp"])
+    assert caught.value.exit_code == 2 and "modle" in str(caught.value)
