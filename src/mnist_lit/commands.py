@@ -17,6 +17,7 @@ from mnist_lit.errors import reported_errors
 from mnist_lit.files import output_beside
 from mnist_lit.runs import resume_command_line
 from mnist_lit.schema import EXPORT_SUFFIXES
+from mnist_lit.serving import model_command_line, served_file
 
 
 def train() -> None:
@@ -47,3 +48,10 @@ def export() -> None:
 def _export_output(cfg: DictConfig) -> None:
     """Refuse an export onto its own checkpoint before any work (``export.output_of``)."""
     output_beside(cfg.ckpt_path, cfg.output, EXPORT_SUFFIXES[cfg.format])
+
+
+def serve() -> None:
+    """``python serve.py ckpt_path=<checkpoint | run dir | last | file.onnx> [overrides]``."""
+    with reported_errors():  # a run dir or `last` becomes its checkpoint file
+        argv = model_command_line(sys.argv[1:], PROJECT_ROOT / "logs" / "train")
+    run_entry_point("serve", "mnist_lit.serving.server:serve", argv, check_task=served_file)

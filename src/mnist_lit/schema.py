@@ -354,3 +354,32 @@ OPTIONS: dict[str, type[BaseModel]] = {
     "predict": PredictOptions,
     "export": ExportOptions,
 }
+
+
+# ----------------------------------------------------------------------------- conf/serve.yaml
+
+
+class ServeLimits(Node):
+    """``serve.limits``: what one request may send (``serving/server.py``)."""
+
+    max_body_bytes: Annotated[int, Field(ge=1024)]
+    max_pixels: Annotated[int, Field(ge=28 * 28)]
+    max_batch: Count
+
+
+class ServeOptions(BaseModel):
+    """``conf/serve.yaml``."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    ckpt_path: str
+    runtime: Literal["checkpoint", "onnx"]
+    host: str
+    port: Annotated[int, Field(ge=1, le=65535)]
+    workers: Count
+    limits: ServeLimits
+    access_log: bool
+
+
+OPTIONS["serve"] = ServeOptions
+REQUIRED_GROUPS["serve"] = ("paths",)

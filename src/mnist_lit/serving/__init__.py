@@ -1,0 +1,84 @@
+"""``python serve.py ckpt_path=...``: a model behind HTTP, and a page to draw digits on.
+
+``server.py`` is the FastAPI app (``POST /predict``, ``GET /health``, the page at ``/``) and
+``serve``, the task that runs it under uvicorn; ``static/`` is the page (no external files).
+This module only finds the file to serve, before Hydra starts and without torch: ``ckpt_path``
+may name a checkpoint, a run dir, ``last`` or an exported ``.onnx`` file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from mnist_lit.errors import UserError
+from mnist_lit.runs import latest_run_dir
+
+ONNX_SUFFIX = ".onnx"
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def run_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint of a run dir to serve: the one its test used (best ``val/acc``), or
+    ``last.ckpt`` for a run that has not finished."""
+    metrics = run_dir / "metrics.json"
+    if metrics.is_file():
+        try:
+            best = json.loads(metrics.read_text()).get("best_ckpt")
+        except (OSError, ValueError, AttributeError):
+            best = None
+        if best and Path(best).is_file():
+            return Path(best)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        return last
+    raise UserError(
+        f"ckpt_path={run_dir}: the run has no best checkpoint in metrics.json and no "
+        "checkpoints/last.ckpt: pass ckpt_path=<run dir>/checkpoints/<file>.ckpt"
+    )
+
+
+def model_command_line(argv: Sequence[str], logs: Path) -> list[str]:
+    """``argv`` with ``ckpt_path=<run dir>`` or ``ckpt_path=last`` made the checkpoint file to
+    serve (``logs`` is ``logs/train``); other arguments, and a file path, pass unchanged."""
+    out = []
+    for arg in argv:
+        if _key(arg) == "ckpt_path" and "=" in arg:
+            value = arg.split("=", 1)[1]
+            if value == "last":
+                value = str(run_checkpoint(latest_run_dir(logs)))
+            elif Path(value).is_dir():
+                value = str(run_checkpoint(Path(value)))
+            arg = f"{arg.split('=', 1)[0]}={value}"
+        out.append(arg)
+    return out
+
+
+def served_file(cfg: DictConfig) -> Path:
+    """The file the server loads: ``ckpt_path``, or with ``runtime=onnx`` the ``.onnx`` export
+    beside a checkpoint. A ``UserError`` when it is missing or not a model of this project."""
+    path = Path(str(cfg.ckpt_path))
+    if path.suffix.lower() != ONNX_SUFFIX and cfg.runtime == "onnx":
+        exported = path.with_suffix(ONNX_SUFFIX)
+        if not exported.is_file():
+            raise UserError(
+                f"runtime=onnx serves {exported}, which does not exist: make it with "
+                f"`python export.py ckpt_path={path} format=onnx`, or pass runtime=checkpoint"
+            )
+        return exported
+    if path.suffix.lower() == ONNX_SUFFIX:
+        if not path.is_file():
+            raise UserError(
+                f"{path} does not exist: pass ckpt_path=<file.onnx> written by export.py"
+            )
+        return path
+    return path  # a checkpoint: cli.check_ckpt_path checks it before the server starts
+
+
+__all__ = ["model_command_line", "run_checkpoint", "served_file"]
