@@ -77,7 +77,7 @@ def resolve(target: str) -> tuple[Path, float | None]:
         if not path.is_absolute() and not path.exists():
             path = run_dir / "checkpoints" / path.name
     tested = metrics.get("best_ckpt") and Path(metrics["best_ckpt"]).name == path.name
-    acc = metrics.get("test/acc") if tested else None
+    acc = (metrics.get("metrics") or {}).get("test/acc") if tested else None
     return path, (float(acc) if acc is not None else None)
 
 

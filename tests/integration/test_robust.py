@@ -33,7 +33,8 @@ def test_robust_recipe_trains_augmented_and_is_scored_on_the_check_set(
     robust_run: Path, tmp_path: Path
 ) -> None:
     metrics = json.loads((robust_run / "metrics.json").read_text())
-    assert 0 <= metrics["test/acc"] <= 1
+    tested = metrics["metrics"]["test/acc"]
+    assert 0 <= tested <= 1
     config = (robust_run / ".hydra" / "config.yaml").read_text()
     assert "thicken: 2.0" in config and "low_res: 0.5" in config
     check_set = tmp_path / "check_set"
@@ -51,7 +52,7 @@ def test_robust_recipe_trains_augmented_and_is_scored_on_the_check_set(
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads((out / "robustness.json").read_text())
     (model,) = figures["models"]
-    assert model["mnist_test_acc"] == pytest.approx(metrics["test/acc"])
+    assert model["mnist_test_acc"] == pytest.approx(tested)
     assert Path(model["checkpoint"]).name == Path(metrics["best_ckpt"]).name
     assert set(model["by_category"]) == set(CATEGORIES)
     assert len(model["predictions"]) == 2 * len(CATEGORIES)
