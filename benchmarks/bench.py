@@ -6,7 +6,10 @@ timing.py says), checks each figure against its target and writes the report (re
 1. training samples/s: pytorch/examples' pipeline versus this template's Lightning pipeline;
 2. Lightning's overhead over a plain hand-written loop on the very same in-memory batches;
 3. training seconds to 99.0 % test accuracy: the pytorch/examples recipe versus ``experiment=fast``;
-4. test-set images/s through ``trainer.test``, and the peak RSS of a 1-epoch default run.
+4. test-set images/s through ``trainer.test``, and the peak RSS of a 1-epoch default run;
+5. start-up: each command's wall time (``--help``, refused command lines, predict on the ONNX
+   file and on the checkpoint, ``debug=fast_dev_run``) beside the bare ``import torch`` /
+   ``import lightning`` floor and its peak RSS, measured in the same run (startup.py).
 
 ``python benchmarks/bench.py [--quick] [--out DIR] [--examples-workers N]`` prints the tables
 (markdown) and writes them to ``DIR/bench.md`` with every raw figure in ``DIR/bench.json``
@@ -43,6 +46,7 @@ from pipelines import (
     throughput_overrides,
 )
 from report import METHODOLOGY, checks, render
+from startup import measure_startup
 from timing import GB, TARGET_ACC, Plan, machine_facts, settle_process
 
 from mnist_lit.config import PROJECT_ROOT
@@ -59,6 +63,7 @@ FULL = Plan(
     tta_test_images=None,
     eval_repeats=3,
     eval_batches=None,
+    startup_repeats=5,
     default_run_extra=(),
     examples_workers=EXAMPLES_WORKERS,
 )
@@ -73,6 +78,7 @@ QUICK = Plan(
     tta_test_images=1000,
     eval_repeats=3,
     eval_batches=1,
+    startup_repeats=1,
     default_run_extra=(
         "+trainer.limit_train_batches=8",
         "+trainer.limit_val_batches=1",
@@ -121,6 +127,10 @@ def measure_throughput(plan: Plan, data_dir: Path, work_dir: Path) -> dict[str, 
             "bare_overhead_pct": (medians["plain"] / medians["lightning_bare"] - 1) * 100,
             "lightning_step_ms": step_ms["lightning"] - step_ms["plain"],
             "bare_step_ms": step_ms["lightning_bare"] - step_ms["plain"],
+            # what the project's callbacks, metrics and logging add on top of Lightning alone
+            "project_share_pct": (step_ms["lightning"] - step_ms["lightning_bare"])
+            / step_ms["lightning"]
+            * 100,
             "bf16_speedup": medians["lightning"] / medians["lightning_fp32"],
         }
     return results
@@ -149,6 +159,25 @@ def measure_eval_and_memory(plan: Plan, work_dir: Path) -> dict[str, Any]:
     )
     say(f"trainer.test: {evaluation['trainer_test_images_per_s']:,.0f} images/s")
     return {"default_run": run, "eval": evaluation}
+
+
+def measure_startup_part(plan: Plan, best_ckpt: str, work_dir: Path) -> dict[str, Any]:
+    """Part 5: an ONNX file and an image for predict, then every command against the floor."""
+    import subprocess
+
+    from PIL import Image
+    from torchvision.datasets.mnist import read_image_file
+
+    startup_dir = work_dir / "startup"
+    startup_dir.mkdir(parents=True, exist_ok=True)
+    onnx = startup_dir / "model.onnx"
+    export = [sys.executable, "export.py", f"ckpt_path={best_ckpt}", f"output={onnx}"]
+    subprocess.run([*export, "verify=false"], cwd=PROJECT_ROOT, capture_output=True, check=True)
+    digits = read_image_file(str(DATA_DIR / "MNIST" / "raw" / "t10k-images-idx3-ubyte"))
+    image = startup_dir / "digit.png"
+    Image.fromarray(255 - digits[0].numpy()).resize((140, 140)).save(image)  # a page's digit
+    say(f"part 5: start-up, {plan.startup_repeats} run(s) of each command")
+    return measure_startup(plan.startup_repeats, onnx, Path(best_ckpt), image, startup_dir, say)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     results["throughput"] = measure_throughput(plan, DATA_DIR, work_dir)
     results["time_to_accuracy"] = measure_time_to_accuracy(plan, DATA_DIR, work_dir)
     results["memory"] = measure_eval_and_memory(plan, work_dir)
+    best_ckpt = results["memory"]["default_run"]["best_ckpt"]
+    results["startup"] = measure_startup_part(plan, best_ckpt, work_dir)
     env["load_end"] = os.getloadavg()[0]
     env["torch_threads_end"] = torch.get_num_threads()
     results["seconds"] = (datetime.now() - started).total_seconds()

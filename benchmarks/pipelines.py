@@ -290,6 +290,7 @@ def default_run(plan: Plan, run_dir: Path) -> dict[str, Any]:
         "peak_rss_bytes": usage["peak_rss_bytes"],
         "wall_s": usage["wall_s"],
         "fit_s": summary["fit_seconds"],
+        "startup_s": summary.get("startup_seconds"),
         "test_acc": summary["metrics"].get("test/acc"),
         "best_ckpt": summary["best_ckpt"],
         "log": str(log_path),

@@ -56,6 +56,8 @@ class Plan:
     default_run_extra: tuple[str, ...]
     #: DataLoader worker processes of the pytorch/examples side (``--examples-workers``)
     examples_workers: int
+    #: runs of each command in part 5 (start-up; the median is reported)
+    startup_repeats: int = 5
 
 
 # ------------------------------------------------------------------------- step windows

@@ -1,0 +1,112 @@
+"""Part 5 of ``make bench``: how long each command takes to answer, and what memory a run adds.
+
+Every command is timed as a whole process (``python <script> ...`` from the repo root, wall
+clock, median of the repeats), beside the floor measured in the same run: a bare
+``python -c "import torch"``, ``import lightning`` and ``import torch, lightning``. The peak RSS
+of a bare ``import torch, lightning`` is measured the same way, to set beside the 1-epoch
+default run's (part 4): the difference is what the project adds.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from timing import run_for_peak_rss
+
+from mnist_lit.config import PROJECT_ROOT
+from mnist_lit.report import RUN_SUMMARY_FILE
+
+#: the commands that must answer without torch (issue 15: within 1 s), by their names below
+ANSWERED_WITHOUT_TORCH = (
+    "train.py --help",
+    "train.py modle=cnn (a typo)",
+    "train.py model.dropout=2 (out of range)",
+    "eval.py ckpt_path=missing.ckpt",
+    "export.py format=tflite",
+    "python -m mnist_lit.cluster seed=1,2 (dry run)",
+    "predict.py on the ONNX file, one image",
+)
+
+#: the bare imports every command that trains or loads a checkpoint pays first
+FLOOR = {
+    "import torch": "import torch",
+    "import lightning": "import lightning",
+    "import torch, lightning": "import torch, lightning",
+}
+
+
+def command_lines(onnx: Path, ckpt: Path, image: Path, work_dir: Path) -> dict[str, list[str]]:
+    """The timed commands (argv after ``python``), by what they show."""
+    logs = f"paths.log_dir={work_dir / 'logs'}"
+    return {
+        "train.py --help": ["train.py", "--help"],
+        "train.py modle=cnn (a typo)": ["train.py", "modle=cnn", logs],
+        "train.py model.dropout=2 (out of range)": ["train.py", "model.dropout=2", logs],
+        "eval.py ckpt_path=missing.ckpt": ["eval.py", "ckpt_path=missing.ckpt", logs],
+        "export.py format=tflite": ["export.py", f"ckpt_path={ckpt}", "format=tflite", logs],
+        "python -m mnist_lit.cluster seed=1,2 (dry run)": ["-m", "mnist_lit.cluster", "seed=1,2"],
+        "predict.py on the ONNX file, one image": [
+            "predict.py", f"ckpt_path={onnx}", f"images={image}", logs,
+        ],
+        "predict.py on the checkpoint, one image": [
+            "predict.py", f"ckpt_path={ckpt}", f"images={image}", logs,
+        ],
+        "train.py debug=fast_dev_run": [
+            "train.py", "debug=fast_dev_run", f"hydra.run.dir={work_dir / 'fast_dev_run'}",
+        ],
+    }  # fmt: skip
+
+
+def wall_seconds(argv: list[str], repeats: int, log: Path) -> dict[str, Any]:
+    """Median wall seconds of ``python <argv>`` over ``repeats`` runs, and its exit codes."""
+    import subprocess
+
+    times, codes = [], []
+    with log.open("a") as out:
+        for _ in range(repeats):
+            started = time.perf_counter()
+            done = subprocess.run(
+                [sys.executable, *argv], cwd=PROJECT_ROOT, stdout=out, stderr=out, check=False
+            )
+            times.append(time.perf_counter() - started)
+            codes.append(done.returncode)
+    return {"median_s": statistics.median(times), "runs_s": times, "exit_codes": sorted(set(codes))}
+
+
+def measure_startup(
+    repeats: int,
+    onnx: Path,
+    ckpt: Path,
+    image: Path,
+    work_dir: Path,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """The floor, each command's wall time and the floor's peak RSS, all in this run."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    log = work_dir / "startup.log"
+    floor = {}
+    for name, code in FLOOR.items():
+        floor[name] = wall_seconds(["-c", code], repeats, log)
+        say(f"floor: python -c '{code}': {floor[name]['median_s']:.2f} s")
+    commands = {}
+    for name, argv in command_lines(onnx, ckpt, image, work_dir).items():
+        commands[name] = wall_seconds(argv, repeats, log)
+        say(f"{name}: {commands[name]['median_s']:.2f} s (exit {commands[name]['exit_codes']})")
+    summary = json.loads((work_dir / "fast_dev_run" / RUN_SUMMARY_FILE).read_text())
+    rss = run_for_peak_rss(
+        [sys.executable, "-c", FLOOR["import torch, lightning"]], PROJECT_ROOT, work_dir / "rss.log"
+    )
+    say(f"floor: peak RSS of import torch, lightning: {rss['peak_rss_bytes'] / 1e6:.0f} MB")
+    return {
+        "repeats": repeats,
+        "floor": floor,
+        "commands": commands,
+        "fast_dev_run_startup_s": summary.get("startup_seconds"),
+        "floor_peak_rss_bytes": rss["peak_rss_bytes"],
+    }
