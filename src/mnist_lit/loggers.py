@@ -29,8 +29,6 @@ from mnist_lit.files import atomic_write_bytes
 
 #: the ids of this run's tracker runs (MLflow's run id, W&B's run id and group), by tracker
 TRACKERS_FILE = "trackers.json"
-#: the highest step each metric was logged at to W&B (what a resumed run must not log again)
-WANDB_STEPS_FILE = "wandb_logged_steps.json"
 #: in a sweep dir: the MLflow parent run that the sweep's jobs are children of
 PARENT_RUN_FILE = "mlflow_parent_run.json"
 #: the longest MLflow param value (MLflow's limit)
@@ -274,6 +272,7 @@ class TrackedMLFlowLogger(MLFlowLogger):
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        _ = self.experiment  # a resumed run reads what the stopped run logged when it starts
         super().log_metrics(_not_logged_yet(metrics, step, self.logged_steps), step)
 
     @rank_zero_only
@@ -339,9 +338,7 @@ def _wandb_arguments(logger_cfg: DictConfig, run: TrackedRun) -> dict[str, Any]:
 
 class TrackedWandbLogger(WandbLogger):
     """Lightning's ``WandbLogger`` for a ``TrackedRun``: a resumed run goes on with the stopped
-    run's W&B run (same id and group) and skips the steps it logged already, which it keeps
-    track of in ``<run dir>/wandb_logged_steps.json`` (an offline run cannot be read back while
-    it runs)."""
+    run's W&B run (same id and group) and skips the steps that W&B's files of it hold."""
 
     def __init__(
         self,
@@ -352,12 +349,9 @@ class TrackedWandbLogger(WandbLogger):
     ) -> None:
         super().__init__(id=id, group=group, **kwargs)
         self.tracked, self.group = run, group
-        self.steps_file = run.run_dir / WANDB_STEPS_FILE if run else None
         self.logged_steps: dict[str, int] = {}
-        resumed = run is not None and run.resumed_at is not None and run.saved_ids("wandb")
-        if resumed and self.steps_file is not None and self.steps_file.is_file():
-            self.logged_steps = json.loads(self.steps_file.read_text())
-        self._newest: dict[str, int] = dict(self.logged_steps)
+        if id is not None and run is not None and run.resumed_at is not None:
+            self.logged_steps = wandb_logged_steps(Path(kwargs.get("save_dir") or "."), id)
         self._started = False
 
     @property
@@ -372,12 +366,45 @@ class TrackedWandbLogger(WandbLogger):
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         new = _not_logged_yet(metrics, step, self.logged_steps)
-        if step is not None and new and self.steps_file is not None:
-            # written first: a kill right after logging skips one step rather than doubles it
-            self._newest |= dict.fromkeys(new, step)
-            atomic_write_bytes(self.steps_file, json.dumps(self._newest).encode())
         if new:
             super().log_metrics(new, step)
+
+
+def wandb_logged_steps(save_dir: Path, run_id: str) -> dict[str, int]:
+    """The last step each metric was logged at in W&B's files of run ``run_id`` under
+    ``save_dir/wandb`` (offline, or online: both keep one), read with W&B's own reader.
+
+    Why the files: W&B's service writes them in blocks, so a run that was killed (SIGKILL) holds
+    less there than it logged; what is there is what W&B has. (``wandb.sdk.internal.datastore``,
+    W&B's reader of these files, is in wandb up to 0.29.)
+    """
+    from wandb.proto import wandb_internal_pb2
+    from wandb.sdk.internal import datastore
+
+    steps: dict[str, int] = {}
+    for path in sorted((save_dir / "wandb").glob(f"*-{run_id}/run-{run_id}.wandb")):
+        store = datastore.DataStore()
+        store.open_for_scan(str(path))
+        while True:
+            try:
+                data = store.scan_data()
+            except AssertionError:  # a block cut short by the kill: the rest is not there
+                break
+            if data is None:
+                break
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(data)
+            if record.WhichOneof("record_type") != "history":
+                continue
+            row = {
+                item.key or "/".join(item.nested_key): item.value_json
+                for item in record.history.item
+            }
+            step = json.loads(row.pop("trainer/global_step", "null"))
+            for key in row:
+                if step is not None and not key.startswith("_"):
+                    steps[key] = max(step, steps.get(key, -1))
+    return steps
 
 
 # ----------------------------------------------------------------------------- the end of a run
