@@ -14,7 +14,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import submitit
 from hydra import initialize_config_dir
@@ -105,15 +105,17 @@ def dry_run(overrides: Sequence[str]) -> str:
         launcher = Plugins.instance().instantiate_launcher(
             hydra_context=context, task_function=_not_run, config=cfg
         )
+    # the SLURM launcher (checked by name above: isinstance cannot tell), its parameters
+    params: dict[str, Any] = launcher.params  # type: ignore[attr-defined]
     for job in jobs:
-        _check_layout(job, launcher.params)
-    executor = slurm_executor(launcher)
+        _check_layout(job, params)
+    executor = slurm_executor(launcher)  # type: ignore[arg-type]
     command = shlex.join(["python", "train.py", "-m", *overrides])
     lines = [f"# dry run of: {command}", f"# sweep dir: {sweep_dir} (nothing is submitted)"]
     for batch_num, batch in enumerate(batches):
         lines += ["", f"# ---- sbatch script {batch_num + 1} of {len(batches)} ----"]
         lines.append(sbatch_script_text(executor, len(batch)))
-    lines += _task_lines(launcher.params, executor, jobs, note)
+    lines += _task_lines(params, executor, jobs, note)
     return "\n".join(lines)
 
 
@@ -128,7 +130,8 @@ def _job_batches(cfg: DictConfig) -> tuple[list[list[list[str]]], str]:
     Other sweepers (Optuna) choose their jobs while they run: one batch of ``n_jobs`` jobs with
     the command line's overrides stands for them, with a note saying so.
     """
-    task = list(OmegaConf.to_container(cfg.hydra.overrides.task, resolve=False))
+    # unresolved: an override's value may hold ${...}, for Hydra to resolve in the job
+    task = cast(list[str], OmegaConf.to_container(cfg.hydra.overrides.task, resolve=False))
     sweeper = cfg.hydra.sweeper
     if sweeper._target_ != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
         n_jobs = OmegaConf.select(cfg, "hydra.sweeper.n_jobs", default=1) or 1

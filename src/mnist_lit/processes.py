@@ -20,11 +20,12 @@ import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from mnist_lit.compat import started_rank_processes
 from mnist_lit.config import JOB_DIR_ENV
@@ -203,5 +204,6 @@ def parallel_jobs() -> int:
     """How many jobs the Hydra launcher runs side by side on this machine (``n_jobs``)."""
     if not HydraConfig.initialized():
         return 1
-    n_jobs = OmegaConf.select(HydraConfig.get(), "launcher.n_jobs", default=None)
+    hydra_config = cast(DictConfig, HydraConfig.get())  # a DictConfig, typed as its schema
+    n_jobs = OmegaConf.select(hydra_config, "launcher.n_jobs", default=None)
     return n_jobs if isinstance(n_jobs, int) and n_jobs > 1 else 1

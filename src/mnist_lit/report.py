@@ -108,7 +108,7 @@ def load_jobs(sweep_dir: Path) -> list[Job]:
     study = load_study_of(sweep_dir)
     if study is None:
         return _jobs_in(sweep_dir)
-    by_number = {}
+    by_number: dict[int, Job] = {}
     for each in [*study_sweep_dirs(study), sweep_dir]:
         if each.is_dir():
             by_number |= {job.number: job for job in _jobs_in(each)}
@@ -239,17 +239,19 @@ def effects(jobs: list[Job], metric: str) -> list[str]:
         for (rest, _seed), pair in by_rest.items():
             if low in pair and high in pair:
                 model = dict(rest).get("model", "all")
-                accuracy = pair[high].percent(metric) - pair[low].percent(metric)
-                gaps = (pair[high].gap, pair[low].gap)
-                gap = None if None in gaps else gaps[0] - gaps[1]
-                per_model[model].append((accuracy, gap))
+                high_acc, low_acc = pair[high].percent(metric), pair[low].percent(metric)
+                if high_acc is None or low_acc is None:
+                    continue
+                high_gap, low_gap = pair[high].gap, pair[low].gap
+                gap = None if high_gap is None or low_gap is None else high_gap - low_gap
+                per_model[model].append((high_acc - low_acc, gap))
         for model, diffs in sorted(per_model.items()):
-            accuracy = mean_std([d[0] for d in diffs])
-            gap = mean_std([d[1] for d in diffs])
+            on_accuracy = mean_std([d[0] for d in diffs])
+            on_gap = mean_std([d[1] for d in diffs])
             lines.append(
                 f"- **{model}**: {key} {low} → {high} changes {metric} by "
-                f"{_fmt(accuracy, signed=True)} points and the train-val gap by "
-                f"{_fmt(gap, signed=True)} points (n = {len(diffs)} pairs)"
+                f"{_fmt(on_accuracy, signed=True)} points and the train-val gap by "
+                f"{_fmt(on_gap, signed=True)} points (n = {len(diffs)} pairs)"
             )
     return lines
 
@@ -358,8 +360,9 @@ def plot_figure(jobs: list[Job]) -> Figure:
     """
     plt = _pyplot()
     sort_by, _ = _metric_names(jobs)
-    groups = group_jobs(jobs, sort_by)[::-1]  # best on top
-    stats = [g.stats(sort_by) for g in groups]
+    measured = [(g, g.stats(sort_by)) for g in group_jobs(jobs, sort_by)[::-1]]  # best on top
+    groups = [g for g, s in measured if s is not None]
+    stats = [s for _, s in measured if s is not None]
     labels = [wrap_label(g.config) for g in groups]
     lines = sum(label.count("\n") + 1 for label in labels)
     fig, ax = plt.subplots(figsize=(9, 0.5 + 0.2 * lines + 0.25 * len(groups) + 1.0))
@@ -384,9 +387,10 @@ def fit_to_labels(fig: Figure, plot_width: float) -> None:
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
     (ax,) = fig.axes
     fig.tight_layout()
-    labels = (
-        ax.get_tightbbox(renderer).width / fig.dpi - ax.get_window_extent(renderer).width / fig.dpi
-    )
+    drawn = ax.get_tightbbox(renderer)
+    if drawn is None:  # nothing drawn
+        return
+    labels = (drawn.width - ax.get_window_extent(renderer).width) / fig.dpi
     fig.set_figwidth(max(fig.get_figwidth(), labels + plot_width + 0.5))
     fig.tight_layout()
 
