@@ -32,6 +32,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -287,6 +288,9 @@ def render_markdown(sweep_dir: Path, jobs: list[Job]) -> str:
     finished = [j for j in jobs if j.finished]
     out = io.StringIO()
     out.write(f"# Sweep report: `{sweep_dir}`\n\n")
+    study = _study_line(sweep_dir)
+    if study:
+        out.write(study)
     out.write(
         f"{len(finished)} of {len(jobs)} jobs finished. Accuracies in percent; the gap is train "
         f"minus val accuracy at the last epoch. Sorted by {sort_by}.\n\n"
@@ -325,6 +329,22 @@ def render_markdown(sweep_dir: Path, jobs: list[Job]) -> str:
     for job in (j for j in jobs if not j.finished):
         out.write(f"| {job.number} | {job.config(shown)} | - | {job.status} |{blanks}\n")
     return out.getvalue()
+
+
+def _study_line(sweep_dir: Path) -> str:
+    """For a sweep dir of an Optuna study: which study, and that every trial is reported."""
+    from mnist_lit.studies import STUDY_FILE
+
+    record_file = sweep_dir / STUDY_FILE
+    if not record_file.is_file():
+        return ""
+    record = yaml.safe_load(record_file.read_text())
+    return (
+        f"Every trial of Optuna study `{record['study_name']}` (`{record['storage']}`), job"
+        " number = trial number, whichever sweep dir ran it; best trial:"
+        " `optimization_results.yaml`, views: `optimization_history.png`,"
+        " `param_importances.png` (once 2 trials ended).\n\n"
+    )
 
 
 def render_csv(jobs: list[Job]) -> str:
