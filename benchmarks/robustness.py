@@ -74,7 +74,7 @@ def resolve(target: str) -> tuple[Path, float | None]:
                 "pass a .ckpt file, or a run dir whose training finished"
             )
         path = Path(metrics["best_ckpt"])
-        if not path.is_absolute() and not path.exists():
+        if not path.exists():  # the run dir was moved since: its checkpoints moved with it
             path = run_dir / "checkpoints" / path.name
     tested = metrics.get("best_ckpt") and Path(metrics["best_ckpt"]).name == path.name
     acc = (metrics.get("metrics") or {}).get("test/acc") if tested else None

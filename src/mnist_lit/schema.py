@@ -66,7 +66,9 @@ class Augment(Node):
     blur: NonNegative  # largest Gaussian sigma, pixels
     low_res: Probability  # largest fraction of the side lost before enlarging back
     contrast: NonNegative  # largest |log gamma|
+    faint: Probability  # largest fraction of the ink lost
     noise: NonNegative  # largest noise std
+    p: Annotated[float, Field(gt=0, le=1)]  # share of images augmented
 
 
 class Data(Node):

@@ -57,6 +57,7 @@ ALL_ON = {
     "blur": 1.0,
     "low_res": 0.5,
     "contrast": 0.5,
+    "faint": 0.5,
     "noise": 0.1,
 }
 
@@ -127,9 +128,24 @@ def test_lower_resolution_loses_detail() -> None:
     assert out.std() < 0.1 * images.std()
 
 
+def test_p_leaves_the_other_images_as_they_are() -> None:
+    images = _strokes(64).clamp(0, 1)
+    out = DigitAugment(**ALL_ON, p=0.5)(images, _generator(0))
+    same = (out == images).flatten(1).all(1)
+    assert 0.2 < same.float().mean() < 0.8  # about half untouched, the rest augmented
+    assert torch.equal(
+        DigitAugment(**ALL_ON, p=1.0)(images, _generator(0)),
+        DigitAugment(**ALL_ON)(images, _generator(0)),
+    )
+
+
 def test_bad_digit_augmentation_is_rejected() -> None:
     with pytest.raises(ValueError, match="low_res"):
         DigitAugment(low_res=1.0)
+    with pytest.raises(ValueError, match="faint"):
+        DigitAugment(faint=1.0)
+    with pytest.raises(ValueError, match="p="):
+        DigitAugment(p=0.0)
     with pytest.raises(ValueError, match="thin"):
         DigitAugment(thin=-1.0)
 

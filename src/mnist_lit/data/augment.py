@@ -71,7 +71,11 @@ class DigitAugment:
         low_res: largest loss of resolution: the image goes down to a side of ``(1 - u) * H``
             pixels, ``u`` uniform in ``[0, low_res]``, and back up (a coarse scan, enlarged).
         contrast: largest gamma change, as ``|log gamma|``: faded or saturated ink.
+        faint: largest loss of ink: the image is multiplied by ``1 - u``, ``u`` uniform in
+            ``[0, faint]`` (a hairline shrunk into the 20x20 box keeps a fraction of its ink).
         noise: largest standard deviation of the Gaussian noise added (clipped to [0, 1]).
+        p: the share of images augmented at all; the others stay as they are, so the model
+            still sees MNIST's own digits (1: every image).
     An effect whose strength is 0 is skipped, so all zeros is the identity. Images are in [0, 1]
     and stay there; the draws come from ``generator`` alone, in a fixed order.
     """
@@ -86,26 +90,36 @@ class DigitAugment:
         blur: float = 0.0,
         low_res: float = 0.0,
         contrast: float = 0.0,
+        faint: float = 0.0,
         noise: float = 0.0,
+        p: float = 1.0,
     ) -> None:
-        if min(thicken, thin, blur, contrast, noise) < 0 or not 0 <= low_res < 1:
+        if min(thicken, thin, blur, contrast, noise) < 0 or not (
+            0 <= low_res < 1 and 0 <= faint < 1 and 0 < p <= 1
+        ):
             raise ValueError(
-                "augmentation needs thicken, thin, blur, contrast, noise >= 0 and low_res in "
-                f"[0, 1), got thicken={thicken}, thin={thin}, blur={blur}, low_res={low_res}, "
-                f"contrast={contrast}, noise={noise}"
+                "augmentation needs thicken, thin, blur, contrast, noise >= 0, low_res and faint "
+                f"in [0, 1) and p in (0, 1], got thicken={thicken}, thin={thin}, blur={blur}, "
+                f"low_res={low_res}, contrast={contrast}, faint={faint}, noise={noise}, p={p}"
             )
         self.affine = RandomAffine(shift, degrees, scale)
         self.thicken, self.thin, self.blur, self.low_res = thicken, thin, blur, low_res
-        self.contrast, self.noise = contrast, noise
+        self.contrast, self.faint, self.noise, self.p = contrast, faint, noise, p
 
     @property
     def enabled(self) -> bool:
         return self.affine.enabled or bool(
-            self.thicken or self.thin or self.blur or self.low_res or self.contrast or self.noise
+            self.thicken
+            or self.thin
+            or self.blur
+            or self.low_res
+            or self.contrast
+            or self.faint
+            or self.noise
         )
 
     def __call__(self, images: Tensor, generator: torch.Generator) -> Tensor:
-        batch = images.shape[0]
+        batch, original = images.shape[0], images
 
         def uniform(low: float, high: float) -> Tensor:  # [B] on the CPU generator, then moved
             draw = torch.rand(batch, generator=generator) * (high - low) + low
@@ -122,10 +136,15 @@ class DigitAugment:
         if self.contrast:
             gamma = uniform(-self.contrast, self.contrast).exp()
             images = images.clamp_min(0).pow(gamma.view(-1, 1, 1, 1))
+        if self.faint:
+            images = images * (1 - uniform(0, self.faint)).view(-1, 1, 1, 1)
         if self.noise:
             sigma = uniform(0, self.noise).view(-1, 1, 1, 1)
             noise = torch.randn(images.shape, generator=generator).to(images.device, images.dtype)
             images = (images + sigma * noise).clamp(0, 1)
+        if self.p < 1:
+            keep = uniform(0, 1).view(-1, 1, 1, 1) >= self.p
+            images = torch.where(keep, original, images)
         return images
 
 
