@@ -142,20 +142,20 @@ class LitClassifier(L.LightningModule):
     def on_train_start(self) -> None:
         """Without a schedule, a resumed fit trains at the config's lr (and other settings)."""
         resumed, self._resumed_schedules = self._resumed_schedules is not None, None
-        if not resumed or self.hparams.scheduler:
+        if not resumed or self.hparams["scheduler"]:
             return
         (optimizer,) = self.trainer.optimizers  # configure_optimizers makes one
-        configured = instantiate(self.hparams.optimizer)(params=self.parameters())
+        configured = instantiate(self.hparams["optimizer"])(params=self.parameters())
         for group, wanted in zip(optimizer.param_groups, configured.param_groups, strict=True):
             params = group["params"]
             group.clear()  # drops what a schedule added (initial_lr, max_lr, ...)
             group.update(wanted, params=params)
 
     def configure_optimizers(self) -> Any:
-        optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
-        if not self.hparams.scheduler:
+        optimizer = instantiate(self.hparams["optimizer"])(params=self.parameters())
+        if not self.hparams["scheduler"]:
             return optimizer
-        make_scheduler = instantiate(self.hparams.scheduler)
+        make_scheduler = instantiate(self.hparams["scheduler"])
         run_length = _run_length_argument(make_scheduler)
         if run_length is None:
             return {"optimizer": optimizer, "lr_scheduler": make_scheduler(optimizer)}
@@ -189,10 +189,10 @@ def _schedule_mismatch(
         for argument in _RUN_LENGTH_ARGUMENTS:
             steps, now = state.get(argument), getattr(scheduler, argument, None)
             if steps is not None and steps != now:
+                plans = "none" if now is None else f"{now} ({now / batches_per_epoch:.3g} epochs)"
                 return (
                     f"its {name} was planned over {steps} steps ({steps / batches_per_epoch:.3g} "
-                    f"epochs of {batches_per_epoch:g} batches) and this run plans {now} "
-                    f"({now / batches_per_epoch:.3g} epochs)"
+                    f"epochs of {batches_per_epoch:g} batches) and this run plans {plans}"
                 )
     return None
 

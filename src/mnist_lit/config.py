@@ -193,7 +193,7 @@ def _target_nodes(node: Any, path: str = "") -> list[tuple[str, DictConfig]]:
     if isinstance(node, DictConfig):
         if "_target_" in node:
             found.append((path, node))
-        keys = [k for k in node if k != "hydra"]
+        keys: list[str | int] = [str(k) for k in node if k != "hydra"]
     elif isinstance(node, ListConfig):
         keys = list(range(len(node)))
     else:
@@ -206,7 +206,7 @@ def _target_nodes(node: Any, path: str = "") -> list[tuple[str, DictConfig]]:
 
 def _first_missing_key(node: DictConfig, prefix: str = "") -> str | None:
     """The first ``???`` value, found without resolving interpolations."""
-    for key in node:
+    for key in map(str, node):
         if OmegaConf.is_missing(node, key):
             return f"{prefix}{key}"
         if key != "hydra" and not OmegaConf.is_interpolation(node, key):
@@ -326,8 +326,11 @@ def jobs(overrides: Sequence[str], limit: int = 16) -> list[list[str]]:
     choices: list[list[str]] = []
     for override in parsed:
         if not override.is_sweep_override():
-            choices.append([override.input_line])
-        elif override.is_discrete_sweep() and override.value_type.name != "GLOB_CHOICE_SWEEP":
+            choices.append([str(override.input_line)])
+        elif (
+            override.is_discrete_sweep()
+            and getattr(override.value_type, "name", None) != "GLOB_CHOICE_SWEEP"
+        ):
             key = override.get_key_element()
             choices.append([f"{key}={value}" for value in override.sweep_string_iterator()])
         # an interval (Optuna's search space) has no value to try: the sweeper checks it

@@ -87,6 +87,8 @@ def export_onnx(model: nn.Module, path: Path, meta: dict[str, str]) -> None:
         dynamic_shapes=({0: torch.export.Dim("batch")},),
         verbose=False,
     )
+    if program is None:  # only without a model to export: never for ours
+        raise UserError(f"torch.onnx.export wrote no program for {path}")
     program.model.metadata_props.update(meta)
     program.model.doc_string = f"{meta['input']} -> {meta['output']}"
     atomic_write(path, lambda tmp: program.save(tmp, external_data=False))

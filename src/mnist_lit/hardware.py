@@ -78,7 +78,8 @@ def skip_nan_filling() -> None:
     the integration tests compare runs to the last digit); the filling costs a noticeable share
     of every training step on the CPU (docs/speed.md).
     """
-    torch.utils.deterministic.fill_uninitialized_memory = False
+    # a property of the module (torch/utils/deterministic.py) that type checkers do not see
+    torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
 
 
 def instantiate_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> L.Trainer:

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, ListConfig
@@ -115,14 +116,16 @@ def print_table(predictions: Sequence[Prediction], classes: Sequence[str]) -> No
     Console(width=None if sys.stdout.isatty() else 10_000).print(table)
 
 
-def records(predictions: Sequence[Prediction], classes: Sequence[str]) -> list[dict]:
+def records(predictions: Sequence[Prediction], classes: Sequence[str]) -> list[dict[str, Any]]:
     """One plain dict per file, for JSON and CSV."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for p in predictions:
         if p.error is not None:
             rows.append({"file": p.file, "error": p.error})
             continue
-        top = [{"label": k, "class": classes[k], "probability": round(v, 6)} for k, v in p.top]
+        top: list[dict[str, Any]] = [
+            {"label": k, "class": classes[k], "probability": round(v, 6)} for k, v in p.top
+        ]
         rows.append({"file": p.file, **top[0], "top": top})
     return rows
 

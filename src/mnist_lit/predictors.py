@@ -166,10 +166,10 @@ def checkpoint_predictor(
             )
         mean, std = float(trained["mean"]), float(trained["std"])
     model = build_model(checkpoint, path)
-    if model.hparams.num_classes != len(spec.classes):
+    classes = model.hparams["num_classes"]
+    if classes != len(spec.classes):
         raise UserError(
-            f"checkpoint {path} has {model.hparams.num_classes} classes, but data={spec.name} "
-            f"has {len(spec.classes)}"
+            f"checkpoint {path} has {classes} classes, but data={spec.name} has {len(spec.classes)}"
         )
     net = model.net.eval()
 

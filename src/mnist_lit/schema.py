@@ -145,8 +145,10 @@ class SGD(Optimizer):
     @classmethod
     def nesterov_needs_momentum(cls, values: object) -> object:
         # torch refuses it too, but only once training has started
-        nesterov = isinstance(values, dict) and values.get("nesterov") is True
-        if nesterov and (not values.get("momentum", 0) or values.get("dampening", 0)):  # type: ignore[union-attr]
+        if not isinstance(values, dict):
+            return values
+        nesterov = values.get("nesterov") is True
+        if nesterov and (not values.get("momentum", 0) or values.get("dampening", 0)):
             raise ValueError("nesterov=true needs momentum > 0 and dampening=0")
         return values
 

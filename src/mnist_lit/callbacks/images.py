@@ -26,7 +26,7 @@ def _tensorboard(trainer: L.Trainer) -> Any | None:
 
 def _pixels(images: Tensor, trainer: L.Trainer) -> Tensor:
     """Undo the data module's normalization so images show as MNIST's 0..1 pixels."""
-    datamodule = trainer.datamodule
+    datamodule = getattr(trainer, "datamodule", None)  # None when fitted on bare loaders
     mean = getattr(getattr(datamodule, "hparams", None), "mean", 0.0)
     std = getattr(getattr(datamodule, "hparams", None), "std", 1.0)
     return (images.float() * std + mean).clamp(0, 1)
@@ -117,7 +117,7 @@ class TestReportImages(L.Callback):
                 ax.text(
                     pred,
                     true,
-                    int(counts[true, pred]),
+                    str(int(counts[true, pred])),
                     ha="center",
                     va="center",
                     fontsize=7,

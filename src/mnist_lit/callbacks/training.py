@@ -134,7 +134,7 @@ class ExactResume(L.Callback):
                 torch.cuda.set_rng_state_all(self._rng["cuda"])
             self._rng = None
         loaders = trainer.train_dataloader
-        stateful = [
+        stateful: list[Any] = [
             loader
             for loader in (loaders if isinstance(loaders, (list, tuple)) else [loaders])
             if hasattr(loader, "load_state_dict")

@@ -55,7 +55,7 @@ MNIST_MD5: dict[str, str] = {
 }
 
 
-def gz_md5s(torchvision_dataset: type) -> dict[str, str]:
+def gz_md5s(torchvision_dataset: type[torchvision.datasets.MNIST]) -> dict[str, str]:
     """md5 of each official ``.gz`` (by name without ``.gz``), from torchvision's ``resources``."""
     return {name.removesuffix(".gz"): md5 for name, md5 in torchvision_dataset.resources}
 

@@ -20,6 +20,7 @@ import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -160,7 +161,7 @@ def as_uint8_images(images: np.ndarray) -> np.ndarray:
 def mnist_idx_from_pickle(splits: object) -> dict[str, bytes]:
     """Rebuild the four official IDX files from ``((x, y) train, (x, y) valid, (x, y) test)``."""
     try:
-        (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = splits  # type: ignore[misc]
+        (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = cast(Any, splits)
     except (TypeError, ValueError) as err:
         raise fetch_failed("wheel pickle is not a (train, valid, test) tuple of (x, y)") from err
     images = {

@@ -71,8 +71,7 @@ def decode(data: bytes) -> np.ndarray:
     try:
         image.load()
         # phone photos are stored sideways with an EXIF tag; an animated GIF gives its first frame
-        image = ImageOps.exif_transpose(image)
-        return _pixels(image)
+        return _pixels(ImageOps.exif_transpose(image))
     except (OSError, SyntaxError, ValueError) as err:
         raise UserError(f"the image is truncated or corrupt ({first_line(err)})") from None
 
