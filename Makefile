@@ -41,10 +41,11 @@ test-unit: $(INSTALLED)  ## the fast layer alone (synthetic data, no MNIST, no s
 bench: data  ## side by side with pytorch/examples and a plain loop (~7 min); logs/bench/<time>/bench.md
 	$(PY) benchmarks/bench.py
 
-lint: $(INSTALLED)  ## ruff lint and format check; the layers contract (import-linter, pyproject.toml)
+lint: $(INSTALLED)  ## ruff lint and format check; the layers contract (import-linter); mypy over src/
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 format: $(INSTALLED)  ## ruff: fix what can be fixed and format
 	$(VENV)/bin/ruff check --fix .

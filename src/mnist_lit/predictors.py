@@ -181,7 +181,7 @@ def checkpoint_predictor(
     return Predictor(list(spec.classes), spec.name, box, threshold, run, os.fspath(path))
 
 
-def top_classes(probabilities: Sequence[float], k: int = 3) -> list[tuple[int, float]]:
+def top_classes(probabilities: np.ndarray | Sequence[float], k: int = 3) -> list[tuple[int, float]]:
     """The ``k`` most probable ``(label, probability)``, most probable first."""
     order = np.argsort(-np.asarray(probabilities), kind="stable")[:k]
     return [(int(label), float(probabilities[label])) for label in order]

@@ -7,6 +7,7 @@ import ast
 from pathlib import Path
 
 import grimp
+import yaml
 
 import mnist_lit
 
@@ -51,3 +52,17 @@ def test_private_library_apis_only_in_compat() -> None:
         for hit in _private_imports(path)
     ]
     assert offenders == []
+
+
+def test_pre_commit_runs_what_make_lint_runs_offline() -> None:
+    """.pre-commit-config.yaml: local hooks only (nothing fetched), the same tools as the lint
+    target of the Makefile."""
+    root = PACKAGE_DIR.parents[1]
+    config = yaml.safe_load((root / ".pre-commit-config.yaml").read_text())
+    assert [repo["repo"] for repo in config["repos"]] == ["local"]
+    hooks = [hook["entry"].split()[0:3] for hook in config["repos"][0]["hooks"]]
+    makefile = (root / "Makefile").read_text()
+    recipe = makefile.split("\nlint:")[1].split("\n\n")[0]
+    linted = [line.split()[0:3] for line in recipe.splitlines()[1:]]
+    tools = {tuple(part.replace("$(VENV)", ".venv") for part in line[:2]) for line in linted}
+    assert tools == {tuple(hook[:2]) for hook in hooks}
