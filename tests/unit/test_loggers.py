@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from mlflow import MlflowClient
 from omegaconf import DictConfig, open_dict
 
-from mnist_lit.config import check_command_line
+from mnist_lit.config import CONFIG_DIR, PROJECT_ROOT, check_command_line
 from mnist_lit.errors import UserError
 from mnist_lit.loggers import (
     HPARAM_METRICS,
@@ -224,3 +227,34 @@ def test_tags_are_in_every_loggers_hparams_and_checked(run_dir: Path) -> None:
     assert run_tags(compose_config("train", ["tags=one"], run_dir)) == ["one"]
     with pytest.raises(UserError, match=r"^tags=\['a/b'\] is invalid"):
         check_command_line("train", ["tags=[a/b]"])
+
+
+def test_conf_local_default_is_loaded_when_present(tmp_path: Path) -> None:
+    """``optional local: default``: a machine's settings, under the command line's."""
+    conf = tmp_path / "conf"
+    shutil.copytree(CONFIG_DIR, conf)
+    (conf / "local" / "default.yaml").unlink(missing_ok=True)
+
+    def compose_from(*overrides: str) -> DictConfig:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(str(conf), version_base="1.3", job_name="train"):
+            return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+    cfg = compose_from("logger=many")  # none: nothing changes
+    assert cfg.paths.log_dir == f"{PROJECT_ROOT}/logs" and "trackers" not in cfg
+    assert cfg.logger.mlflow.tracking_uri == f"sqlite:///{PROJECT_ROOT}/logs/mlflow/mlflow.db"
+
+    example = (conf / "local" / "example.yaml.txt").read_text()
+    example = example.replace("/scratch/${oc.env:USER}/mnist-lit", "/scratch/me")
+    example = example.replace(
+        "# defaults:\n#   - override /logger: many", "defaults:\n  - override /logger: many"
+    )
+    (conf / "local" / "default.yaml").write_text(example)
+    cfg = compose_from()
+    assert cfg.paths.log_dir == "/scratch/me/logs" and cfg.paths.data_dir == "/scratch/me/data"
+    assert cfg.hydra.runtime.choices["logger"] == "many"
+    assert cfg.logger.mlflow.tracking_uri == "http://mlflow.example.org:5000"
+    cfg = compose_from("logger=wandb", "paths.log_dir=/elsewhere")  # the command line wins
+    assert cfg.paths.log_dir == "/elsewhere" and list(cfg.logger) == ["wandb"]
+    assert cfg.logger.wandb.offline is False and cfg.logger.wandb.entity == "my-team"
+    GlobalHydra.instance().clear()
