@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -93,8 +94,9 @@ def test_a_preempted_job_requeues_and_resumes_where_it_stopped(
     assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
     assert (preempted / "slurm_job_id").read_text() == "4242"
     assert not (preempted / "metrics.json").exists()
-    saved = newest_intact_checkpoint(preempted)  # saved when the signal came
-    assert saved != marker
+    step = int(re.search(r"at step (\d+)", line).group(1))  # type: ignore[union-attr]
+    saved = newest_intact_checkpoint(preempted)  # saved at the step where it stopped
+    assert saved.name == f"step_{step:07d}.ckpt" and step >= 3
 
     requeued = subprocess.run(_command(preempted, mnist_data_dir), cwd=PROJECT_ROOT,
                               env={**under_slurm, "SLURM_RESTART_COUNT": "1"},
