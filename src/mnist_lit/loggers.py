@@ -10,6 +10,7 @@ loggers log from rank 0 only). mlflow and wandb are imported only when a run use
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
@@ -25,12 +26,15 @@ from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, W
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_lit.errors import FAILED, UserError
 from mnist_lit.files import atomic_write_bytes
 
 #: the ids of this run's tracker runs (MLflow's run id, W&B's run id and group), by tracker
 TRACKERS_FILE = "trackers.json"
 #: in a sweep dir: the MLflow parent run that the sweep's jobs are children of
 PARENT_RUN_FILE = "mlflow_parent_run.json"
+#: the package each tracker's logger needs (the optional ``trackers`` dependencies)
+TRACKER_PACKAGES = {"TrackedMLFlowLogger": "mlflow", "TrackedWandbLogger": "wandb"}
 #: the longest MLflow param value (MLflow's limit)
 MLFLOW_MAX_PARAM_LENGTH = 6000
 
@@ -124,6 +128,12 @@ def build_logger(
     skip the steps it logged already (trackers cannot delete them).
     """
     target = str(logger_cfg._target_)
+    for tracked, package in TRACKER_PACKAGES.items():
+        if target == f"{__name__}.{tracked}" and importlib.util.find_spec(package) is None:
+            raise UserError(
+                f"this logger needs {package}, which is not installed: "
+                "pip install -e '.[trackers]' (mlflow and wandb), or choose another logger="
+            )
     if resumed_at is not None and target.endswith("TensorBoardLogger"):
         return instantiate(logger_cfg, purge_step=resumed_at)
     if resumed_at is not None and target.endswith("CSVLogger"):
@@ -195,12 +205,23 @@ class TrackedMLFlowLogger(MLFlowLogger):
         if self._started or rank_zero_only.rank != 0:
             return super().experiment
         self._started = True
-        with _store_lock(self._tracking_uri_or_default()):
-            if self.tracked is not None and not self.resumes_run:
-                self.tags = self._new_run_tags()
-            client = super().experiment  # creates the run, or finds the stopped one
-        if self.tracked is not None:
-            self._start_tracked_run(client)
+        from mlflow.exceptions import MlflowException
+
+        uri = self._tracking_uri_or_default()
+        try:
+            with _store_lock(uri):
+                if self.tracked is not None and not self.resumes_run:
+                    self.tags = self._new_run_tags()
+                client = super().experiment  # creates the run, or finds the stopped one
+            if self.tracked is not None:
+                self._start_tracked_run(client)
+        except MlflowException as err:
+            reason = str(err).strip().splitlines()[0]
+            raise UserError(
+                f"logger.mlflow: the MLflow store {uri} failed ({reason}): check "
+                "logger.mlflow.tracking_uri (a resumed run needs the store that holds its run)",
+                exit_code=FAILED,
+            ) from None
         return client
 
     def _tracking_uri_or_default(self) -> str:

@@ -217,6 +217,42 @@ class Trainer(Node):
     detect_anomaly: bool = False
 
 
+# ----------------------------------------------------------------------------- conf/logger
+
+
+class MLflowLogger(Node):
+    """``conf/logger/mlflow.yaml``: ``loggers.TrackedMLFlowLogger`` (Lightning's arguments)."""
+
+    experiment_name: Annotated[str, Field(min_length=1, max_length=500)]
+    run_name: str | None
+    tracking_uri: str | None
+    artifact_location: str | None
+    tags: dict[str, str] | None
+    log_model: bool | Literal["all"]
+    prefix: str
+    save_dir: str | None = None
+    run_id: str | None = None
+    synchronous: bool | None = None
+
+
+class WandbLogger(Node):
+    """``conf/logger/wandb.yaml``: ``loggers.TrackedWandbLogger``; any other key goes to
+    ``wandb.init`` (``+logger.wandb.notes=...``), which checks it."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    project: str | None
+    entity: str | None
+    offline: bool
+    save_dir: str
+    name: str | None
+    group: str | None
+    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] | None
+    job_type: str | None
+    log_model: bool | Literal["all"]
+    prefix: str
+
+
 # ----------------------------------------------------------------------------- top level
 
 
@@ -233,6 +269,15 @@ def _usable_tag(value: str) -> str:
 Tag = Annotated[str, AfterValidator(_usable_tag)]
 
 
+class Trackers(Node):
+    """``trackers``: a machine's tracker settings, from ``conf/local/default.yaml``; the logger
+    configs read them (``conf/logger/mlflow.yaml``, ``wandb.yaml``)."""
+
+    mlflow_uri: str | None = None
+    wandb_offline: bool = True
+    wandb_entity: str | None = None
+
+
 class TrainOptions(BaseModel):
     """``conf/train.yaml``'s own keys (the groups are checked by their ``_target_``)."""
 
@@ -245,6 +290,7 @@ class TrainOptions(BaseModel):
     compile: bool
     optimized_metric: str
     tags: list[Tag] | Tag = []  # one tag may be given alone: tags=baseline
+    trackers: Trackers | None = None
 
 
 class EvalOptions(BaseModel):
@@ -349,6 +395,8 @@ TARGETS: dict[str, type[Node]] = {
     "torch.optim.lr_scheduler.CosineAnnealingLR": Cosine,
     "torch.optim.lr_scheduler.StepLR": Step,
     "lightning.pytorch.Trainer": Trainer,
+    "mnist_lit.loggers.TrackedMLFlowLogger": MLflowLogger,
+    "mnist_lit.loggers.TrackedWandbLogger": WandbLogger,
 }
 
 #: the model of each config's own top-level keys, by config name

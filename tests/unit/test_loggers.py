@@ -242,7 +242,7 @@ def test_conf_local_default_is_loaded_when_present(tmp_path: Path) -> None:
 
     cfg = compose_from("logger=many")  # none: nothing changes
     assert cfg.paths.log_dir == f"{PROJECT_ROOT}/logs" and "trackers" not in cfg
-    assert cfg.logger.mlflow.tracking_uri == f"sqlite:///{PROJECT_ROOT}/logs/mlflow/mlflow.db"
+    assert cfg.logger.mlflow.tracking_uri.startswith("sqlite:///")
 
     example = (conf / "local" / "example.yaml.txt").read_text()
     example = example.replace("/scratch/${oc.env:USER}/mnist-lit", "/scratch/me")
