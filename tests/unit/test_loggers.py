@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -258,3 +259,22 @@ def test_conf_local_default_is_loaded_when_present(tmp_path: Path) -> None:
     assert cfg.paths.log_dir == "/elsewhere" and list(cfg.logger) == ["wandb"]
     assert cfg.logger.wandb.offline is False and cfg.logger.wandb.entity == "my-team"
     GlobalHydra.instance().clear()
+
+
+def test_tracker_values_are_checked_before_any_work() -> None:
+    with pytest.raises(UserError, match=r"did you mean 'logger\.mlflow\.experiment_name'"):
+        check_command_line("train", ["logger=mlflow", "logger.mlflow.experimnt_name=x"])
+    with pytest.raises(UserError, match=r"^logger\.wandb\.offline='yes' is invalid"):
+        check_command_line("train", ["logger=wandb", "logger.wandb.offline=yes"])
+    check_command_line("train", ["logger=wandb", "+logger.wandb.notes=for wandb.init"])
+
+
+def test_a_tracker_that_is_not_installed_is_one_line(run_dir: Path, monkeypatch) -> None:
+    cfg = compose_config("train", ["logger=wandb"], run_dir)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a)
+    )
+    with pytest.raises(UserError, match=r"needs wandb.*pip install -e '\.\[trackers\]'") as err:
+        build_loggers(cfg, None)
+    assert err.value.exit_code == 2
