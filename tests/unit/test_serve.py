@@ -103,11 +103,15 @@ def test_one_image_answers_label_class_probabilities_top3_and_the_input(
 def test_every_way_of_sending_one_image_gives_the_same_answer(client: TestClient) -> None:
     raw = client.post("/predict", content=DIGIT, headers={"Content-Type": "image/png"}).json()
     octets = client.post("/predict", content=DIGIT).json()  # no or any content type: the bytes
+    # what `curl --data-binary @digit.png` sends when no Content-Type is given
+    curl = client.post(
+        "/predict", content=DIGIT, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    ).json()
     form = client.post("/predict", files={"file": ("digit.png", DIGIT, "image/png")}).json()
     encoded = base64.b64encode(DIGIT).decode()
     as_json = client.post("/predict", json={"image": encoded}).json()
     data_url = client.post("/predict", json={"image": f"data:image/png;base64,{encoded}"}).json()
-    assert raw == octets == form == as_json == data_url
+    assert raw == octets == curl == form == as_json == data_url
 
 
 def test_jpeg_and_light_on_dark_images_are_read(client: TestClient) -> None:
@@ -193,7 +197,7 @@ BAD = {
         400,
         "the form has no file",
     ),
-    "form with no file": (dict(data={"note": "hello"}), 400, "the form has no file"),
+    "form with no file": (dict(files={"note": (None, "hello")}), 400, "the form has no file"),
     "batch over the limit": (
         dict(json={"images": [base64.b64encode(DIGIT).decode()] * 5}),
         400,

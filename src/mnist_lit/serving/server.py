@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from omegaconf import DictConfig
@@ -113,18 +112,19 @@ class BodyLimit:
 
 def _check_pixels(data: bytes, max_pixels: int) -> None:
     """Refuse an image with over ``max_pixels`` from its header, before decoding it."""
+    size: tuple[int, int] | None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            width, height = Image.open(io.BytesIO(data)).size
+            size = Image.open(io.BytesIO(data)).size
     except Image.DecompressionBombError:  # so many pixels that PIL refuses to say how many
-        width = height = None
+        size = None
     except Exception:  # not an image PIL knows: prepare() says what is wrong with it
         return
-    if width is None or height is None or width * height > max_pixels:
-        size = f"{width}x{height}" if width and height else "far too large"
+    if size is None or size[0] * size[1] > max_pixels:
+        shown = f"{size[0]}x{size[1]}" if size else "far too large"
         raise BadRequest(
-            f"the image is {size}, over the limit of {max_pixels:,} pixels (a decompression "
+            f"the image is {shown}, over the limit of {max_pixels:,} pixels (a decompression "
             "bomb?): send a smaller image"
         )
 
@@ -145,7 +145,8 @@ def _prepared(predictor: Predictor, data: bytes, limits: Limits) -> np.ndarray:
 async def _images(request: Request, limits: Limits) -> tuple[list[bytes], bool]:
     """The image files a request sends, and whether it asked for a batch answer."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+    # (curl --data-binary labels any body x-www-form-urlencoded: such a body is the image itself)
+    if kind == "multipart/form-data":
         try:
             form = await request.form(max_files=limits.max_batch, max_fields=limits.max_batch)
         except HTTPException as err:  # python-multipart's refusal, made one line by Starlette
@@ -227,10 +228,6 @@ def create_app(predictor: Predictor, limits: Limits | None = None) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, err: HTTPException) -> Response:
         return JSONResponse({"error": str(err.detail)}, status_code=err.status_code)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, err: RequestValidationError) -> Response:
-        return JSONResponse({"error": first_line(str(err.errors()[:1]))}, status_code=422)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
