@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install data train eval test test-unit bench lint format tensorboard clean
+.PHONY: help install data train eval test test-unit bench lint format tensorboard mlflow clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -53,6 +53,10 @@ format: $(INSTALLED)  ## ruff: fix what can be fixed and format
 
 tensorboard: $(INSTALLED)  ## open TensorBoard on every run under logs/
 	$(VENV)/bin/tensorboard --logdir logs --port 6006
+
+mlflow: $(INSTALLED)  ## open MLflow's UI on the runs of logger=mlflow (logs/mlflow/mlflow.db): http://localhost:5000
+	mkdir -p logs/mlflow
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/logs/mlflow/mlflow.db --artifacts-destination $(CURDIR)/logs/mlflow/artifacts --port 5000 --workers 1
 
 clean:  ## remove logs (keeps data/ and .venv/)
 	rm -rf logs

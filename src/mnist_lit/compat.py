@@ -3,12 +3,14 @@ API does the job. Each was checked against the versions named; a library upgrade
 one breaks it here, and ``tests/unit/test_compat.py`` says which.
 
 Checked with hydra-core 1.3.2, hydra-submitit-launcher 1.2.0, submitit 1.5, lightning 2.6,
-torch 2.14, numpy 2.x (and 1.26 for the numpy fallback).
+torch 2.14, wandb 0.29, numpy 2.x (and 1.26 for the numpy fallback).
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 
@@ -104,3 +106,32 @@ def sbatch_script_text(executor: Any, n_jobs: int) -> str:
 def submitit_command(executor: Any) -> str:
     """The command each SLURM task runs (submitit's private ``_submitit_command_str``)."""
     return str(executor._executor._submitit_command_str)
+
+
+def wandb_history_rows(path: Path) -> Iterator[dict[str, str]]:
+    """The history rows (metric name -> JSON value) of one W&B run file, ``run-<id>.wandb``.
+
+    Why: a resumed run must not log a step twice, and only the run's own file says which steps W&B
+    holds (its service writes in blocks: a run killed with SIGKILL holds less than it logged).
+    W&B reads these files with ``wandb.sdk.internal.datastore`` (``wandb sync`` does), an internal
+    module with no public equivalent; it exists up to wandb 0.29 (pinned ``<0.30``).
+    """
+    from wandb.proto import wandb_internal_pb2
+    from wandb.sdk.internal import datastore
+
+    store = datastore.DataStore()
+    store.open_for_scan(str(path))
+    while True:
+        try:
+            data = store.scan_data()
+        except AssertionError:  # a block cut short by the kill: the rest is not there
+            return
+        if data is None:
+            return
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(data)
+        if record.WhichOneof("record_type") == "history":
+            yield {
+                item.key or "/".join(item.nested_key): item.value_json
+                for item in record.history.item
+            }

@@ -26,6 +26,7 @@ from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, W
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_lit.compat import wandb_history_rows
 from mnist_lit.errors import FAILED, UserError
 from mnist_lit.files import atomic_write_bytes
 
@@ -396,31 +397,11 @@ def wandb_logged_steps(save_dir: Path, run_id: str) -> dict[str, int]:
     ``save_dir/wandb`` (offline, or online: both keep one), read with W&B's own reader.
 
     Why the files: W&B's service writes them in blocks, so a run that was killed (SIGKILL) holds
-    less there than it logged; what is there is what W&B has. (``wandb.sdk.internal.datastore``,
-    W&B's reader of these files, is in wandb up to 0.29.)
+    less there than it logged; what is there is what W&B has (``compat.wandb_history_rows``).
     """
-    from wandb.proto import wandb_internal_pb2
-    from wandb.sdk.internal import datastore
-
     steps: dict[str, int] = {}
     for path in sorted((save_dir / "wandb").glob(f"*-{run_id}/run-{run_id}.wandb")):
-        store = datastore.DataStore()
-        store.open_for_scan(str(path))
-        while True:
-            try:
-                data = store.scan_data()
-            except AssertionError:  # a block cut short by the kill: the rest is not there
-                break
-            if data is None:
-                break
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(data)
-            if record.WhichOneof("record_type") != "history":
-                continue
-            row = {
-                item.key or "/".join(item.nested_key): item.value_json
-                for item in record.history.item
-            }
+        for row in wandb_history_rows(path):
             step = json.loads(row.pop("trainer/global_step", "null"))
             for key in row:
                 if step is not None and not key.startswith("_"):

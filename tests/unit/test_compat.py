@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 
 import numpy as np
+import pytest
 import torch
 
 from mnist_lit import compat
@@ -43,3 +44,13 @@ def test_submitit_renders_an_sbatch_script_without_slurm(tmp_path) -> None:
     assert "#SBATCH --array=0-2" in script
     assert "#SBATCH --partition=gpu" in script
     assert "submitit" in compat.submitit_command(executor)
+
+
+def test_wandb_reader_of_its_run_files_exists() -> None:
+    """``compat.wandb_history_rows`` reads run files with W&B's internal DataStore (< 0.30)."""
+    pytest.importorskip("wandb")
+    from wandb.proto import wandb_internal_pb2
+    from wandb.sdk.internal import datastore
+
+    assert callable(datastore.DataStore().open_for_scan)
+    assert "history" in wandb_internal_pb2.Record.DESCRIPTOR.fields_by_name
