@@ -87,7 +87,7 @@ def _imported(task: Callable[[DictConfig], Any] | str) -> Callable[[DictConfig],
     if callable(task):
         return task
     module, _, function = task.partition(":")
-    return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(module), function)
 
 
 def check_ckpt_path(cfg: DictConfig) -> None:

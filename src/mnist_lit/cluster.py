@@ -109,7 +109,7 @@ def dry_run(overrides: Sequence[str]) -> str:
     params: dict[str, Any] = launcher.params  # type: ignore[attr-defined]
     for job in jobs:
         _check_layout(job, params)
-    executor = slurm_executor(launcher)  # type: ignore[arg-type]
+    executor = slurm_executor(launcher)
     command = shlex.join(["python", "train.py", "-m", *overrides])
     lines = [f"# dry run of: {command}", f"# sweep dir: {sweep_dir} (nothing is submitted)"]
     for batch_num, batch in enumerate(batches):

@@ -84,7 +84,7 @@ def slurm_executor_without_srun(make_executor: Any) -> Any:
     try:
         return make_executor()
     finally:
-        SlurmExecutor.affinity = original  # type: ignore[assignment]
+        SlurmExecutor.affinity = original  # type: ignore[method-assign]
 
 
 def sbatch_script_text(executor: Any, n_jobs: int) -> str:
@@ -128,7 +128,7 @@ def wandb_history_rows(path: Path) -> Iterator[dict[str, str]]:
             return
         if data is None:
             return
-        record = wandb_internal_pb2.Record()
+        record = wandb_internal_pb2.Record()  # type: ignore[attr-defined]  # generated protobuf
         record.ParseFromString(data)
         if record.WhichOneof("record_type") == "history":
             yield {

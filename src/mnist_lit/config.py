@@ -14,7 +14,7 @@ import string
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
@@ -185,6 +185,11 @@ def _values(node: DictConfig) -> dict[str, Any]:
             continue
         values[str(key)] = value
     return values
+
+
+def plain_dict(node: DictConfig) -> dict[str, Any]:
+    """A config node as plain, resolved data (what checkpoints and loggers store)."""
+    return cast(dict[str, Any], OmegaConf.to_container(node, resolve=True))
 
 
 def _target_nodes(node: Any, path: str = "") -> list[tuple[str, DictConfig]]:

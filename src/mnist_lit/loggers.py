@@ -27,6 +27,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_lit.compat import wandb_history_rows
+from mnist_lit.config import plain_dict
 from mnist_lit.errors import FAILED, UserError
 from mnist_lit.files import atomic_write_bytes
 
@@ -143,9 +144,9 @@ def build_logger(
     # (given to the class as they are: instantiate would make the run's dataclass a config)
     if run is not None and target == f"{__name__}.{TrackedMLFlowLogger.__name__}":
         build = instantiate(logger_cfg, _partial_=True)
-        return build(run=run, run_name=logger_cfg.get("run_name") or run.name)  # type: ignore[no-any-return]
+        return build(run=run, run_name=logger_cfg.get("run_name") or run.name)
     if run is not None and target == f"{__name__}.{TrackedWandbLogger.__name__}":
-        return instantiate(logger_cfg, _partial_=True)(**_wandb_arguments(logger_cfg, run))  # type: ignore[no-any-return]
+        return instantiate(logger_cfg, _partial_=True)(**_wandb_arguments(logger_cfg, run))
     return instantiate(logger_cfg)
 
 
@@ -203,7 +204,7 @@ class TrackedMLFlowLogger(MLFlowLogger):
     @property
     def experiment(self) -> Any:
         """The ``MlflowClient``; its first use on rank 0 creates or reopens the MLflow run."""
-        if self._started or rank_zero_only.rank != 0:
+        if self._started or rank_zero_only.rank != 0:  # type: ignore[attr-defined]
             return super().experiment
         self._started = True
         from mlflow.exceptions import MlflowException
@@ -380,7 +381,7 @@ class TrackedWandbLogger(WandbLogger):
     def experiment(self) -> Any:
         """W&B's run; the first use on rank 0 starts it and keeps its id in the run dir."""
         started = super().experiment
-        if not self._started and rank_zero_only.rank == 0 and self.tracked is not None:
+        if not self._started and rank_zero_only.rank == 0 and self.tracked is not None:  # type: ignore[attr-defined]
             self._started = True
             self.tracked.remember_ids("wandb", {"id": started.id, "group": self.group})
         return started
@@ -426,7 +427,7 @@ def hparams_for_logging(cfg: DictConfig) -> dict[str, Any]:
             if group in ("model", "optimizer", "scheduler", "trainer") and choice is not None:
                 params[f"{group}/choice"] = choice
     for group in ("model", "optimizer", "scheduler", "data"):
-        node = OmegaConf.to_container(cfg[group], resolve=True) if cfg.get(group) else {}
+        node = plain_dict(cfg[group]) if cfg.get(group) else {}
         for key, value in node.items():
             if key not in ("_partial_", "data_dir"):
                 scalar = isinstance(value, (int, float, str, bool))

@@ -8,18 +8,21 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import cast
 
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from mnist_lit.callbacks import StartupTime
 from mnist_lit.checkpoints import checkpoint_step
 from mnist_lit.classifier import LitClassifier
 from mnist_lit.cli import built_from
+from mnist_lit.config import plain_dict
 from mnist_lit.console import print_config_tree, quiet_known_noise
 from mnist_lit.errors import UserError
 from mnist_lit.files import atomic_write_bytes
@@ -36,9 +39,9 @@ TREE_ORDER = ("data", "model", "optimizer", "scheduler", "trainer", "callbacks",
 def build_model(cfg: DictConfig) -> LitClassifier:
     """The LightningModule from the ``model``, ``optimizer`` and ``scheduler`` groups."""
     return LitClassifier(
-        net=OmegaConf.to_container(cfg.model, resolve=True),
-        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.scheduler else None,
+        net=plain_dict(cfg.model),
+        optimizer=plain_dict(cfg.optimizer),
+        scheduler=plain_dict(cfg.scheduler) if cfg.scheduler else None,
     )
 
 
@@ -60,7 +63,7 @@ def train(cfg: DictConfig) -> float | None:
     """
     quiet_known_noise()
     output_dir = Path(cfg.paths.output_dir)
-    if rank_zero_only.rank == 0:  # set from the environment before any trainer exists
+    if rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # set from the environment, at import
         print_config_tree(cfg, save_to=output_dir / "config_tree.txt", order=TREE_ORDER)
     L.seed_everything(cfg.seed, workers=True)
 
@@ -69,7 +72,7 @@ def train(cfg: DictConfig) -> float | None:
     with built_from("model"):
         model = build_model(cfg)
     if cfg.get("compile"):  # Lightning trains and checkpoints the compiled module as the plain one
-        model = torch.compile(model)
+        model = cast(LitClassifier, torch.compile(model))
     if not cfg.get("ckpt_path") and (requeued := requeued_checkpoint(output_dir)):
         with open_dict(cfg):  # a SLURM sweep job run again after its preemption (processes.py)
             cfg.ckpt_path = requeued
@@ -93,7 +96,7 @@ def train(cfg: DictConfig) -> float | None:
             fit_metrics, fit_seconds = fit_results(output_dir, fit_metrics, fit_seconds)
 
         ckpt = trainer.checkpoint_callback
-        best_ckpt = ckpt.best_model_path if ckpt else ""
+        best_ckpt = ckpt.best_model_path if isinstance(ckpt, ModelCheckpoint) else ""
         test_metrics: dict[str, float] = {}
         if cfg.get("test"):
             # test the best checkpoint, not the last weights (fast_dev_run saves none)
@@ -133,7 +136,8 @@ FIT_RESULTS_FILE = "fit_metrics.json"
 
 def _startup_seconds(trainer: L.Trainer) -> float | None:
     """Launch to first training step, when the ``startup_time`` callback measured it."""
-    found = [c.seconds for c in trainer.callbacks if isinstance(c, StartupTime) and c.seconds]
+    callbacks = trainer.callbacks  # type: ignore[attr-defined]  # set by Lightning at build time
+    found = [c.seconds for c in callbacks if isinstance(c, StartupTime) and c.seconds]
     return round(found[0], 2) if found else None
 
 

