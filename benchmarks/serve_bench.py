@@ -9,7 +9,9 @@
    whether each answer's label matches the offline one for the same image.
 
 ``python benchmarks/serve_bench.py --ckpt <checkpoint | run dir | last | file.onnx>`` writes
-``serve_bench.md`` and ``serve_bench.json`` under ``--out`` (default ``logs/bench/serve-<time>/``).
+``serve_bench.md`` and ``serve_bench.json`` under ``--out`` (default ``logs/bench/serve-<time>/``),
+with the images and the server's log. ``--runtime onnx`` exports the checkpoint first when its
+``.onnx`` file is missing (``python export.py``, beside it).
 The client shares the machine's cores with the server: on the 2-core CPU the figures are those
 of the whole machine, client included. ``--quick``: a few requests, for the test suite; its
 figures mean nothing.
@@ -110,6 +112,17 @@ def offline_command(model: Path, folder: Path, count: int) -> float:
     return count / seconds
 
 
+def export(checkpoint: Path, out: Path) -> None:
+    """``python export.py ckpt_path=<checkpoint>``: the ``.onnx`` file beside it."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "export.py"), f"ckpt_path={checkpoint}", "verify=false",
+         f"hydra.run.dir={out / 'export'}"],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"export.py failed ({done.returncode}):\n{done.stderr[-2000:]}")
+
+
 # ----------------------------------------------------------------------------- served
 
 
@@ -119,11 +132,11 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_server(model: Path, runtime: str, workers: int, port: int) -> subprocess.Popen:
+def start_server(model: Path, runtime: str, workers: int, port: int, out: Path) -> subprocess.Popen:
     """The real ``python serve.py``, answering ``/health`` (or ``SystemExit`` with its log)."""
     import urllib.request
 
-    log = open(Path(os.environ.get("SERVE_BENCH_LOG", os.devnull)), "w")  # noqa: SIM115
+    log = open(out / "serve.log", "w")  # noqa: SIM115  (the server's, while it runs)
     server = subprocess.Popen(
         [
             sys.executable,
@@ -132,7 +145,7 @@ def start_server(model: Path, runtime: str, workers: int, port: int) -> subproce
             f"runtime={runtime}",
             f"port={port}",
             f"workers={workers}",
-            "hydra.run.dir=/tmp/mnist-lit-serve-bench",
+            f"hydra.run.dir={out / 'serve'}",
         ],
         cwd=ROOT,
         stdout=log,
@@ -276,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", required=True, help="checkpoint, run dir, last or .onnx file")
     parser.add_argument("--runtime", choices=["checkpoint", "onnx"], default="checkpoint")
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=2, help="as conf/serve.yaml")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--images", type=int, default=1000)
@@ -293,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         model_command_line([f"ckpt_path={args.ckpt}"], ROOT / "logs" / "train")[0].split("=", 1)[1]
     )
     model = checkpoint.with_suffix(".onnx") if args.runtime == "onnx" else checkpoint
+    if checkpoint.suffix != ".onnx" and args.runtime == "onnx" and not model.is_file():
+        say(f"exporting {checkpoint} to {model} (python export.py)")
+        export(checkpoint, out)
     paths, _ = write_images(args.images, out / "images")
     files = [p.read_bytes() for p in paths]
     load_start = os.getloadavg()[0]
@@ -304,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
 
     port = free_port()
     say(f"starting serve.py ({args.runtime}, {args.workers} worker(s)) on port {port}")
-    server = start_server(checkpoint, args.runtime, args.workers, port)
+    server = start_server(checkpoint, args.runtime, args.workers, port, out)
     url = f"http://127.0.0.1:{port}/predict"
     served = []
     try:

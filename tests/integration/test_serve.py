@@ -12,6 +12,8 @@ import io
 import json
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -20,6 +22,8 @@ from urllib.parse import urlsplit
 import pytest
 from PIL import Image
 from torchvision.datasets.mnist import read_image_file, read_label_file
+
+from mnist_lit.config import PROJECT_ROOT
 
 from ..conftest import error_line, run_cli
 from .served import free_port, mnist_onnx, page_png, running_server, served_url
@@ -238,3 +242,20 @@ def test_the_command_refuses_what_it_cannot_serve_in_one_line(
         busy = run_cli("serve.py", f"ckpt_path={ckpt}", f"port={port}", log_dir)
     assert busy.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in error_line(busy.stderr, alone=False)
+
+
+@pytest.mark.slow
+def test_the_serving_benchmark_writes_its_report(mnist_onnx: Path, tmp_path: Path) -> None:
+    """``benchmarks/serve_bench.py --quick``: every table written (its figures mean nothing)."""
+    done = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "benchmarks" / "serve_bench.py"), "--quick",
+         f"--ckpt={mnist_onnx}", "--concurrency", "1", "4", f"--out={tmp_path}"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    report = (tmp_path / "serve_bench.md").read_text()
+    assert "| 1 | 40 |" in report and "| 4 | 40 |" in report
+    assert "python predict.py" in report
+    results = json.loads((tmp_path / "serve_bench.json").read_text())
+    assert [run["errors"] for run in results["served"]] == [0, 0]
+    assert [run["label_mismatches"] for run in results["served"]] == [0, 0]

@@ -253,6 +253,7 @@ def test_a_body_streamed_without_a_length_is_cut_off_at_the_limit(client: TestCl
 def test_other_routes_and_methods_answer_json_errors(client: TestClient) -> None:
     assert client.get("/nowhere").status_code == 404
     assert client.get("/nowhere").json() == {"error": "Not Found"}
+    assert client.get("/docs").status_code == 404  # FastAPI's page would load a CDN's scripts
     assert client.get("/predict").status_code == 405
     assert client.put("/predict", content=DIGIT).status_code == 405
     still_answers(client)

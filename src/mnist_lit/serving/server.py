@@ -216,7 +216,8 @@ def create_app(predictor: Predictor, limits: Limits | None = None) -> FastAPI:
     app = FastAPI(
         title="mnist-lit",
         description="Classify a handwritten digit (or a Fashion-MNIST product) image.",
-        docs_url="/docs",
+        # FastAPI's pages of the API load their scripts from a CDN: none, so nothing needs one
+        docs_url=None,
         redoc_url=None,
     )
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
