@@ -311,8 +311,12 @@ def test_ckpt_path_last_is_the_run_started_last(tiny_ckpts: dict, tmp_path: Path
     assert argv == [f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "port=9000"]
     assert model_command_line([f"ckpt_path={run}"], logs) == argv[:1]
     assert model_command_line(["ckpt_path=a.onnx"], logs) == ["ckpt_path=a.onnx"]
-    with pytest.raises(UserError, match="found no run"):
+    with pytest.raises(UserError, match="found no run with a checkpoint"):
         model_command_line(["ckpt_path=last"], tmp_path / "nothing")
+    # a newer run stopped before its first checkpoint is passed over
+    newer = logs / "multiruns" / "2026-01-02_00-00-00" / "0"
+    (newer / ".hydra").mkdir(parents=True)
+    assert model_command_line(["ckpt_path=last"], logs) == argv[:1]
 
 
 def test_runtime_onnx_serves_the_export_beside_the_checkpoint(

@@ -15,13 +15,27 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from mnist_lit.errors import UserError
-from mnist_lit.runs import latest_run_dir
 
 ONNX_SUFFIX = ".onnx"
 
 
 def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
+
+
+def latest_servable_run(logs: Path) -> Path:
+    """For ``ckpt_path=last``: the checkpoint of the newest run under ``logs`` (``logs/train``),
+    single run or sweep job, that has one (a run stopped before its first is passed over)."""
+    runs = [*logs.glob("runs/*/.hydra"), *logs.glob("multiruns/*/*/.hydra")]
+    for hydra_dir in sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            return run_checkpoint(hydra_dir.parent)
+        except UserError:
+            continue
+    raise UserError(
+        f"ckpt_path=last found no run with a checkpoint under {logs}: train one "
+        "(python train.py) or pass ckpt_path=<checkpoint or run dir>"
+    )
 
 
 def run_checkpoint(run_dir: Path) -> Path:
@@ -52,7 +66,7 @@ def model_command_line(argv: Sequence[str], logs: Path) -> list[str]:
         if _key(arg) == "ckpt_path" and "=" in arg:
             value = arg.split("=", 1)[1]
             if value == "last":
-                value = str(run_checkpoint(latest_run_dir(logs)))
+                value = str(latest_servable_run(logs))
             elif Path(value).is_dir():
                 value = str(run_checkpoint(Path(value)))
             arg = f"{arg.split('=', 1)[0]}={value}"
@@ -81,4 +95,4 @@ def served_file(cfg: DictConfig) -> Path:
     return path  # a checkpoint: cli.check_ckpt_path checks it before the server starts
 
 
-__all__ = ["model_command_line", "run_checkpoint", "served_file"]
+__all__ = ["latest_servable_run", "model_command_line", "run_checkpoint", "served_file"]
