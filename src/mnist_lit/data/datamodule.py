@@ -169,9 +169,9 @@ class MNISTDataModule(L.LightningDataModule):
         train_labels = read_label_file(str(self.raw_dir / "train-labels-idx1-ubyte"))
         # The same train/val split every time, whatever the training seed.
         order = torch.randperm(
-            len(train_images), generator=torch.Generator().manual_seed(self.hparams.split_seed)
+            len(train_images), generator=torch.Generator().manual_seed(self.hparams["split_seed"])
         )
-        val_idx, train_idx = order[: self.hparams.val_size], order[self.hparams.val_size :]
+        val_idx, train_idx = order[: self.hparams["val_size"]], order[self.hparams["val_size"] :]
         self.splits = {
             "train": (train_images[train_idx], train_labels[train_idx]),
             "val": (train_images[val_idx], train_labels[val_idx]),
@@ -185,23 +185,24 @@ class MNISTDataModule(L.LightningDataModule):
         rank, world_size = 0, 1
         if self.trainer is not None:
             rank, world_size = self.trainer.global_rank, self.trainer.world_size
-            if self.hparams.on_device:  # move the whole split once; batches are then cut there
+            if self.hparams["on_device"]:  # move the whole split once; batches are then cut there
                 device = self.trainer.strategy.root_device
-                self.splits[split] = tuple(t.to(device) for t in self.splits[split])
+                images, labels = self.splits[split]
+                self.splits[split] = (images.to(device), labels.to(device))
         images, labels = self.splits[split]
         sampler = EpochShuffleSampler(
-            len(images), shuffle, self.hparams.shuffle_seed, rank=rank, world_size=world_size
+            len(images), shuffle, self.hparams["shuffle_seed"], rank=rank, world_size=world_size
         )
         augment = self.augment if split == "train" else None
         return InMemoryBatches(
-            images, labels, batch_size, self.hparams.mean, self.hparams.std, sampler, augment
+            images, labels, batch_size, self.hparams["mean"], self.hparams["std"], sampler, augment
         )
 
     def train_dataloader(self) -> InMemoryBatches:
-        return self._batches("train", self.hparams.batch_size, shuffle=True)
+        return self._batches("train", self.hparams["batch_size"], shuffle=True)
 
     def val_dataloader(self) -> InMemoryBatches:
-        return self._batches("val", self.hparams.eval_batch_size, shuffle=False)
+        return self._batches("val", self.hparams["eval_batch_size"], shuffle=False)
 
     def test_dataloader(self) -> InMemoryBatches:
-        return self._batches("test", self.hparams.eval_batch_size, shuffle=False)
+        return self._batches("test", self.hparams["eval_batch_size"], shuffle=False)
