@@ -306,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         model_command_line([f"ckpt_path={args.ckpt}"], ROOT / "logs" / "train")[0].split("=", 1)[1]
     )
     model = checkpoint.with_suffix(".onnx") if args.runtime == "onnx" else checkpoint
+    runtime = "onnx" if model.suffix == ".onnx" else "checkpoint"  # a .onnx --ckpt is run so
     if checkpoint.suffix != ".onnx" and args.runtime == "onnx" and not model.is_file():
         say(f"exporting {checkpoint} to {model} (python export.py)")
         export(checkpoint, out)
@@ -319,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"offline: {command_rate:,.0f} images/s (command), {in_process_rate:,.0f} (in-process)")
 
     port = free_port()
-    say(f"starting serve.py ({args.runtime}, {args.workers} worker(s)) on port {port}")
+    say(f"starting serve.py ({runtime}, {args.workers} worker(s)) on port {port}")
     server = start_server(checkpoint, args.runtime, args.workers, port, out)
     url = f"http://127.0.0.1:{port}/predict"
     served = []
@@ -355,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "setup": {
             "model": str(model),
-            "runtime": args.runtime,
+            "runtime": runtime,
             "workers": args.workers,
             "images": len(paths),
         },
