@@ -9,11 +9,15 @@ INSTALLED := $(VENV)/.installed
 ARGS ?=
 # the run of experiment=robust that make robust trains and make serve serves
 ROBUST_RUN ?= logs/robust/run
+# what make serve and make bench-serve serve: a run dir, a checkpoint, `last` or an .onnx file
+CKPT ?= $(ROBUST_RUN)
 PYTEST_ARGS ?=
 # the run of experiment=robust that make robust trains and make serve serves
 ROBUST_RUN ?= logs/robust/run
+# what make serve and make bench-serve serve: a run dir, a checkpoint, `last` or an .onnx file
+CKPT ?= $(ROBUST_RUN)
 
-.PHONY: help install data train eval test test-unit bench lint format tensorboard mlflow robust robustness clean
+.PHONY: help install data train eval test test-unit bench lint format tensorboard mlflow robust robustness serve bench-serve clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -54,6 +58,12 @@ $(ROBUST_RUN)/metrics.json: | data
 
 robustness: robust  ## accuracy on the generated non-MNIST check set: logs/robustness/<time>/robustness.md
 	$(PY) benchmarks/robustness.py --model robust=$(ROBUST_RUN) $(ARGS)
+
+serve: $(if $(filter $(ROBUST_RUN),$(CKPT)),robust,$(INSTALLED))  ## the model behind HTTP, a drawing page at http://127.0.0.1:8000/ (default: make robust's run; CKPT=<run dir|ckpt|last|file.onnx>, ARGS="runtime=onnx")
+	$(PY) serve.py ckpt_path=$(CKPT) $(ARGS)
+
+bench-serve: $(if $(filter $(ROBUST_RUN),$(CKPT)),robust,data)  ## the served model under load beside predict.py (~1 min); logs/bench/serve-<time>/serve_bench.md
+	$(PY) benchmarks/serve_bench.py --ckpt $(CKPT) --runtime onnx $(ARGS)
 
 lint: $(INSTALLED)  ## ruff lint and format check; the layers contract (import-linter); mypy over src/
 	$(VENV)/bin/ruff check .
