@@ -97,7 +97,7 @@ def startup_checks(startup: dict[str, Any], default_run: dict[str, Any]) -> list
     floor = startup["floor"]["import torch, lightning"]["median_s"]
     commands = {name: c["median_s"] for name, c in startup["commands"].items()}
     found = [
-        Check(f"`{name}`", f"{seconds:.2f} s", f"<= {INSTANT_S:g} s", seconds <= INSTANT_S)
+        Check(f"`python {name}`", f"{seconds:.2f} s", f"<= {INSTANT_S:g} s", seconds <= INSTANT_S)
         for name, seconds in commands.items()
         if name in ANSWERED_WITHOUT_TORCH
     ]

@@ -29,7 +29,7 @@ ANSWERED_WITHOUT_TORCH = (
     "train.py model.dropout=2 (out of range)",
     "eval.py ckpt_path=missing.ckpt",
     "export.py format=tflite",
-    "python -m mnist_lit.cluster seed=1,2 (dry run)",
+    "-m mnist_lit.cluster seed=1,2 (dry run)",
     "predict.py on the ONNX file, one image",
 )
 
@@ -50,7 +50,7 @@ def command_lines(onnx: Path, ckpt: Path, image: Path, work_dir: Path) -> dict[s
         "train.py model.dropout=2 (out of range)": ["train.py", "model.dropout=2", logs],
         "eval.py ckpt_path=missing.ckpt": ["eval.py", "ckpt_path=missing.ckpt", logs],
         "export.py format=tflite": ["export.py", f"ckpt_path={ckpt}", "format=tflite", logs],
-        "python -m mnist_lit.cluster seed=1,2 (dry run)": ["-m", "mnist_lit.cluster", "seed=1,2"],
+        "-m mnist_lit.cluster seed=1,2 (dry run)": ["-m", "mnist_lit.cluster", "seed=1,2"],
         "predict.py on the ONNX file, one image": [
             "predict.py", f"ckpt_path={onnx}", f"images={image}", logs,
         ],
