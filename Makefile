@@ -46,7 +46,7 @@ test: data  ## run the whole test suite: tests/unit and tests/integration (real 
 test-unit: $(INSTALLED)  ## the fast layer alone (synthetic data, no MNIST, no subprocess; about 1 min)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-bench: data  ## side by side with pytorch/examples and a plain loop (~7 min); logs/bench/<time>/bench.md
+bench: data  ## side by side with pytorch/examples and a plain loop, start-up and memory (~8 min); logs/bench/<time>/bench.md
 	$(PY) benchmarks/bench.py
 
 robust: $(ROBUST_RUN)/metrics.json  ## the model make serve uses: experiment=robust (~21 min on 2 cores), trained if missing
