@@ -43,7 +43,7 @@ eval: $(INSTALLED)  ## test a checkpoint: make eval ARGS="ckpt_path=logs/train/r
 test: data  ## run the whole test suite: tests/unit and tests/integration (real MNIST subsets)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-unit: $(INSTALLED)  ## the fast layer alone (synthetic data, no MNIST, no subprocess; about 1 min)
+test-unit: $(INSTALLED)  ## the fast layer alone (synthetic data, no MNIST, no subprocess; about 1.5 min)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 bench: data  ## side by side with pytorch/examples and a plain loop, start-up and memory (~8 min); logs/bench/<time>/bench.md
