@@ -60,19 +60,26 @@ def remove_unfinished_writes(run_dir: Path) -> None:
         leftover.unlink(missing_ok=True)
 
 
-def latest_run_dir(logs: Path) -> Path:
-    """For ``resume=last``: the run started or resumed last under ``logs`` (``logs/train``), a
-    single run (``runs/<time>``) or a sweep's job (``multiruns/<time>/<job>``)."""
+def run_dirs(logs: Path) -> list[Path]:
+    """The runs under ``logs`` (``logs/train``), single runs (``runs/<time>``) and sweep jobs
+    (``multiruns/<time>/<job>``), the one started or resumed last first."""
     found = [
         *logs.glob("runs/*/.hydra/overrides.yaml"),
         *logs.glob("multiruns/*/*/.hydra/overrides.yaml"),
     ]
-    if not found:
+    return [p.parent.parent for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
+
+
+def latest_run_dir(logs: Path) -> Path:
+    """For ``resume=last``: the run started or resumed last under ``logs`` (``run_dirs``)."""
+    runs = run_dirs(logs)
+    if not runs:
         raise UserError(f"resume=last found no run under {logs}: pass resume=<run dir>")
-    return max(found, key=lambda p: p.stat().st_mtime).parent.parent
+    return runs[0]
 
 
-def _key(override: str) -> str:
+def override_key(override: str) -> str:
+    """The key an override sets: ``model.dropout`` of ``+model.dropout=0.5``."""
     return override.split("=", 1)[0].lstrip("+~")
 
 
@@ -85,10 +92,10 @@ def requeued_command_line(argv: Sequence[str], logs: Path) -> list[str]:
     """
     if not requeued():
         return list(argv)
-    if any(_key(a) == "resume" for a in argv) or "-m" in argv or "--multirun" in argv:
+    if any(override_key(a) == "resume" for a in argv) or "-m" in argv or "--multirun" in argv:
         return list(argv)
     job = slurm_job_id()
-    given = {_key(a): a.split("=", 1)[1] for a in argv if "=" in a}
+    given = {override_key(a): a.split("=", 1)[1] for a in argv if "=" in a}
     if "paths.log_dir" in given:
         logs = Path(given["paths.log_dir"]) / logs.name
     pinned = [Path(given["hydra.run.dir"])] if "hydra.run.dir" in given else []
@@ -103,7 +110,7 @@ def requeued_command_line(argv: Sequence[str], logs: Path) -> list[str]:
             if not any((run_dir / "checkpoints").rglob("*.ckpt")):
                 break
             log.info("SLURM job %s was requeued: resuming its run %s", job, run_dir)
-            rest = [a for a in argv if _key(a) != "hydra.run.dir"]
+            rest = [a for a in argv if override_key(a) != "hydra.run.dir"]
             return resume_command_line([*rest, f"resume={run_dir}"], logs)
     return list(argv)
 
@@ -128,7 +135,7 @@ def resume_command_line(argv: Sequence[str], logs: Path) -> list[str]:
     given here (e.g. a higher ``trainer.max_epochs``), then ``hydra.run.dir=<dir>`` and
     ``ckpt_path=<its newest intact checkpoint>``. Other arguments pass through unchanged.
     """
-    given = [a for a in argv if _key(a) == "resume"]
+    given = [a for a in argv if override_key(a) == "resume"]
     if not given:
         return requeued_command_line(argv, logs)
     if "-m" in argv or "--multirun" in argv:
@@ -142,9 +149,9 @@ def resume_command_line(argv: Sequence[str], logs: Path) -> list[str]:
             "resume=logs/train/runs/<time> or resume=logs/train/multiruns/<time>/<job>"
         )
     original = yaml.safe_load(overrides_file.read_text()) or []
-    extra = [a for a in argv if _key(a) != "resume"]
-    replaced = {_key(a) for a in extra if "=" in a} | {"ckpt_path", "hydra.run.dir"}
-    kept = [o for o in original if _key(o) not in replaced]
+    extra = [a for a in argv if override_key(a) != "resume"]
+    replaced = {override_key(a) for a in extra if "=" in a} | {"ckpt_path", "hydra.run.dir"}
+    kept = [o for o in original if override_key(o) not in replaced]
     remove_unfinished_writes(run_dir)
     checkpoint = newest_intact_checkpoint(run_dir)
     return [

@@ -15,21 +15,17 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from mnist_lit.errors import UserError
+from mnist_lit.runs import override_key, run_dirs
 
 ONNX_SUFFIX = ".onnx"
-
-
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
 
 
 def latest_servable_run(logs: Path) -> Path:
     """For ``ckpt_path=last``: the checkpoint of the newest run under ``logs`` (``logs/train``),
     single run or sweep job, that has one (a run stopped before its first is passed over)."""
-    runs = [*logs.glob("runs/*/.hydra"), *logs.glob("multiruns/*/*/.hydra")]
-    for hydra_dir in sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True):
+    for run_dir in run_dirs(logs):
         try:
-            return run_checkpoint(hydra_dir.parent)
+            return run_checkpoint(run_dir)
         except UserError:
             continue
     raise UserError(
@@ -63,7 +59,7 @@ def model_command_line(argv: Sequence[str], logs: Path) -> list[str]:
     serve (``logs`` is ``logs/train``); other arguments, and a file path, pass unchanged."""
     out = []
     for arg in argv:
-        if _key(arg) == "ckpt_path" and "=" in arg:
+        if override_key(arg) == "ckpt_path" and "=" in arg:
             value = arg.split("=", 1)[1]
             if value == "last":
                 value = str(latest_servable_run(logs))
