@@ -36,6 +36,7 @@ from mnist_lit.config import (
 from mnist_lit.console import first_line
 from mnist_lit.errors import BAD_INPUT, UserError, reported_errors
 from mnist_lit.files import checkpoint_file
+from mnist_lit.schema import EXPORT_SUFFIXES
 
 
 def run_entry_point(
@@ -97,7 +98,8 @@ def check_ckpt_path(cfg: DictConfig) -> None:
     trains = "model" in cfg  # train.py resumes fitting; eval, predict, export load the model
     if path is None:
         return
-    if Path(str(path)).suffix.lower() == ".onnx" and cfg.get("task_name") in ONNX_TASKS:
+    onnx = Path(str(path)).suffix.lower() == EXPORT_SUFFIXES["onnx"]
+    if onnx and cfg.get("task_name") in ONNX_TASKS:
         checkpoint_file(path)  # onnxruntime reads it when the task runs: no torch to load here
         return
     try:

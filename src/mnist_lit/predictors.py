@@ -24,9 +24,13 @@ import numpy as np
 
 from mnist_lit.data.preprocess import prepare
 from mnist_lit.errors import UserError
+from mnist_lit.schema import EXPORT_SUFFIXES
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
+
+#: the file an exported ONNX model is in
+ONNX_SUFFIX = EXPORT_SUFFIXES["onnx"]
 
 #: the preprocessing box of each data set (``DatasetSpec.box_size``), for ONNX files that do
 #: not carry it: the spec lives beside the data modules, which need torch
@@ -76,11 +80,14 @@ def load_predictor(
 
     ``data_cfg``: the data config a checkpoint is checked against (its data set and class
     names); an ONNX file says its own. ``box_size``: ``None`` for the data set's own.
-    ``threads``: onnxruntime's intra-op threads (``None``: its default, every core).
+    ``threads``: the threads the model runs on, onnxruntime's intra-op threads or torch's
+    (process-wide); ``None``: the library's default, every core.
     """
-    if Path(path).suffix.lower() == ".onnx":
+    if Path(path).suffix.lower() == ONNX_SUFFIX:
         return onnx_predictor(path, box_size=box_size, threshold=threshold, threads=threads)
-    return checkpoint_predictor(path, data_cfg, box_size=box_size, threshold=threshold)
+    return checkpoint_predictor(
+        path, data_cfg, box_size=box_size, threshold=threshold, threads=threads
+    )
 
 
 def onnx_predictor(
@@ -127,6 +134,7 @@ def checkpoint_predictor(
     *,
     box_size: int | None = None,
     threshold: float = 0.2,
+    threads: int | None = None,
 ) -> Predictor:
     """A checkpoint's network run by torch, normalized with the mean and std it trained on.
 
@@ -135,6 +143,8 @@ def checkpoint_predictor(
     """
     import torch
 
+    if threads is not None:
+        torch.set_num_threads(threads)
     from mnist_lit.checkpoints import (
         build_model,
         check_dataset,

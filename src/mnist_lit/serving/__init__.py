@@ -16,8 +16,9 @@ from omegaconf import DictConfig
 
 from mnist_lit.errors import UserError
 from mnist_lit.runs import override_key, run_dirs
+from mnist_lit.schema import EXPORT_SUFFIXES
 
-ONNX_SUFFIX = ".onnx"
+ONNX_SUFFIX = EXPORT_SUFFIXES["onnx"]
 
 
 def latest_servable_run(logs: Path) -> Path:

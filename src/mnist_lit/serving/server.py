@@ -287,10 +287,6 @@ def loaded(model: Path) -> Predictor:
     A request is one image: more threads make it no faster, and idle ones spin (onnxruntime)
     or oversubscribe the cores (torch), taking them from the event loop and the other workers.
     """
-    if model.suffix.lower() != ONNX_SUFFIX:
-        import torch
-
-        torch.set_num_threads(1)
     return load_predictor(model, threads=1)
 
 
