@@ -420,8 +420,8 @@ HPARAM_METRICS = ("val/acc_best", "val/loss", "train/acc", "train/loss", "test/a
 def hparams_for_logging(cfg: DictConfig) -> dict[str, Any]:
     """Flat ``group/key -> value`` of what defines a run, for TensorBoard's HPARAMS tab."""
     params: dict[str, Any] = {"seed": cfg.seed, "trainer/max_epochs": cfg.trainer.get("max_epochs")}
-    if run_tags(cfg):
-        params["tags"] = ", ".join(run_tags(cfg))
+    if tags := run_tags(cfg):
+        params["tags"] = ", ".join(tags)
     if HydraConfig.initialized():
         for group, choice in HydraConfig.get().runtime.choices.items():
             if group in ("model", "optimizer", "scheduler", "trainer") and choice is not None:

@@ -99,12 +99,7 @@ def requeued_command_line(argv: Sequence[str], logs: Path) -> list[str]:
     if "paths.log_dir" in given:
         logs = Path(given["paths.log_dir"]) / logs.name
     pinned = [Path(given["hydra.run.dir"])] if "hydra.run.dir" in given else []
-    found = [
-        *pinned,
-        *(p.parent for p in logs.glob(f"runs/*/{SLURM_JOB_FILE}")),
-        *(p.parent for p in logs.glob(f"multiruns/*/*/{SLURM_JOB_FILE}")),
-    ]
-    for run_dir in found:
+    for run_dir in [*pinned, *run_dirs(logs)]:
         record = run_dir / SLURM_JOB_FILE
         if record.is_file() and record.read_text().strip() == job:
             if not any((run_dir / "checkpoints").rglob("*.ckpt")):
