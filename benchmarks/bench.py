@@ -162,22 +162,10 @@ def measure_eval_and_memory(plan: Plan, work_dir: Path) -> dict[str, Any]:
 
 
 def measure_startup_part(plan: Plan, best_ckpt: str, work_dir: Path) -> dict[str, Any]:
-    """Part 5: an ONNX file and an image for predict, then every command against the floor."""
-    import subprocess
-
-    from PIL import Image
-    from torchvision.datasets.mnist import read_image_file
-
-    startup_dir = work_dir / "startup"
-    startup_dir.mkdir(parents=True, exist_ok=True)
-    onnx = startup_dir / "model.onnx"
-    export = [sys.executable, "export.py", f"ckpt_path={best_ckpt}", f"output={onnx}"]
-    subprocess.run([*export, "verify=false"], cwd=PROJECT_ROOT, capture_output=True, check=True)
-    digits = read_image_file(str(DATA_DIR / "MNIST" / "raw" / "t10k-images-idx3-ubyte"))
-    image = startup_dir / "digit.png"
-    Image.fromarray(255 - digits[0].numpy()).resize((140, 140)).save(image)  # a page's digit
+    """Part 5: every command against the floor, predict on part 4's checkpoint and its export."""
     say(f"part 5: start-up, {plan.startup_repeats} run(s) of each command")
-    return measure_startup(plan.startup_repeats, onnx, Path(best_ckpt), image, startup_dir, say)
+    startup_dir = work_dir / "startup"
+    return measure_startup(plan.startup_repeats, Path(best_ckpt), DATA_DIR, startup_dir, say)
 
 
 def main(argv: list[str] | None = None) -> int:

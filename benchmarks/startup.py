@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import json
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
 from timing import run_for_peak_rss
+from torchvision.datasets.mnist import read_image_file
 
 from mnist_lit.config import PROJECT_ROOT
 from mnist_lit.report import RUN_SUMMARY_FILE
@@ -65,8 +68,6 @@ def command_lines(onnx: Path, ckpt: Path, image: Path, work_dir: Path) -> dict[s
 
 def wall_seconds(argv: list[str], repeats: int, log: Path) -> dict[str, Any]:
     """Median wall seconds of ``python <argv>`` over ``repeats`` runs, and its exit codes."""
-    import subprocess
-
     times, codes = [], []
     with log.open("a") as out:
         for _ in range(repeats):
@@ -79,16 +80,24 @@ def wall_seconds(argv: list[str], repeats: int, log: Path) -> dict[str, Any]:
     return {"median_s": statistics.median(times), "runs_s": times, "exit_codes": sorted(set(codes))}
 
 
+def predict_inputs(ckpt: Path, data_dir: Path, work_dir: Path) -> tuple[Path, Path]:
+    """``ckpt`` exported to ONNX by ``export.py``, and one test digit drawn as a page would
+    hold it (140x140, dark on light): what the predict commands are timed on."""
+    onnx = work_dir / "model.onnx"
+    export = [sys.executable, "export.py", f"ckpt_path={ckpt}", f"output={onnx}", "verify=false"]
+    subprocess.run(export, cwd=PROJECT_ROOT, capture_output=True, check=True)
+    digits = read_image_file(str(data_dir / "MNIST" / "raw" / "t10k-images-idx3-ubyte"))
+    image = work_dir / "digit.png"
+    Image.fromarray(255 - digits[0].numpy()).resize((140, 140)).save(image)
+    return onnx, image
+
+
 def measure_startup(
-    repeats: int,
-    onnx: Path,
-    ckpt: Path,
-    image: Path,
-    work_dir: Path,
-    say: Callable[[str], None],
+    repeats: int, ckpt: Path, data_dir: Path, work_dir: Path, say: Callable[[str], None]
 ) -> dict[str, Any]:
     """The floor, each command's wall time and the floor's peak RSS, all in this run."""
     work_dir.mkdir(parents=True, exist_ok=True)
+    onnx, image = predict_inputs(ckpt, data_dir, work_dir)
     log = work_dir / "startup.log"
     floor = {}
     for name, code in FLOOR.items():
