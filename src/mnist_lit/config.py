@@ -245,10 +245,13 @@ def _did_you_mean(key: str, known: Sequence[str]) -> str:
 # ----------------------------------------------------------------------------- the command line
 
 
-def compose_config(config_name: str, overrides: Sequence[str]) -> DictConfig:
-    """The config ``python <config_name>.py <overrides>`` runs with (Hydra's runtime keys unset)."""
+def compose_config(
+    config_name: str, overrides: Sequence[str], with_hydra: bool = False
+) -> DictConfig:
+    """The config ``python <config_name>.py <overrides>`` runs with (Hydra's runtime keys unset);
+    ``with_hydra``: with Hydra's own node (``hydra.help``, ``hydra.run``...) too."""
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name=config_name):
-        return compose(config_name, overrides=list(overrides))
+        return compose(config_name, overrides=list(overrides), return_hydra_config=with_hydra)
 
 
 def help_text(config_name: str, overrides: Sequence[str]) -> str:
@@ -258,11 +261,8 @@ def help_text(config_name: str, overrides: Sequence[str]) -> str:
     the groups are the folders of ``conf/`` and their options the YAML files in them, so they
     are read from there. The composed config is the one these overrides give.
     """
-    with (
-        overrides_checked(config_name, overrides),
-        initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name=config_name),
-    ):
-        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+    with overrides_checked(config_name, overrides):
+        cfg = compose_config(config_name, overrides, with_hydra=True)
     template = string.Template(str(cfg.hydra.help.template))
     with open_dict(cfg):
         del cfg["hydra"]
