@@ -9,6 +9,10 @@ tests.
 from __future__ import annotations
 
 import functools
+import os
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +27,29 @@ from mnist_lit.data import MNISTDataModule
 from ..conftest import DATA_DIR, QUICK, compose_config
 
 HERE = Path(__file__).parent
+
+
+#: a run that is killed and resumed: 2 epochs of 8 batches with dropout (the MLP's), a checkpoint
+#: every 3 steps, so 3 and 6 fall inside the first epoch
+RESUMABLE_RUN = [
+    *QUICK,
+    "model=mlp",
+    "trainer.max_epochs=2",
+    "callbacks.resume_checkpoint.every_n_train_steps=3",
+    "callbacks.sample_batch=null",
+    "callbacks.test_images=null",
+]
+
+
+def kill_after(process: subprocess.Popen, marker: Path, timeout: float = 240) -> None:
+    """SIGKILL the run as soon as ``marker`` (a checkpoint) appears: mid-epoch, mid-write..."""
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline, f"{marker} never appeared"
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -19,17 +19,10 @@ import pytest
 from mnist_lit.config import PROJECT_ROOT
 from mnist_lit.runs import newest_intact_checkpoint
 
-from ..conftest import QUICK, error_line
+from ..conftest import error_line
+from .conftest import RESUMABLE_RUN
 
-#: 2 epochs of 8 batches with dropout, a checkpoint every 3 steps (as tests/integration/test_resume)
-RUN = [
-    *QUICK,
-    "model=mlp",
-    "trainer.max_epochs=2",
-    "callbacks.resume_checkpoint.every_n_train_steps=3",
-    "callbacks.sample_batch=null",
-    "callbacks.test_images=null",
-]
+RUN = RESUMABLE_RUN
 
 #: what srun sets for a one-task job (Lightning then uses its SLURMEnvironment)
 SRUN = {

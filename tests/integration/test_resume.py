@@ -22,17 +22,9 @@ from mnist_lit.config import PROJECT_ROOT
 from mnist_lit.runs import newest_intact_checkpoint
 
 from ..conftest import QUICK, error_line, run_cli
+from .conftest import RESUMABLE_RUN, kill_after
 
-#: 2 epochs of 8 batches with dropout (the MLP's): a checkpoint every 3 steps, so 3 and 6 fall
-#: inside the first epoch
-RUN = [
-    *QUICK,
-    "model=mlp",
-    "trainer.max_epochs=2",
-    "callbacks.resume_checkpoint.every_n_train_steps=3",
-    "callbacks.sample_batch=null",
-    "callbacks.test_images=null",
-]
+RUN = RESUMABLE_RUN
 
 
 def _metrics(run_dir: Path) -> dict[str, float]:
@@ -53,17 +45,6 @@ def _start(run_dir: Path, data_dir: Path) -> subprocess.Popen:
     )  # fmt: skip
 
 
-def _kill_after(process: subprocess.Popen, marker: Path, timeout: float = 240) -> None:
-    """SIGKILL the run as soon as ``marker`` (a checkpoint) appears: mid-epoch, mid-write..."""
-    deadline = time.monotonic() + timeout
-    while not marker.exists():
-        assert process.poll() is None, "the run ended before it could be killed"
-        assert time.monotonic() < deadline, f"{marker} never appeared"
-        time.sleep(0.02)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-
-
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_uninterrupted_numbers(tmp_path: Path, mnist_data_dir) -> None:
     straight, killed = tmp_path / "straight", tmp_path / "killed"
@@ -72,7 +53,7 @@ def test_killed_run_resumes_to_the_uninterrupted_numbers(tmp_path: Path, mnist_d
     assert done.returncode == 0, done.stderr[-2000:]
 
     process = _start(killed, mnist_data_dir)
-    _kill_after(process, killed / "checkpoints" / "resume" / "step_0000006.ckpt")
+    kill_after(process, killed / "checkpoints" / "resume" / "step_0000006.ckpt")
     assert not (killed / "metrics.json").exists()
     # a damaged newest checkpoint (a full disk, a copy cut short) is skipped for the one before
     newest = newest_intact_checkpoint(killed)

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -28,18 +26,9 @@ from mnist_lit.config import PROJECT_ROOT
 from mnist_lit.loggers import TRACKERS_FILE
 
 from ..conftest import QUICK, run_cli
+from .conftest import RESUMABLE_RUN, kill_after
 
-#: 2 epochs of 8 batches, a checkpoint every 3 steps (3 and 6 fall inside the first epoch)
-RUN = [
-    *QUICK,
-    "model=mlp",
-    "trainer.max_epochs=2",
-    "callbacks.resume_checkpoint.every_n_train_steps=3",
-    "callbacks.sample_batch=null",
-    "callbacks.test_images=null",
-    "logger=[many,wandb]",
-    "tags=[tracked,resume-test]",
-]
+RUN = [*RESUMABLE_RUN, "logger=[many,wandb]", "tags=[tracked,resume-test]"]
 #: the step of the checkpoint the killed run resumes from
 RESUMED_AT = 6
 #: what a resumed run measures anew (its own start-up) instead of repeating
@@ -125,16 +114,6 @@ def _start(run_dir: Path, log_dir: Path, data_dir: Path) -> subprocess.Popen:
     )  # fmt: skip
 
 
-def _kill_after(process: subprocess.Popen, marker: Path, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not marker.exists():
-        assert process.poll() is None, "the run ended before it could be killed"
-        assert time.monotonic() < deadline, f"{marker} never appeared"
-        time.sleep(0.02)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-
-
 @pytest.mark.slow
 def test_a_run_and_its_resume_in_every_tracker(tmp_path: Path, mnist_data_dir: Path) -> None:
     logs = tmp_path / "logs"
@@ -174,7 +153,9 @@ def test_a_run_and_its_resume_in_every_tracker(tmp_path: Path, mnist_data_dir: P
 
     # killed after its step-6 checkpoint, resumed: the same tracker runs, each step once
     process = _start(killed, logs, mnist_data_dir)
-    _kill_after(process, killed / "checkpoints" / "resume" / f"step_{RESUMED_AT:07d}.ckpt")
+    kill_after(
+        process, killed / "checkpoints" / "resume" / f"step_{RESUMED_AT:07d}.ckpt", timeout=300
+    )
     before = tracker_ids(killed)
     resumed = run_cli("train.py", f"resume={killed}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
