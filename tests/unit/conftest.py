@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import platform
 import socket
 import subprocess
 from collections.abc import Iterator, Sequence
@@ -229,6 +230,9 @@ class _Refused:
 
 @pytest.fixture(autouse=True)
 def _no_subprocess_no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # the standard library's own: `platform` runs `uname -p` once and keeps the answer, and
+    # loggers (MLflow's) ask it when built; asked here first, no test order decides who pays for it
+    platform.processor()
     monkeypatch.setattr(subprocess.Popen, "__init__", _Refused("subprocess"))
     monkeypatch.setattr(socket.socket, "connect", _Refused("network connection"))
     yield
