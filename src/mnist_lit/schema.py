@@ -47,9 +47,13 @@ Epochs = Annotated[int, Field(ge=-1), AfterValidator(_not_zero_epochs)]
 
 
 class Node(BaseModel):
-    """A config node: strict types, no unknown keys."""
+    """A config node: strict types, no unknown keys.
 
-    model_config = ConfigDict(strict=True, extra="forbid")
+    Every model here is ``defer_build``: pydantic builds its validator when it first checks a
+    value, so a command pays only for the groups its config has (predict: a few of twenty).
+    """
+
+    model_config = ConfigDict(strict=True, defer_build=True, extra="forbid")
 
 
 # ----------------------------------------------------------------------------- conf/data
@@ -192,7 +196,7 @@ class Trainer(Node):
     devices...) when it is built; any other argument it takes may be added with ``+trainer.``.
     """
 
-    model_config = ConfigDict(strict=True, extra="allow")
+    model_config = ConfigDict(strict=True, defer_build=True, extra="allow")
 
     max_epochs: Epochs | None  # -1: no limit
     max_steps: Annotated[int, Field(ge=-1)]
@@ -239,7 +243,7 @@ class WandbLogger(Node):
     """``conf/logger/wandb.yaml``: ``loggers.TrackedWandbLogger``; any other key goes to
     ``wandb.init`` (``+logger.wandb.notes=...``), which checks it."""
 
-    model_config = ConfigDict(strict=True, extra="allow")
+    model_config = ConfigDict(strict=True, defer_build=True, extra="allow")
 
     project: str | None
     entity: str | None
@@ -281,7 +285,7 @@ class Trackers(Node):
 class TrainOptions(BaseModel):
     """``conf/train.yaml``'s own keys (the groups are checked by their ``_target_``)."""
 
-    model_config = ConfigDict(strict=True, extra="ignore")
+    model_config = ConfigDict(strict=True, defer_build=True, extra="ignore")
 
     seed: Seed
     test: bool
@@ -296,7 +300,7 @@ class TrainOptions(BaseModel):
 class EvalOptions(BaseModel):
     """``conf/eval.yaml``."""
 
-    model_config = ConfigDict(strict=True, extra="ignore")
+    model_config = ConfigDict(strict=True, defer_build=True, extra="ignore")
 
     seed: Seed
     ckpt_path: str
@@ -312,7 +316,7 @@ class Preprocess(Node):
 class PredictOptions(BaseModel):
     """``conf/predict.yaml``."""
 
-    model_config = ConfigDict(strict=True, extra="ignore")
+    model_config = ConfigDict(strict=True, defer_build=True, extra="ignore")
 
     ckpt_path: str
     images: str | list[str]
@@ -328,7 +332,7 @@ EXPORT_SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
 class ExportOptions(BaseModel):
     """``conf/export.yaml``."""
 
-    model_config = ConfigDict(strict=True, extra="ignore")
+    model_config = ConfigDict(strict=True, defer_build=True, extra="ignore")
 
     ckpt_path: str
     format: Literal["onnx", "torchscript"]
@@ -422,7 +426,7 @@ class ServeLimits(Node):
 class ServeOptions(BaseModel):
     """``conf/serve.yaml``."""
 
-    model_config = ConfigDict(strict=True, extra="ignore")
+    model_config = ConfigDict(strict=True, defer_build=True, extra="ignore")
 
     ckpt_path: str
     runtime: Literal["checkpoint", "onnx"]
