@@ -292,16 +292,21 @@ def check_command_line(config_name: str, argv: Sequence[str]) -> list[DictConfig
     if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
         return []
     config_name = args.config_name or config_name
-    for override in args.overrides:
-        key, _, value = override.partition("=")
-        if key in ("hydra.run.dir", "hydra.sweep.dir") and not value.strip():
-            raise UserError(f"{key} is empty: pass a folder for the run, or leave it out")
+    check_run_dirs(args.overrides)
     configs = []
     for overrides in jobs(args.overrides):
         with overrides_checked(config_name, overrides):
             configs.append(compose_config(config_name, overrides))
             validate(configs[-1])
     return configs
+
+
+def check_run_dirs(overrides: Sequence[str]) -> None:
+    """An empty ``hydra.run.dir`` or ``hydra.sweep.dir`` would run in the current folder."""
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key in ("hydra.run.dir", "hydra.sweep.dir") and not value.strip():
+            raise UserError(f"{key} is empty: pass a folder for the run, or leave it out")
 
 
 @contextmanager
