@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import json
 import math
 import os
@@ -282,6 +283,9 @@ def settle_process() -> bool:
     skip_gpu_probe_without_gpu()
     # and its deterministic algorithms leave out filling new tensors with NaN (a debugging aid)
     skip_nan_filling()
+    # as every command does once its imports are done (cli.start_collecting): no collection walks
+    # the objects that importing torch and Lightning made
+    gc.freeze()
     return malloc_pinned
 
 

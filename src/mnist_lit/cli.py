@@ -9,6 +9,7 @@ neither torch nor Lightning until a task runs (or a checkpoint must be read): ``
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import sys
@@ -53,7 +54,17 @@ def run_entry_point(
     ``check_task`` is the task's own check of each job's config, run with them.
     Each job of a sweep checks its own config again inside Hydra, where it is resolved.
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
+    with collector_paused_until_task():
+        _run(config_name, task, list(sys.argv[1:] if argv is None else argv), check, check_task)
+
+
+def _run(
+    config_name: str,
+    task: Callable[[DictConfig], Any] | str,
+    argv: list[str],
+    check: bool,
+    check_task: Callable[[DictConfig], object] | None,
+) -> None:
     args, _ = hydra_argument_parser().parse_known_args(argv)
     if args.help and not args.hydra_help:
         with reported_errors():
@@ -74,7 +85,9 @@ def run_entry_point(
         with reported_errors():
             try:
                 validate(cfg)
-                return _imported(task)(cfg)
+                function = _imported(task)
+                start_collecting()
+                return function(cfg)
             except UserError as err:
                 if err.exit_code == BAD_INPUT:  # refused before it trained: no run to keep
                     remove_unstarted_run_dir(HydraConfig.get().runtime.output_dir)
@@ -82,6 +95,35 @@ def run_entry_point(
 
     main = hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)
     main(checked_task)()
+
+
+@contextmanager
+def collector_paused_until_task() -> Iterator[None]:
+    """Python's cycle collector off while a command starts: its checks, Hydra's composes and the
+    imports of torch and Lightning, until ``start_collecting`` (when the task begins).
+
+    What starting makes (over a million objects once torch is in) lives as long as the process,
+    and every full collection walks all of it: starting with the collector on ran enough of them
+    to take a fifth of ``import torch, lightning`` on 2 cores (docs/speed.md). A command that
+    ends before its task (``--help``, a refused command line) just turns it back on.
+    """
+    if not gc.isenabled():  # a command run from inside another: the outer one decides
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def start_collecting() -> None:
+    """Freeze what the command made while starting (``gc.freeze``: no collection walks it again,
+    neither those during training nor the one at exit), and turn the collector back on for
+    what comes next. Once per process: later jobs of a sweep find it on."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def _imported(task: Callable[[DictConfig], Any] | str) -> Callable[[DictConfig], Any]:

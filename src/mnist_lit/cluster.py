@@ -28,13 +28,20 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLaunche
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from mnist_lit.cli import collector_paused_until_task, start_collecting
 from mnist_lit.compat import (
     hydra_multirun_internals,
     sbatch_script_text,
     slurm_executor_without_srun,
     submitit_command,
 )
-from mnist_lit.config import CONFIG_DIR, check_command_line, dirs_named_only, validate
+from mnist_lit.config import (
+    CONFIG_DIR,
+    check_command_line,
+    check_run_dirs,
+    dirs_named_only,
+    validate,
+)
 from mnist_lit.errors import UserError, reported_errors
 
 Callbacks, BasicSweeper = hydra_multirun_internals()
@@ -229,18 +236,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(USAGE)
         return
     args = [a for a in args if a not in ("-m", "--multirun")]  # a submission is always a multirun
-    with reported_errors():
+    with collector_paused_until_task(), reported_errors():
         flags = [a for a in args if a.startswith("-")]
         if flags:
             raise UserError(
                 f"unknown option {flags[0]}: pass Hydra overrides only (key=value, group=option)"
             )
         overrides = with_default_choices(args)
-        check_command_line("train", overrides)  # bad keys and values: as train.py reports them
+        check_run_dirs(overrides)
         try:
-            print(dry_run(overrides))
-        except (HydraException, OmegaConfBaseException, NameError, ValueError) as err:
+            text = dry_run(overrides)  # composes and checks each job once
+        except (UserError, HydraException, OmegaConfBaseException, NameError, ValueError) as err:
+            # a bad key or value: in the words train.py would use (composing the jobs again
+            # only here keeps a good command line at one compose per job)
+            check_command_line("train", overrides)
+            if isinstance(err, UserError):
+                raise
             raise UserError(str(err)) from None
+        start_collecting()  # what the composes made is left to the exit, uncollected
+        print(text)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ in-process: the check before Hydra, the task inside it, a ``UserError`` as one l
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import sys
 from pathlib import Path
@@ -11,7 +12,12 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from mnist_lit.cli import built_from, check_ckpt_path, run_entry_point
+from mnist_lit.cli import (
+    built_from,
+    check_ckpt_path,
+    collector_paused_until_task,
+    run_entry_point,
+)
 from mnist_lit.errors import BAD_INPUT, FAILED, UserError, reported_errors
 
 from ..conftest import compose_config, error_line
@@ -170,3 +176,35 @@ def test_a_checkpoint_to_load_need_not_resume(tiny_ckpts: dict, tmp_path: Path) 
     check_ckpt_path(cfg)
     with pytest.raises(UserError, match="data=synthetic"):
         check_ckpt_path(compose_config("eval", [f"ckpt_path={tiny_ckpts['synthetic']}"], tmp_path))
+
+
+def test_the_collector_is_off_while_starting_and_frozen_out_of_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checks, composes and imports run with no cycle collection; the task runs with the
+    collector on and what starting made frozen; a refused command line turns it back on."""
+    calls: list[str] = []
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))  # none of pytest's frozen
+    seen: list[bool] = []
+
+    def check(cfg: DictConfig) -> None:
+        seen.append(gc.isenabled())
+
+    def task(cfg: DictConfig) -> None:
+        seen.append(gc.isenabled())
+
+    run_entry_point("train", task, [f"paths.log_dir={tmp_path}"], check_task=check)
+    assert seen == [False, True] and calls == ["freeze"] and gc.isenabled()
+    with pytest.raises(SystemExit):
+        run_entry_point("train", task, ["model.dropout=1.5", f"paths.log_dir={tmp_path}"])
+    assert gc.isenabled() and calls == ["freeze"]
+
+
+def test_a_command_run_inside_another_leaves_the_collector_to_it() -> None:
+    gc.disable()  # as the outer command has it
+    try:
+        with collector_paused_until_task():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer command turns it on
+    finally:
+        gc.enable()
