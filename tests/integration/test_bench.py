@@ -21,8 +21,9 @@ from ..conftest import run_cli
 BENCHMARKS = PROJECT_ROOT / "benchmarks"
 BENCH = BENCHMARKS / "bench.py"
 #: 2 x (pipeline ratio, Lightning overhead, project's share), time to 99 %, peak RSS, 7 commands
-#: answered without torch, predict on a checkpoint, first step, fast_dev_run, memory added
-N_CHECKS = 19
+#: answered without torch, predict on a checkpoint, first step (default run over the floor, and
+#: fast_dev_run's median against the 4 s aim), fast_dev_run, memory added
+N_CHECKS = 20
 SECTIONS = (
     "## Training throughput",
     "## Time to 99.0 % test accuracy",
@@ -121,6 +122,9 @@ def test_quick_bench_writes_every_table(tmp_path: Path) -> None:
     assert codes["train.py debug=fast_dev_run"] == [0]
     assert startup["floor_peak_rss_bytes"] > 100e6
     assert memory["default_run"]["startup_s"] > 0
+    # each fast_dev_run's launch to first step, from its own run dir
+    assert len(startup["fast_dev_run_startup_runs_s"]) == startup["repeats"]
+    assert startup["fast_dev_run_startup_s"] > 0
 
 
 @pytest.mark.usefixtures("mnist_data_dir")
