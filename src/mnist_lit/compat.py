@@ -9,6 +9,7 @@ torch 2.14, wandb 0.29, numpy 2.x (and 1.26 for the numpy fallback).
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,20 @@ def sbatch_script_text(executor: Any, n_jobs: int) -> str:
 def submitit_command(executor: Any) -> str:
     """The command each SLURM task runs (submitit's private ``_submitit_command_str``)."""
     return str(executor._executor._submitit_command_str)
+
+
+def call_callback_hook(trainer: Any, hook: str, *args: Any) -> None:
+    """Call ``hook`` on every callback of ``trainer``, as Lightning's loops do.
+
+    Lightning's private ``trainer.call._call_callback_hooks`` is the one function its loops call
+    a callback hook through (the profiler's context and the hook's name on each callback);
+    ``benchmarks/callback_cost.py`` times it to say what a callback costs a step just by being in
+    the list. No public API calls a hook on the callbacks.
+    """
+    # a trainer exists, so Lightning is loaded: its module is read, not imported (compat is
+    # imported by the torch-free config checks)
+    call = sys.modules["lightning.pytorch.trainer.call"]
+    call._call_callback_hooks(trainer, hook, *args)
 
 
 def wandb_history_rows(path: Path) -> Iterator[dict[str, str]]:

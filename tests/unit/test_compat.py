@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -54,3 +55,24 @@ def test_wandb_reader_of_its_run_files_exists() -> None:
 
     assert callable(datastore.DataStore().open_for_scan)
     assert "history" in wandb_internal_pb2.Record.DESCRIPTOR.fields_by_name
+
+
+def test_lightning_calls_a_hook_on_every_callback_through_one_function() -> None:
+    called: list[str] = []
+
+    class Note(L.Callback):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def on_before_backward(self, trainer: L.Trainer, module: object, loss: object) -> None:
+            called.append(self.name)
+
+    trainer = L.Trainer(
+        callbacks=[Note("a"), Note("b")],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    compat.call_callback_hook(trainer, "on_before_backward", torch.tensor(1.0))
+    assert called == ["a", "b"]

@@ -1,0 +1,151 @@
+"""What the project's callbacks cost a training step: Lightning's calls of their hooks, and the
+hooks' own work, against "Lightning alone" (make bench's two sides, MLP).
+
+``make bench`` measures the project's own share of a step as the difference of two throughputs,
+which moves by a few per cent from run to run on a shared machine. This takes the difference
+apart with no arithmetic in it:
+
+1. a short fit of each side counts the callback hooks Lightning calls per training step and
+   times every call of each callback's own step hooks (the median call counts);
+2. Lightning's call of one step hook on all the callbacks (``compat.call_callback_hook``) is
+   timed many times on each side's callback list: a callback costs that much a hook just by
+   being in the list, whether or not it does anything then.
+
+``python benchmarks/callback_cost.py [--steps 300] [--calls 20000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from pipelines import PIPELINE_OVERRIDES, compose_config, library_output_to, throughput_overrides
+from timing import settle_process
+
+from mnist_lit.compat import call_callback_hook
+from mnist_lit.train import build_model, build_trainer
+
+#: the callback hooks Lightning calls in a training step (automatic optimization)
+STEP_HOOKS = (
+    "on_train_batch_start",
+    "on_before_zero_grad",
+    "on_before_backward",
+    "on_after_backward",
+    "on_before_optimizer_step",
+    "on_train_batch_end",
+)
+SIDES = {"lightning": "project's Trainer", "lightning_bare": "Lightning alone"}
+
+
+class HookCount(L.Callback):
+    """Counts the step hooks Lightning calls on it (once per call on every callback)."""
+
+    def __init__(self) -> None:
+        self.calls: collections.Counter[str] = collections.Counter()
+        for hook in STEP_HOOKS:
+            setattr(self, hook, self._counter(hook))
+
+    def _counter(self, hook: str) -> Callable[..., None]:
+        def count(*args: Any, **kwargs: Any) -> None:
+            self.calls[hook] += 1
+
+        return count
+
+
+def _timed(
+    method: Callable[..., Any], name: str, seconds: dict[str, list[float]]
+) -> Callable[..., Any]:
+    def run(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            seconds[name].append(time.perf_counter() - started)
+
+    return run
+
+
+def fit_side(
+    side: str, steps: int, out: Path
+) -> tuple[L.Trainer, HookCount, dict[str, list[float]]]:
+    """One fit of ``side`` as make bench builds it: the trainer, the hook counts, and the seconds
+    of each call of each callback's own step hooks (``Class.hook``)."""
+    cfg = compose_config("train", throughput_overrides("mlp", steps, PIPELINE_OVERRIDES[side]), out)
+    L.seed_everything(cfg.seed, verbose=False)
+    out.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, list[float]] = collections.defaultdict(list)
+    with library_output_to(out / "library_output.log"):
+        datamodule = instantiate(cfg.data)
+        trainer = build_trainer(cfg)
+        for callback in trainer.callbacks:  # type: ignore[attr-defined]
+            for hook in STEP_HOOKS:
+                if getattr(type(callback), hook) is not getattr(L.Callback, hook):
+                    name = f"{type(callback).__name__}.{hook}"
+                    setattr(callback, hook, _timed(getattr(callback, hook), name, seconds))
+        counter = HookCount()
+        trainer.callbacks.append(counter)  # type: ignore[attr-defined]
+        trainer.fit(build_model(cfg), datamodule=datamodule)
+        trainer.callbacks.remove(counter)  # type: ignore[attr-defined]
+    return trainer, counter, seconds
+
+
+def seconds_per_hook_call(trainer: L.Trainer, calls: int) -> float:
+    """Seconds Lightning takes to call a step hook on every callback of ``trainer``."""
+    loss = torch.tensor(1.0)
+    call_callback_hook(trainer, "on_before_backward", loss)
+    started = time.perf_counter()
+    for _ in range(calls):
+        call_callback_hook(trainer, "on_before_backward", loss)
+    return (time.perf_counter() - started) / calls
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300, help="steps of each fit (300)")
+    parser.add_argument("--calls", type=int, default=20_000, help="timed hook calls (20000)")
+    args = parser.parse_args(argv)
+    settle_process()
+    torch.set_num_threads(1)
+    call_us, body_us, count = {}, {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for side, name in SIDES.items():
+            trainer, counter, seconds = fit_side(side, args.steps, Path(tmp) / side)
+            steps = trainer.global_step
+            per_step = sum(counter.calls.values()) / steps
+            call_us[side] = seconds_per_hook_call(trainer, args.calls) * per_step * 1e6
+            # a typical step: the median call, times the calls a step (the first batch's one-off
+            # work, such as the sample images, is not a step's cost)
+            typical = {
+                hook: statistics.median(times) * len(times) / steps * 1e6
+                for hook, times in seconds.items()
+            }
+            body_us[side] = sum(typical.values())
+            count[side] = len(trainer.callbacks)  # type: ignore[attr-defined]
+            names = ", ".join(type(c).__name__ for c in trainer.callbacks)  # type: ignore[attr-defined]
+            print(f"{name}: {count[side]} callbacks ({names})")
+            print(f"  {per_step:g} step hooks a step; calling them: {call_us[side]:.1f} us a step")
+            for hook, us in sorted(typical.items(), key=lambda item: -item[1]):
+                print(f"  {us:6.1f} us a step  {hook}")
+    extra = count["lightning"] - count["lightning_bare"]
+    calls = call_us["lightning"] - call_us["lightning_bare"]
+    bodies = body_us["lightning"] - body_us["lightning_bare"]
+    print(
+        f"the project's {extra} more callbacks: {calls:.0f} us a step for Lightning to call their"
+        f" hooks ({calls / extra:.1f} us each) + {bodies:.0f} us of their own work"
+        f" = {calls + bodies:.0f} us a step"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
