@@ -56,6 +56,12 @@ class Node(BaseModel):
     model_config = ConfigDict(strict=True, defer_build=True, extra="forbid")
 
 
+class Options(BaseModel):
+    """A command's own top-level keys: strict types; keys of other groups are left to them."""
+
+    model_config = ConfigDict(strict=True, defer_build=True, extra="ignore")
+
+
 # ----------------------------------------------------------------------------- conf/data
 
 
@@ -196,7 +202,7 @@ class Trainer(Node):
     devices...) when it is built; any other argument it takes may be added with ``+trainer.``.
     """
 
-    model_config = ConfigDict(strict=True, defer_build=True, extra="allow")
+    model_config = ConfigDict(extra="allow")  # strict and defer_build: from Node
 
     max_epochs: Epochs | None  # -1: no limit
     max_steps: Annotated[int, Field(ge=-1)]
@@ -243,7 +249,7 @@ class WandbLogger(Node):
     """``conf/logger/wandb.yaml``: ``loggers.TrackedWandbLogger``; any other key goes to
     ``wandb.init`` (``+logger.wandb.notes=...``), which checks it."""
 
-    model_config = ConfigDict(strict=True, defer_build=True, extra="allow")
+    model_config = ConfigDict(extra="allow")  # strict and defer_build: from Node
 
     project: str | None
     entity: str | None
@@ -282,10 +288,8 @@ class Trackers(Node):
     wandb_entity: str | None = None
 
 
-class TrainOptions(BaseModel):
+class TrainOptions(Options):
     """``conf/train.yaml``'s own keys (the groups are checked by their ``_target_``)."""
-
-    model_config = ConfigDict(strict=True, defer_build=True, extra="ignore")
 
     seed: Seed
     test: bool
@@ -297,10 +301,8 @@ class TrainOptions(BaseModel):
     trackers: Trackers | None = None
 
 
-class EvalOptions(BaseModel):
+class EvalOptions(Options):
     """``conf/eval.yaml``."""
-
-    model_config = ConfigDict(strict=True, defer_build=True, extra="ignore")
 
     seed: Seed
     ckpt_path: str
@@ -313,10 +315,8 @@ class Preprocess(Node):
     threshold: Annotated[float, Field(gt=0, lt=1)]
 
 
-class PredictOptions(BaseModel):
+class PredictOptions(Options):
     """``conf/predict.yaml``."""
-
-    model_config = ConfigDict(strict=True, defer_build=True, extra="ignore")
 
     ckpt_path: str
     images: str | list[str]
@@ -329,10 +329,8 @@ class PredictOptions(BaseModel):
 EXPORT_SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
 
 
-class ExportOptions(BaseModel):
+class ExportOptions(Options):
     """``conf/export.yaml``."""
-
-    model_config = ConfigDict(strict=True, defer_build=True, extra="ignore")
 
     ckpt_path: str
     format: Literal["onnx", "torchscript"]
@@ -423,10 +421,8 @@ class ServeLimits(Node):
     max_batch: Count
 
 
-class ServeOptions(BaseModel):
+class ServeOptions(Options):
     """``conf/serve.yaml``."""
-
-    model_config = ConfigDict(strict=True, defer_build=True, extra="ignore")
 
     ckpt_path: str
     runtime: Literal["checkpoint", "onnx"]
