@@ -8,8 +8,9 @@ apart with no arithmetic in it:
 1. a short fit of each side counts the callback hooks Lightning calls per training step and
    times every call of each callback's own step hooks (the median call counts);
 2. Lightning's call of one step hook on all the callbacks (``compat.call_callback_hook``) is
-   timed many times on each side's callback list: a callback costs that much a hook just by
-   being in the list, whether or not it does anything then.
+   timed many times on each side's callback list as the fit left it: a callback costs that much
+   a hook just by being in the list, whether or not it does anything then (the idle ones have
+   left it by then, ``mnist_lit/callbacks/idle.py``).
 
 ``python benchmarks/callback_cost.py [--steps 300] [--calls 20000]``
 """
@@ -77,9 +78,10 @@ def _timed(
 
 def fit_side(
     side: str, steps: int, out: Path
-) -> tuple[L.Trainer, HookCount, dict[str, list[float]]]:
-    """One fit of ``side`` as make bench builds it: the trainer, the hook counts, and the seconds
-    of each call of each callback's own step hooks (``Class.hook``)."""
+) -> tuple[L.Trainer, list[str], HookCount, dict[str, list[float]]]:
+    """One fit of ``side`` as make bench builds it: the trainer, the names of the callbacks it
+    started with, the hook counts, and the seconds of each call of each callback's own step hooks
+    (``Class.hook``)."""
     cfg = compose_config("train", throughput_overrides("mlp", steps, PIPELINE_OVERRIDES[side]), out)
     L.seed_everything(cfg.seed, verbose=False)
     out.mkdir(parents=True, exist_ok=True)
@@ -87,6 +89,7 @@ def fit_side(
     with library_output_to(out / "library_output.log"):
         datamodule = instantiate(cfg.data)
         trainer = build_trainer(cfg)
+        started_with = [type(c).__name__ for c in trainer.callbacks]  # type: ignore[attr-defined]
         for callback in trainer.callbacks:  # type: ignore[attr-defined]
             for hook in STEP_HOOKS:
                 if getattr(type(callback), hook) is not getattr(L.Callback, hook):
@@ -96,7 +99,7 @@ def fit_side(
         trainer.callbacks.append(counter)  # type: ignore[attr-defined]
         trainer.fit(build_model(cfg), datamodule=datamodule)
         trainer.callbacks.remove(counter)  # type: ignore[attr-defined]
-    return trainer, counter, seconds
+    return trainer, started_with, counter, seconds
 
 
 def seconds_per_hook_call(trainer: L.Trainer, calls: int) -> float:
@@ -119,20 +122,25 @@ def main(argv: list[str] | None = None) -> int:
     call_us, body_us, count = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for side, name in SIDES.items():
-            trainer, counter, seconds = fit_side(side, args.steps, Path(tmp) / side)
+            trainer, started_with, counter, seconds = fit_side(side, args.steps, Path(tmp) / side)
             steps = trainer.global_step
             per_step = sum(counter.calls.values()) / steps
             call_us[side] = seconds_per_hook_call(trainer, args.calls) * per_step * 1e6
-            # a typical step: the median call, times the calls a step (the first batch's one-off
-            # work, such as the sample images, is not a step's cost)
+            # a typical step: the median call, times the calls a step. The first batch's one-off
+            # work (the sample images, the start-up time, then those callbacks leave) is not a
+            # step's cost: a hook called once is left out
             typical = {
                 hook: statistics.median(times) * len(times) / steps * 1e6
                 for hook, times in seconds.items()
+                if len(times) > 1
             }
             body_us[side] = sum(typical.values())
             count[side] = len(trainer.callbacks)  # type: ignore[attr-defined]
-            names = ", ".join(type(c).__name__ for c in trainer.callbacks)  # type: ignore[attr-defined]
-            print(f"{name}: {count[side]} callbacks ({names})")
+            names = [type(c).__name__ for c in trainer.callbacks]  # type: ignore[attr-defined]
+            left = list((collections.Counter(started_with) - collections.Counter(names)).elements())
+            print(f"{name}: {count[side]} callbacks in the steps ({', '.join(names)})")
+            if left:
+                print(f"  and {len(left)} that left the trainer once idle ({', '.join(left)})")
             print(f"  {per_step:g} step hooks a step; calling them: {call_us[side]:.1f} us a step")
             for hook, us in sorted(typical.items(), key=lambda item: -item[1]):
                 print(f"  {us:6.1f} us a step  {hook}")

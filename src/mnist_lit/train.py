@@ -87,6 +87,7 @@ def train(cfg: DictConfig) -> float | None:
 
     if trainer.is_global_zero:
         accept_resumed_config(output_dir)
+    startup = _startup_time(trainer)
     with processes_of_this_job(trainer, output_dir):
         started = time.perf_counter()
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -115,7 +116,7 @@ def train(cfg: DictConfig) -> float | None:
         "metrics": metrics,
         "epochs": trainer.current_epoch,
         "fit_seconds": round(fit_seconds, 2),
-        "startup_seconds": _startup_seconds(trainer),
+        "startup_seconds": round(startup.seconds, 2) if startup and startup.seconds else None,
         "best_ckpt": best_ckpt,
     }
     atomic_write_bytes(output_dir / RUN_SUMMARY_FILE, json.dumps(summary, indent=2).encode())
@@ -134,11 +135,11 @@ def train(cfg: DictConfig) -> float | None:
 FIT_RESULTS_FILE = "fit_metrics.json"
 
 
-def _startup_seconds(trainer: L.Trainer) -> float | None:
-    """Launch to first training step, when the ``startup_time`` callback measured it."""
+def _startup_time(trainer: L.Trainer) -> StartupTime | None:
+    """The ``startup_time`` callback, if the config has one: found before ``fit``, which it leaves
+    once it has measured."""
     callbacks = trainer.callbacks  # type: ignore[attr-defined]  # set by Lightning at build time
-    found = [c.seconds for c in callbacks if isinstance(c, StartupTime) and c.seconds]
-    return round(found[0], 2) if found else None
+    return next((c for c in callbacks if isinstance(c, StartupTime)), None)
 
 
 def fit_results(

@@ -8,16 +8,19 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import lightning as L
 import psutil
 import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.data import DataLoader, TensorDataset
 
 from mnist_lit.callbacks import (
     ChannelsLast,
     ExactResume,
     SampleBatchImages,
+    StartupTime,
     StopAtTarget,
 )
 from mnist_lit.callbacks import TestReportImages as ReportImages  # (not a test class to pytest)
@@ -27,8 +30,10 @@ from .conftest import ADAM, TINY_CNN
 
 
 def stand_in_trainer(loggers: list, global_step: int = 0, **kwargs) -> SimpleNamespace:
-    """What the picture callbacks read of a trainer: its loggers, step and data module."""
+    """What the picture callbacks read of a trainer: its loggers, step, data module and
+    callbacks (empty unless given)."""
     datamodule = SimpleNamespace(hparams=SimpleNamespace(mean=0.5, std=0.25))
+    kwargs.setdefault("callbacks", [])
     return SimpleNamespace(
         loggers=loggers, global_step=global_step, datamodule=datamodule, **kwargs
     )
@@ -60,6 +65,40 @@ def test_no_target_never_stops() -> None:
     )
     callback.on_validation_end(trainer, None)
     assert not trainer.should_stop and not callback.reached
+
+
+class StepHookCount(L.Callback):
+    """Counts the training steps Lightning called it for."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def on_train_batch_start(self, *args: object) -> None:
+        self.steps += 1
+
+
+def test_idle_callbacks_leave_the_trainer_and_the_others_miss_no_hook(tmp_path: Path) -> None:
+    """StopAtTarget without a target leaves at setup, StartupTime and SampleBatchImages after the
+    first batch; the callback after each in the list is still called in the same round."""
+    idle = [StopAtTarget(target=None), StartupTime(), SampleBatchImages()]
+    after_each = [StepHookCount() for _ in idle]
+    watching = StopAtTarget(target=0.99)
+    callbacks = [c for pair in zip(idle, after_each, strict=True) for c in pair] + [watching]
+    trainer = L.Trainer(
+        max_steps=3,
+        limit_val_batches=0,
+        callbacks=callbacks,
+        logger=TensorBoardLogger(tmp_path, name="tb", version=""),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    data = TensorDataset(torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,)))
+    trainer.fit(LitClassifier(net=TINY_CNN, optimizer=ADAM), DataLoader(data, batch_size=2))
+    assert [c for c in trainer.callbacks if c in callbacks] == [*after_each, watching]
+    assert [c.steps for c in after_each] == [3, 3, 3]
+    assert idle[1].seconds is not None and idle[1].seconds > 0
 
 
 # ----------------------------------------------------------------------------- ChannelsLast
@@ -119,9 +158,20 @@ def test_sample_batch_is_logged_once_as_pixels(tmp_path: Path) -> None:
     logger = TensorBoardLogger(tmp_path, name="tb", version="")
     callback = SampleBatchImages(count=8)
     images = torch.zeros(16, 1, 28, 28)
-    callback.on_train_batch_start(stand_in_trainer([logger]), None, (images, None), 0)
+    trainer = stand_in_trainer([logger], callbacks=[callback])
+    callback.on_train_batch_start(trainer, None, (images, None), 0)
+    assert trainer.callbacks == []  # its job done, it left the trainer
     callback.on_train_batch_start(stand_in_trainer([logger], 1), None, (images, None), 1)
     assert tensorboard_tags(logger)["images"] == ["inputs/train_batch"]
+
+
+def test_a_resumed_run_logs_no_sample_batch_and_the_callback_leaves(tmp_path: Path) -> None:
+    logger = TensorBoardLogger(tmp_path, name="tb", version="")
+    callback = SampleBatchImages(count=8)
+    trainer = stand_in_trainer([logger], global_step=500, callbacks=[callback])
+    callback.on_train_batch_start(trainer, None, (torch.zeros(16, 1, 28, 28), None), 12)
+    assert trainer.callbacks == []
+    assert tensorboard_tags(logger)["images"] == []
 
 
 def test_pictures_need_a_tensorboard_logger(tmp_path: Path) -> None:

@@ -15,6 +15,8 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 from torchvision.utils import make_grid
 
+from mnist_lit.callbacks.idle import leave_trainer
+
 
 def _tensorboard(trainer: L.Trainer) -> Any | None:
     """The TensorBoard ``SummaryWriter`` of the trainer, if it has a TensorBoard logger."""
@@ -33,7 +35,10 @@ def _pixels(images: Tensor, trainer: L.Trainer) -> Tensor:
 
 
 class SampleBatchImages(L.Callback):
-    """Logs the first training batch as a grid: what the network really sees, once per run."""
+    """Logs the first training batch as a grid: what the network really sees, once per run.
+
+    Then it leaves the trainer (``idle.py``); a resumed run starts past that batch and logs none.
+    """
 
     def __init__(self, count: int = 64) -> None:
         self.count = count
@@ -41,13 +46,11 @@ class SampleBatchImages(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if trainer.global_step != 0 or batch_idx != 0:  # first: this runs before every step
-            return
         writer = _tensorboard(trainer)
-        if writer is None:
-            return
-        images = _pixels(batch[0][: self.count].detach().cpu(), trainer)
-        writer.add_image("inputs/train_batch", make_grid(images, nrow=16, pad_value=1.0), 0)
+        if writer is not None and trainer.global_step == 0 and batch_idx == 0:
+            images = _pixels(batch[0][: self.count].detach().cpu(), trainer)
+            writer.add_image("inputs/train_batch", make_grid(images, nrow=16, pad_value=1.0), 0)
+        leave_trainer(trainer, self)
 
 
 class TestReportImages(L.Callback):

@@ -12,6 +12,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
+from mnist_lit.callbacks.idle import leave_trainer
+
 
 class StopAtTarget(L.Callback):
     """Stops training once ``monitor`` reaches ``target``; logs what it took to get there.
@@ -20,7 +22,8 @@ class StopAtTarget(L.Callback):
     start of ``fit``; ``time_to_target/epochs`` is in epochs of training data (0.5 = half an
     epoch). Check validation more often than once an epoch to stop sooner, e.g.
     ``trainer.val_check_interval=0.25``. ``target: null`` turns it off. (Lightning's
-    ``EarlyStopping(stopping_threshold=...)`` stops too, but measures nothing.)
+    ``EarlyStopping(stopping_threshold=...)`` stops too, but measures nothing.) With no target
+    it leaves the trainer at once (``idle.py``).
     """
 
     def __init__(self, target: float | None = None, monitor: str = "val/acc") -> None:
@@ -30,6 +33,10 @@ class StopAtTarget(L.Callback):
         self.reached = False
         self._train_seconds = 0.0
         self._since: float | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.target is None:
+            leave_trainer(trainer, self)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._since = time.perf_counter()
@@ -66,7 +73,8 @@ class StartupTime(L.Callback):
     as ``time/startup_seconds``.
 
     What a user waits for before anything trains (imports, data, building the trainer), measured
-    by every run: ``train.py`` writes it into ``metrics.json`` as ``startup_seconds``.
+    by every run: ``train.py`` writes it into ``metrics.json`` as ``startup_seconds``. Measured,
+    it leaves the trainer (``idle.py``).
     """
 
     def __init__(self) -> None:
@@ -75,11 +83,10 @@ class StartupTime(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if self.seconds is not None:
-            return
         self.seconds = time.time() - psutil.Process().create_time()
         for logger in trainer.loggers:
             logger.log_metrics({"time/startup_seconds": self.seconds}, step=trainer.global_step)
+        leave_trainer(trainer, self)
 
 
 class ChannelsLast(L.Callback):
