@@ -12,6 +12,7 @@ import lightning as L
 import psutil
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DataLoader, TensorDataset
@@ -21,6 +22,7 @@ from mnist_lit.callbacks import (
     ExactResume,
     SampleBatchImages,
     StartupTime,
+    StepCheckpoint,
     StopAtTarget,
 )
 from mnist_lit.callbacks import TestReportImages as ReportImages  # (not a test class to pytest)
@@ -99,6 +101,30 @@ def test_idle_callbacks_leave_the_trainer_and_the_others_miss_no_hook(tmp_path: 
     assert [c for c in trainer.callbacks if c in callbacks] == [*after_each, watching]
     assert [c.steps for c in after_each] == [3, 3, 3]
     assert idle[1].seconds is not None and idle[1].seconds > 0
+
+
+# ----------------------------------------------------------------------------- StepCheckpoint
+
+
+@pytest.mark.parametrize(
+    ("step", "batch", "saves"),
+    [(999, 3, False), (1000, 4, True), (1000, 9, False), (1001, 5, False)],
+)
+def test_step_checkpoint_saves_every_n_steps_but_before_validation(
+    step: int, batch: int, saves: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lightning's ``ModelCheckpoint`` is asked only at a multiple of the interval, and not on
+    a batch that validation follows (the 10th of 10 here)."""
+    asked: list[int] = []
+    monkeypatch.setattr(
+        ModelCheckpoint, "on_train_batch_end", lambda self, trainer, *args: asked.append(step)
+    )
+    callback = StepCheckpoint(dirpath=tmp_path, every_n_train_steps=1000)
+    trainer = SimpleNamespace(
+        global_step=step, num_training_batches=10, val_check_batch=10, enable_validation=True
+    )
+    callback.on_train_batch_end(trainer, None, None, None, batch)
+    assert asked == ([step] if saves else [])
 
 
 # ----------------------------------------------------------------------------- ChannelsLast

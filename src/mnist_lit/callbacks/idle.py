@@ -1,8 +1,8 @@
 """Callbacks with nothing left to do in a run leave its trainer.
 
 Lightning calls every hook of every callback in ``trainer.callbacks``, six of them each training
-step, whether the callback does anything then or not: about 2 us a hook on the 2-core CPU, 12 us
-a step for each idle callback (``benchmarks/callback_cost.py``, docs/speed.md).
+step, whether the callback does anything then or not (what that costs: docs/speed.md,
+``benchmarks/callback_cost.py``).
 """
 
 from __future__ import annotations

@@ -159,11 +159,21 @@ class StepCheckpoint(ModelCheckpoint):
     saved before it), so a run killed during the validation would skip it: ``val/acc_best`` and
     the tested checkpoint would differ from an uninterrupted run's. Without it, the resumed run
     goes on from the checkpoint before, or from ``last.ckpt`` saved after the validation.
+
+    Between saves it returns at once, without Lightning's own checks of the trainer's state,
+    which would otherwise run every step to find that it is not a saving one.
     """
+
+    def __init__(self, *, every_n_train_steps: int | None = None, **kwargs: Any) -> None:
+        super().__init__(every_n_train_steps=every_n_train_steps, **kwargs)
+        # the steps it saves at, when it saves by steps alone (0: by time too, Lightning decides)
+        self.save_every = 0 if kwargs.get("train_time_interval") else (every_n_train_steps or 0)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
+        if self.save_every and trainer.global_step % self.save_every:
+            return
         done = idx + 1
         every = trainer.val_check_batch
         validates = done == trainer.num_training_batches or (
