@@ -12,7 +12,12 @@ apart with no arithmetic in it:
    a hook just by being in the list, whether or not it does anything then (the idle ones have
    left it by then, ``mnist_lit/callbacks/idle.py``).
 
-``python benchmarks/callback_cost.py [--steps 300] [--calls 20000]``
+3. inside one fit, blocks of steps alternate between the project's callbacks and logger and
+   Lightning alone's (channels-last, the model summary, one checkpoint callback, no logger): the
+   share as a difference of step times taken seconds apart, at make bench's threads, for the MLP
+   and the CNN. It counts what 1 and 2 leave out (the logger, caches) and is noisier.
+
+``python benchmarks/callback_cost.py [--steps 300] [--calls 20000] [--blocks 14] [--block 30]``
 """
 
 from __future__ import annotations
@@ -30,9 +35,11 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary
 from pipelines import PIPELINE_OVERRIDES, compose_config, library_output_to, throughput_overrides
 from timing import settle_process
 
+from mnist_lit.callbacks import ChannelsLast
 from mnist_lit.compat import call_callback_hook
 from mnist_lit.train import build_model, build_trainer
 
@@ -112,12 +119,67 @@ def seconds_per_hook_call(trainer: L.Trainer, calls: int) -> float:
     return (time.perf_counter() - started) / calls
 
 
+class AlternateSides(L.Callback):
+    """Every ``block`` steps, switches the trainer between the project's callbacks and logger
+    and Lightning alone's, and keeps each block's mean step time (the step after a switch left
+    out). First in the list, so its own cost is the same on both sides."""
+
+    def __init__(self, block: int) -> None:
+        self.block = block
+        self.sides: dict[str, tuple[list[L.Callback], list[Any]]] = {}
+        self.side = "project"
+        self.block_means: list[tuple[str, float]] = []
+        self._steps: list[float] = []
+        self._last: float | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        callbacks = list(trainer.callbacks)  # type: ignore[attr-defined]
+        alone = [self, *(c for c in callbacks if isinstance(c, (ChannelsLast, ModelSummary)))]
+        alone.append(next(c for c in callbacks if isinstance(c, ModelCheckpoint)))
+        self.sides = {"project": (callbacks, list(trainer.loggers)), "alone": (alone, [])}
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        now = time.perf_counter()
+        if self._last is not None and batch_idx % self.block != 1:
+            self._steps.append(now - self._last)
+        if batch_idx and batch_idx % self.block == 0:
+            self.block_means.append((self.side, statistics.fmean(self._steps)))
+            self._steps = []
+            self.side = "alone" if self.side == "project" else "project"
+            trainer.callbacks, trainer.loggers = (list(x) for x in self.sides[self.side])  # type: ignore[attr-defined]
+        self._last = time.perf_counter()
+
+
+def share_in_fit(model: str, blocks: int, block: int, out: Path) -> tuple[int, float, float]:
+    """Pairs of blocks (the first pair, a warm-up, left out), and the mean step seconds of the
+    project's side and of Lightning alone's."""
+    cfg = compose_config("train", throughput_overrides(model, blocks * block + 1), out)
+    L.seed_everything(cfg.seed, verbose=False)
+    out.mkdir(parents=True, exist_ok=True)
+    with library_output_to(out / "library_output.log"):
+        datamodule = instantiate(cfg.data)
+        trainer = build_trainer(cfg)
+        alternate = AlternateSides(block)
+        trainer.callbacks.insert(0, alternate)  # type: ignore[attr-defined]
+        trainer.fit(build_model(cfg), datamodule=datamodule)
+    means = alternate.block_means[2:]
+    project = [s for side, s in means if side == "project"]
+    alone = [s for side, s in means if side == "alone"]
+    pairs = min(len(project), len(alone))
+    return pairs, statistics.fmean(project[:pairs]), statistics.fmean(alone[:pairs])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300, help="steps of each fit (300)")
     parser.add_argument("--calls", type=int, default=20_000, help="timed hook calls (20000)")
+    parser.add_argument("--blocks", type=int, default=14, help="blocks of part 3's fits (14)")
+    parser.add_argument("--block", type=int, default=30, help="steps a block (30)")
     args = parser.parse_args(argv)
     settle_process()
+    bench_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     call_us, body_us, count = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -152,6 +214,16 @@ def main(argv: list[str] | None = None) -> int:
         f" hooks ({calls / extra:.1f} us each) + {bodies:.0f} us of their own work"
         f" = {calls + bodies:.0f} us a step"
     )
+    torch.set_num_threads(bench_threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in ("mlp", "cnn"):
+            pairs, project, alone = share_in_fit(model, args.blocks, args.block, Path(tmp) / model)
+            print(
+                f"inside one fit ({model.upper()}, {bench_threads} threads, {pairs} pairs of"
+                f" {args.block}-step blocks): a step {project * 1e3:.3f} ms with the project's"
+                f" callbacks and logger, {alone * 1e3:.3f} ms with Lightning alone's: the project's"
+                f" share {(project - alone) / project:.1%}"
+            )
     return 0
 
 

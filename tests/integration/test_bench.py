@@ -1,11 +1,12 @@
 """``make bench``: the PASS/MISS logic (benchmarks/report.py), a ``--quick`` run that prints and
-writes every table, and ``benchmarks/step_phases.py``."""
+writes every table, ``benchmarks/step_phases.py`` and ``benchmarks/callback_cost.py``."""
 
 from __future__ import annotations
 
 import importlib
 import json
 import math
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -143,3 +144,21 @@ def test_step_phases_prints_each_phase_of_both_loops() -> None:
         assert added_ms == pytest.approx(lightning_ms - plain_ms, abs=2e-3)
     phases_ms = sum(r[0] for name, r in rows.items() if name != "sum")
     assert rows["sum"][0] == pytest.approx(phases_ms, abs=5e-3)  # printed to 3 decimals
+
+
+@pytest.mark.usefixtures("mnist_data_dir")
+def test_callback_cost_takes_the_projects_share_apart() -> None:
+    """benchmarks/callback_cost.py: the callbacks in the steps, the ones that left, the cost of
+    calling their hooks, and the share inside one fit for both models."""
+    done = run_cli(
+        "benchmarks/callback_cost.py",
+        *("--steps", "40", "--calls", "500", "--blocks", "6", "--block", "5"),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    # the three idle ones leave the project's trainer; Lightning alone's keeps its three
+    assert "3 that left the trainer once idle (StopAtTarget, StartupTime, SampleBatchImages)" in out
+    assert "Lightning alone: 3 callbacks in the steps" in out
+    assert re.search(r"the project's 6 more callbacks: -?\d+ us a step", out)
+    shares = re.findall(r"inside one fit \((MLP|CNN), .*the project's share (-?[\d.]+)%", out)
+    assert [model for model, _ in shares] == ["MLP", "CNN"]
