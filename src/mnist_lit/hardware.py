@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from mnist_lit import compat
+from mnist_lit.callbacks.idle import skip_empty_batch_hooks
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def skip_nan_filling() -> None:
 
 def instantiate_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> L.Trainer:
     """``instantiate(trainer_cfg, **kwargs)``, with ``precision: auto`` decided for this machine
-    and the two per-step costs above gone."""
+    and the per-step costs above gone (and those of the callbacks' empty batch hooks)."""
     skip_gpu_probe_without_gpu()
     precision = kwargs.pop("precision", trainer_cfg.get("precision"))
     if precision is not None:
@@ -94,4 +95,6 @@ def instantiate_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> L.Trainer:
             log.info("trainer.precision=auto: %s on this machine", kwargs["precision"])
     trainer = instantiate(trainer_cfg, **kwargs)
     skip_nan_filling()  # after the Trainer: its `deterministic` switches the algorithms on
+    # after the Trainer too: it adds callbacks of its own (model summary, progress bar)
+    skip_empty_batch_hooks(trainer.callbacks)
     return trainer

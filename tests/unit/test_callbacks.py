@@ -12,8 +12,9 @@ import lightning as L
 import psutil
 import pytest
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -26,7 +27,9 @@ from mnist_lit.callbacks import (
     StopAtTarget,
 )
 from mnist_lit.callbacks import TestReportImages as ReportImages  # (not a test class to pytest)
+from mnist_lit.callbacks.idle import BATCH_HOOKS, skip_empty_batch_hooks
 from mnist_lit.classifier import LitClassifier
+from mnist_lit.hardware import instantiate_trainer
 
 from .conftest import ADAM, TINY_CNN
 
@@ -101,6 +104,54 @@ def test_idle_callbacks_leave_the_trainer_and_the_others_miss_no_hook(tmp_path: 
     assert [c for c in trainer.callbacks if c in callbacks] == [*after_each, watching]
     assert [c.steps for c in after_each] == [3, 3, 3]
     assert idle[1].seconds is not None and idle[1].seconds > 0
+
+
+class InstanceHook(L.Callback):
+    """A callback whose batch hook is set on the instance, as wrappers and benchmarks do."""
+
+    def __init__(self) -> None:
+        self.on_before_backward = lambda *args: None
+
+
+def test_the_empty_batch_hooks_are_skipped_and_the_defined_ones_kept() -> None:
+    best, stopping, count, own = (
+        ModelCheckpoint(),
+        EarlyStopping("val/acc"),
+        StepHookCount(),
+        InstanceHook(),
+    )
+    skip_empty_batch_hooks([best, stopping, count, own])
+    assert callable(best.on_train_batch_end) and best.on_before_backward is None
+    assert all(getattr(stopping, hook) is None for hook in BATCH_HOOKS)
+    assert callable(count.on_train_batch_start) and count.on_train_batch_end is None
+    assert callable(own.on_before_backward)
+    # hooks that are not per batch are Lightning's business, and left alone
+    assert callable(stopping.on_validation_end) and callable(stopping.state_dict)
+
+
+def test_a_fit_calls_the_defined_hooks_and_saves_every_callbacks_state(tmp_path: Path) -> None:
+    """The trainer the project builds skips the empty batch hooks: each step still reaches the
+    callbacks that define one, and a checkpoint still holds the state of those that define none."""
+    count, stopping = StepHookCount(), EarlyStopping("train/loss", patience=7)
+    every_step = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=1, save_top_k=-1)
+    config = OmegaConf.create({"_target_": "lightning.pytorch.Trainer", "max_steps": 3})
+    trainer = instantiate_trainer(
+        config,
+        limit_val_batches=0,
+        callbacks=[count, stopping, every_step],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    assert stopping.on_train_batch_end is None and count.on_train_batch_end is None
+    data = TensorDataset(torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,)))
+    trainer.fit(LitClassifier(net=TINY_CNN, optimizer=ADAM), DataLoader(data, batch_size=2))
+    assert count.steps == 3
+    saved = sorted(tmp_path.glob("*.ckpt"))
+    assert len(saved) == 3
+    states = torch.load(saved[-1], weights_only=False)["callbacks"]
+    assert any(key.startswith("EarlyStopping") for key in states)
 
 
 # ----------------------------------------------------------------------------- StepCheckpoint

@@ -76,3 +76,26 @@ def test_lightning_calls_a_hook_on_every_callback_through_one_function() -> None
     )
     compat.call_callback_hook(trainer, "on_before_backward", torch.tensor(1.0))
     assert called == ["a", "b"]
+
+
+def test_lightning_passes_over_a_callback_hook_that_is_not_callable() -> None:
+    called: list[str] = []
+
+    class Note(L.Callback):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def on_before_backward(self, trainer: L.Trainer, module: object, loss: object) -> None:
+            called.append(self.name)
+
+    skipped, kept = Note("skipped"), Note("kept")
+    compat.skip_callback_hook(skipped, "on_before_backward")
+    trainer = L.Trainer(
+        callbacks=[skipped, kept],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    compat.call_callback_hook(trainer, "on_before_backward", torch.tensor(1.0))
+    assert called == ["kept"]
