@@ -4,7 +4,8 @@ Plans the work (the full benchmark or ``--quick``), runs the four parts (pipelin
 timing.py says), checks each figure against its target and writes the report (report.py):
 
 1. training samples/s: pytorch/examples' pipeline versus this template's Lightning pipeline;
-2. Lightning's overhead over a plain hand-written loop on the very same in-memory batches;
+2. Lightning's overhead over a plain hand-written loop on the very same in-memory batches, and
+   the project's own share of a step over Lightning alone, inside one fit (callback_cost.py);
 3. training seconds to 99.0 % test accuracy: the pytorch/examples recipe versus ``experiment=fast``;
 4. test-set images/s through ``trainer.test``, and the peak RSS of a 1-epoch default run;
 5. start-up: each command's wall time (``--help``, refused command lines, predict on the ONNX
@@ -26,12 +27,13 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import torch
+from callback_cost import SHARE_RUNS, ShareRun, share_in_fit
 from pipelines import (
     DATA_DIR,
     EXAMPLES_WORKERS,
@@ -66,6 +68,7 @@ FULL = Plan(
     startup_repeats=5,
     default_run_extra=(),
     examples_workers=EXAMPLES_WORKERS,
+    share_runs=dict(SHARE_RUNS),
 )
 QUICK = Plan(
     quick=True,
@@ -85,6 +88,7 @@ QUICK = Plan(
         "+trainer.limit_test_batches=1",
     ),
     examples_workers=EXAMPLES_WORKERS,
+    share_runs={"mlp": ShareRun(1, 24, 4, 1), "cnn": ShareRun(1, 24, 4, 1)},
 )
 
 _STARTED = time.perf_counter()
@@ -127,12 +131,24 @@ def measure_throughput(plan: Plan, data_dir: Path, work_dir: Path) -> dict[str, 
             "bare_overhead_pct": (medians["plain"] / medians["lightning_bare"] - 1) * 100,
             "lightning_step_ms": step_ms["lightning"] - step_ms["plain"],
             "bare_step_ms": step_ms["lightning_bare"] - step_ms["plain"],
-            # what the project's callbacks, metrics and logging add on top of Lightning alone
-            "project_share_pct": (step_ms["lightning"] - step_ms["lightning_bare"])
+            # the project's share as a difference of two fits' throughputs: too coarse for 5 %
+            # on a shared machine, so measure_share checks it inside one fit
+            "share_from_throughputs_pct": (step_ms["lightning"] - step_ms["lightning_bare"])
             / step_ms["lightning"]
             * 100,
             "bf16_speedup": medians["lightning"] / medians["lightning_fp32"],
         }
+    return results
+
+
+def measure_share(plan: Plan, work_dir: Path) -> dict[str, Any]:
+    """Part 2, the project's own share of a step: blocks of steps inside one fit, in turn with
+    the project's callbacks and logger and with Lightning alone's (callback_cost.py)."""
+    results: dict[str, Any] = {}
+    for model, run in plan.share_runs.items():
+        share = share_in_fit(model, ShareRun(*run), work_dir / f"share_{model}")
+        say(f"the project's share inside one fit, {share.summary()}")
+        results[model] = asdict(share)
     return results
 
 
@@ -204,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"{env['cpu']}, {env['cpus']} CPUs, torch threads {env['torch_threads']}; output in {out}")
     say(f"parts 1-2: training throughput, {plan.repeats} interleaved repeats")
     results["throughput"] = measure_throughput(plan, DATA_DIR, work_dir)
+    results["share"] = measure_share(plan, work_dir)
     results["time_to_accuracy"] = measure_time_to_accuracy(plan, DATA_DIR, work_dir)
     results["memory"] = measure_eval_and_memory(plan, work_dir)
     best_ckpt = results["memory"]["default_run"]["best_ckpt"]

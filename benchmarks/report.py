@@ -65,7 +65,7 @@ def checks(results: dict[str, Any]) -> list[Check]:
             )
         )
     for model in ("cnn", "mlp"):
-        share = throughput[model]["project_share_pct"]
+        share = results["share"][model]["share_pct"]
         found.append(
             Check(
                 f"{model.upper()}: the project's own share of a step (callbacks, metrics, "
@@ -176,6 +176,15 @@ def _time_cell(run: dict[str, Any]) -> str:
     return f"{run['reached_s']:.1f} s"
 
 
+def share_summary(share: dict[str, Any]) -> str:
+    """One model's share of a step, from bench.json's ``share``."""
+    return (
+        f"{share['model'].upper()}: {share['share_pct']:.1f} % (a step {share['project_ms']:.3f} ms"
+        f" against {share['alone_ms']:.3f} ms, medians of {share['pairs']} pairs of"
+        f" {share['block']}-step blocks taken in turn inside one fit)"
+    )
+
+
 def render(
     results: dict[str, Any], found: list[Check], methodology: str = "benchmarks/README.md"
 ) -> str:
@@ -228,6 +237,12 @@ def render(
     header += ["project / examples", "Lightning overhead", "of which Lightning alone"]
     header += ["time Lightning adds to a step (alone)"]
     lines += _table(header, rows, set(range(1, len(header))))
+    lines += [
+        "",
+        "The project's own share of a step (its callbacks and logger over Lightning alone's):",
+        "",
+    ]
+    lines += [f"- {share_summary(results['share'][model])}" for model in ("cnn", "mlp")]
     lines += [
         "",
         "## Time to 99.0 % test accuracy (training seconds; evaluations off the clock)",
@@ -347,6 +362,11 @@ def settings(plan: dict[str, Any], env: dict[str, Any], methodology: str) -> lis
         "(plain median / Lightning median - 1) x 100 and the time it adds to a step is "
         "batch / Lightning median - batch / plain median. The progress bar is off in every "
         "timed fit, and each fit ends with 1 validation batch, after the window.",
+        "- **The project's share of a step**: one fit a model, its steps in blocks that take "
+        "turns between the project's callbacks and logger and Lightning alone's (channels-last, "
+        "the model summary, one checkpoint callback, no logger); the median difference of a pair "
+        "over the project's median block. The first steps after each switch are left out "
+        "(benchmarks/callback_cost.py, which also takes the share apart hook by hook).",
         f"- **Time to 99.0 %**: test accuracy on {plan['tta_test_images'] or 10_000:,} test "
         f"images every half epoch for pytorch/examples (at most {epochs} epoch(s)) and every "
         "quarter epoch for `experiment=fast`, the clock stopped while evaluating.",

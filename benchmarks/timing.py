@@ -57,6 +57,9 @@ class Plan:
     default_run_extra: tuple[str, ...]
     #: DataLoader worker processes of the pytorch/examples side (``--examples-workers``)
     examples_workers: int
+    #: the project's share of a step, per model: (epochs, batches an epoch or None for all,
+    #: steps a block, steps left out after a switch), callback_cost.ShareRun
+    share_runs: dict[str, tuple[int, int | None, int, int]]
     #: runs of each command in part 5 (start-up; the median is reported)
     startup_repeats: int = 5
 
