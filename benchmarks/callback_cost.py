@@ -14,13 +14,14 @@ hooks' own work, and the share of a step, against "Lightning alone" (make bench'
    caches); make bench checks the 5 % aim with it.
 
 ``python benchmarks/callback_cost.py [--steps 300] [--calls 20000] [--epochs N] [--block N]
-[--batches N] [--repeats N]``
+[--batches N] [--repeats N] [--by-place]``
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import math
 import statistics
 import sys
 import tempfile
@@ -136,6 +137,10 @@ class AlternateSides(L.Callback):
         self._steps: list[float] = []
         self._last: float | None = None
         self._count = 0
+        #: every step's seconds (the warm-up pair of blocks left out) by its place in its block
+        self.by_place: dict[str, list[list[float]]] = {
+            side: [[] for _ in range(block)] for side in ("project", "alone")
+        }
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         callbacks = list(trainer.callbacks)  # type: ignore[attr-defined]
@@ -149,8 +154,12 @@ class AlternateSides(L.Callback):
         now = time.perf_counter()
         self._count += 1
         settled = self._count % self.block > self.settle or self._count % self.block == 0
-        if self._last is not None and batch_idx and settled:
-            self._steps.append(now - self._last)
+        if self._last is not None and batch_idx:
+            if settled:
+                self._steps.append(now - self._last)
+            if self._count > 2 * self.block:
+                place = (self._count - 1) % self.block
+                self.by_place[self.side][place].append(now - self._last)
         if self._count % self.block == 0:
             if self._steps:
                 self.block_means.append((self.side, statistics.fmean(self._steps)))
@@ -170,6 +179,7 @@ class Share:
     project_ms: float  # a step with the project's callbacks and logger (median of its blocks)
     alone_ms: float  # with Lightning alone's
     share_pct: float  # the median difference of a pair, over the project's step
+    by_place_ms: dict[str, list[float]]  # each side's median step at each place after a switch
 
     def summary(self) -> str:
         return (
@@ -217,6 +227,10 @@ def share_in_fit(model: str, run: ShareRun, out: Path) -> Share:
         project_ms=project_s * 1e3,
         alone_ms=statistics.median(alone[:pairs]) * 1e3,
         share_pct=statistics.median(differences) / project_s * 100,
+        by_place_ms={
+            side: [statistics.median(steps) * 1e3 if steps else math.nan for steps in places]
+            for side, places in alternate.by_place.items()
+        },
     )
 
 
@@ -233,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block", type=int, help="steps a block in part 3 (10)")
     parser.add_argument("--batches", type=int, help="batches an epoch in part 3 (all)")
     parser.add_argument("--repeats", type=int, default=1, help="fits a model in part 3 (1)")
+    parser.add_argument(
+        "--by-place", action="store_true", help="part 3: each side's step at each place in a block"
+    )
     args = parser.parse_args(argv)
     settle_process()
     bench_threads = torch.get_num_threads()
@@ -288,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"inside one fit ({bench_threads} threads, {run.epochs} epochs):"
                     f" {share.summary()}"
                 )
+                if args.by_place:
+                    for side, steps in share.by_place_ms.items():
+                        places = " ".join(f"{ms:6.3f}" for ms in steps)
+                        print(f"  {side:>7}'s step (ms) at each place after a switch: {places}")
     return 0
 
 

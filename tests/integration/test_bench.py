@@ -153,6 +153,7 @@ def test_callback_cost_takes_the_projects_share_apart() -> None:
     done = run_cli(
         "benchmarks/callback_cost.py",
         *("--steps", "40", "--calls", "500", "--epochs", "1", "--batches", "31", "--block", "5"),
+        "--by-place",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
@@ -167,3 +168,7 @@ def test_callback_cost_takes_the_projects_share_apart() -> None:
         r"inside one fit \(.*\): (MLP|CNN): .*the project's share (-?[\d.]+) %", out
     )
     assert [model for model, _ in shares] == ["MLP", "CNN"]
+    # --by-place: each side's steps by their place in a block of 5, for each model
+    assert (
+        len(re.findall(r"step \(ms\) at each place after a switch:( +[\d.]+){5}$", out, re.M)) == 4
+    )
