@@ -39,18 +39,10 @@ from pipelines import PIPELINE_OVERRIDES, compose_config, library_output_to, thr
 from timing import settle_process
 
 from mnist_lit.callbacks import ChannelsLast
+from mnist_lit.callbacks.idle import STEP_HOOKS
 from mnist_lit.compat import call_callback_hook
 from mnist_lit.train import build_model, build_trainer
 
-#: the callback hooks Lightning calls in a training step (automatic optimization)
-STEP_HOOKS = (
-    "on_train_batch_start",
-    "on_before_zero_grad",
-    "on_before_backward",
-    "on_after_backward",
-    "on_before_optimizer_step",
-    "on_train_batch_end",
-)
 SIDES = {"lightning": "project's Trainer", "lightning_bare": "Lightning alone"}
 
 

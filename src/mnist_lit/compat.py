@@ -129,9 +129,9 @@ def skip_callback_hook(callback: Any, hook: str) -> None:
     Why: Lightning calls every hook of every callback in the list, once per batch for the batch
     hooks, whether the callback defines it or keeps ``Callback``'s empty one; each call has its
     profiler context and the callback's ``state_key``, a visible share of a small network's step
-    (docs/speed.md). Its one hook loop (private
-    ``trainer.call._call_callback_hooks``) passes over a hook that is not callable, and no public
-    API says which hooks a callback wants. ``tests/unit/test_compat.py`` checks that it still does.
+    (docs/speed.md). Its one hook loop (private ``trainer.call._call_callback_hooks``) passes over
+    a hook that is not callable, and no public API says which hooks a callback wants.
+    ``tests/unit/test_compat.py`` checks that it still does.
     """
     setattr(callback, hook, None)
 

@@ -57,45 +57,37 @@ def test_wandb_reader_of_its_run_files_exists() -> None:
     assert "history" in wandb_internal_pb2.Record.DESCRIPTOR.fields_by_name
 
 
-def test_lightning_calls_a_hook_on_every_callback_through_one_function() -> None:
-    called: list[str] = []
+class Note(L.Callback):
+    """Notes its name in ``called`` when Lightning calls its ``on_before_backward``."""
 
-    class Note(L.Callback):
-        def __init__(self, name: str) -> None:
-            self.name = name
+    def __init__(self, name: str, called: list[str]) -> None:
+        self.name, self.called = name, called
 
-        def on_before_backward(self, trainer: L.Trainer, module: object, loss: object) -> None:
-            called.append(self.name)
+    def on_before_backward(self, trainer: L.Trainer, module: object, loss: object) -> None:
+        self.called.append(self.name)
 
+
+def call_on_before_backward(callbacks: list[L.Callback]) -> None:
+    """Lightning's call of ``on_before_backward`` on ``callbacks``, in a bare trainer."""
     trainer = L.Trainer(
-        callbacks=[Note("a"), Note("b")],
+        callbacks=callbacks,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
     )
     compat.call_callback_hook(trainer, "on_before_backward", torch.tensor(1.0))
+
+
+def test_lightning_calls_a_hook_on_every_callback_through_one_function() -> None:
+    called: list[str] = []
+    call_on_before_backward([Note("a", called), Note("b", called)])
     assert called == ["a", "b"]
 
 
 def test_lightning_passes_over_a_callback_hook_that_is_not_callable() -> None:
     called: list[str] = []
-
-    class Note(L.Callback):
-        def __init__(self, name: str) -> None:
-            self.name = name
-
-        def on_before_backward(self, trainer: L.Trainer, module: object, loss: object) -> None:
-            called.append(self.name)
-
-    skipped, kept = Note("skipped"), Note("kept")
+    skipped, kept = Note("skipped", called), Note("kept", called)
     compat.skip_callback_hook(skipped, "on_before_backward")
-    trainer = L.Trainer(
-        callbacks=[skipped, kept],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    compat.call_callback_hook(trainer, "on_before_backward", torch.tensor(1.0))
+    call_on_before_backward([skipped, kept])
     assert called == ["kept"]

@@ -17,14 +17,18 @@ import lightning as L
 
 from mnist_lit import compat
 
-#: the hooks Lightning calls on each callback once per batch (training, evaluation, prediction)
-BATCH_HOOKS = (
+#: the hooks Lightning calls on each callback in a training step (automatic optimization)
+STEP_HOOKS = (
     "on_train_batch_start",
     "on_before_zero_grad",
     "on_before_backward",
     "on_after_backward",
     "on_before_optimizer_step",
     "on_train_batch_end",
+)
+#: the hooks Lightning calls on each callback once per batch (training, evaluation, prediction)
+BATCH_HOOKS = (
+    *STEP_HOOKS,
     "on_validation_batch_start",
     "on_validation_batch_end",
     "on_test_batch_start",
