@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from callback_cost import Share
 from pipelines import (
     EXAMPLES_SEED,
     EXAMPLES_SHUFFLE,
@@ -176,15 +177,6 @@ def _time_cell(run: dict[str, Any]) -> str:
     return f"{run['reached_s']:.1f} s"
 
 
-def share_summary(share: dict[str, Any]) -> str:
-    """One model's share of a step, from bench.json's ``share``."""
-    return (
-        f"{share['model'].upper()}: {share['share_pct']:.1f} % (a step {share['project_ms']:.3f} ms"
-        f" against {share['alone_ms']:.3f} ms, medians of {share['pairs']} pairs of"
-        f" {share['block']}-step blocks taken in turn inside one fit)"
-    )
-
-
 def render(
     results: dict[str, Any], found: list[Check], methodology: str = "benchmarks/README.md"
 ) -> str:
@@ -237,12 +229,8 @@ def render(
     header += ["project / examples", "Lightning overhead", "of which Lightning alone"]
     header += ["time Lightning adds to a step (alone)"]
     lines += _table(header, rows, set(range(1, len(header))))
-    lines += [
-        "",
-        "The project's own share of a step (its callbacks and logger over Lightning alone's):",
-        "",
-    ]
-    lines += [f"- {share_summary(results['share'][model])}" for model in ("cnn", "mlp")]
+    lines += ["", "The project's own share of a step, inside one fit:", ""]
+    lines += [f"- {Share(**results['share'][model]).summary()}" for model in ("cnn", "mlp")]
     lines += [
         "",
         "## Time to 99.0 % test accuracy (training seconds; evaluations off the clock)",
