@@ -1,52 +1,53 @@
-# Every target creates .venv first if it is missing (or older than pyproject.toml).
-# Pass Hydra overrides to training with ARGS, e.g. make train ARGS="model=mlp optimizer=sgd".
+# Every target installs what it needs into .venv first: `make train` the core alone, `make test`
+# everything (the `dev` extra), `make serve` the `serve` extra (pyproject.toml lists them).
+# Pass Hydra overrides with ARGS, e.g. make train ARGS="model=mlp optimizer=sgd".
 # Pass pytest options with PYTEST_ARGS, e.g. make test PYTEST_ARGS="-m 'not slow'".
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-INSTALLED := $(VENV)/.installed
 ARGS ?=
-# the run of experiment=robust that make robust trains and make serve serves
-ROBUST_RUN ?= logs/robust/run
-# what make serve and make bench-serve serve: a run dir, a checkpoint, `last` or an .onnx file
-CKPT ?= $(ROBUST_RUN)
 PYTEST_ARGS ?=
 # the run of experiment=robust that make robust trains and make serve serves
 ROBUST_RUN ?= logs/robust/run
 # what make serve and make bench-serve serve: a run dir, a checkpoint, `last` or an .onnx file
 CKPT ?= $(ROBUST_RUN)
 
-.PHONY: help install data train eval test test-unit bench lint format tensorboard mlflow robust robustness serve bench-serve clean
+# what each extra's stamp file says is installed: core (the package alone), dev, serve, ...
+CORE := $(VENV)/.installed-core
+DEV := $(VENV)/.installed-dev
+
+.PHONY: help install data train eval test test-unit bench lint format tensorboard mlflow notebook robust robustness serve bench-serve clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(INSTALLED): pyproject.toml
+# .venv with the package and one extra (core: none); torch and torchvision are pinned in
+# pyproject.toml (the only place). dev holds every extra, so it stands for the core too.
+$(VENV)/.installed-%: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch and torchvision are pinned in pyproject.toml (the only place)
-	$(PY) -m pip install --quiet -e ".[dev]"
-	touch $(INSTALLED)
+	$(PY) -m pip install --quiet -e ".$(if $(filter core,$*),,[$*])"
+	touch $@ $(if $(filter dev,$*),$(CORE))
 
-install: $(INSTALLED)  ## create .venv and install the package with its pinned torch
+install: $(CORE)  ## create .venv with the core (pip install -e .); extras: pip install -e ".[serve]"
 
-data: $(INSTALLED)  ## fetch and verify MNIST into data/MNIST/raw
+data: $(CORE)  ## fetch and verify MNIST into data/MNIST/raw
 	$(PY) -m mnist_lit.data --data-dir data
 
 train: data  ## train the default config (cnn, adam, one-cycle); overrides in ARGS
 	$(PY) train.py $(ARGS)
 
-eval: $(INSTALLED)  ## test a checkpoint: make eval ARGS="ckpt_path=logs/train/runs/<time>/checkpoints/last.ckpt"
+eval: $(CORE)  ## test a checkpoint: make eval ARGS="ckpt_path=logs/train/runs/<time>/checkpoints/last.ckpt"
 	$(PY) eval.py $(ARGS)
 
-test: data  ## run the whole test suite: tests/unit and tests/integration (real MNIST subsets)
+test: $(DEV) data  ## the whole test suite: tests/unit and tests/integration (real MNIST subsets)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-unit: $(INSTALLED)  ## the fast layer alone (synthetic data, no MNIST, no subprocess; about 1.5 min)
+test-unit: $(DEV)  ## the fast layer alone (synthetic data, no MNIST, no subprocess)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-bench: data  ## side by side with pytorch/examples and a plain loop, start-up and memory (~8 min); logs/bench/<time>/bench.md
+bench: $(DEV) data  ## side by side with pytorch/examples and a plain loop, start-up and memory (~8 min); logs/bench/<time>/bench.md
 	$(PY) benchmarks/bench.py
 
 robust: $(ROBUST_RUN)/metrics.json  ## the model make serve uses: experiment=robust (~21 min on 2 cores), trained if missing
@@ -56,31 +57,34 @@ $(ROBUST_RUN)/metrics.json: | data
 	if [ -d $(ROBUST_RUN) ]; then OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) train.py resume=$(ROBUST_RUN); \
 	else OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) train.py experiment=robust hydra.run.dir=$(ROBUST_RUN); fi
 
-robustness: robust  ## accuracy on the generated non-MNIST check set: logs/robustness/<time>/robustness.md
+robustness: $(DEV) robust  ## accuracy on the generated non-MNIST check set: logs/robustness/<time>/robustness.md
 	$(PY) benchmarks/robustness.py --model robust=$(ROBUST_RUN) $(ARGS)
 
-serve: $(if $(filter $(ROBUST_RUN),$(CKPT)),robust,$(INSTALLED))  ## the model behind HTTP, a drawing page at http://127.0.0.1:8000/ (default: make robust's run; CKPT=<run dir|ckpt|last|file.onnx>, ARGS="runtime=onnx")
+serve: $(VENV)/.installed-serve $(if $(filter $(ROBUST_RUN),$(CKPT)),robust)  ## the model behind HTTP, a drawing page at http://127.0.0.1:8000/ (default: make robust's run; CKPT=<run dir|ckpt|last|file.onnx>, ARGS="runtime=onnx")
 	$(PY) serve.py ckpt_path=$(CKPT) $(ARGS)
 
-bench-serve: $(if $(filter $(ROBUST_RUN),$(CKPT)),robust,data)  ## the served model under load beside predict.py (~1 min); logs/bench/serve-<time>/serve_bench.md
+bench-serve: $(DEV) $(if $(filter $(ROBUST_RUN),$(CKPT)),robust,data)  ## the served model under load beside predict.py (~1 min); logs/bench/serve-<time>/serve_bench.md
 	$(PY) benchmarks/serve_bench.py --ckpt $(CKPT) --runtime onnx $(ARGS)
 
-lint: $(INSTALLED)  ## ruff lint and format check; the layers contract (import-linter); mypy over src/
+lint: $(DEV)  ## ruff lint and format check; the import contracts (import-linter); mypy over src/
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
-format: $(INSTALLED)  ## ruff: fix what can be fixed and format
+format: $(DEV)  ## ruff: fix what can be fixed and format
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-tensorboard: $(INSTALLED)  ## open TensorBoard on every run under logs/
+tensorboard: $(CORE)  ## open TensorBoard on every run under logs/
 	$(VENV)/bin/tensorboard --logdir logs --port 6006
 
-mlflow: $(INSTALLED)  ## open MLflow's UI on the runs of logger=mlflow (logs/mlflow/mlflow.db): http://localhost:5000
+mlflow: $(VENV)/.installed-trackers  ## open MLflow's UI on the runs of logger=mlflow (logs/mlflow/mlflow.db): http://localhost:5000
 	mkdir -p logs/mlflow
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/logs/mlflow/mlflow.db --artifacts-destination $(CURDIR)/logs/mlflow/artifacts --port 5000 --workers 1
+
+notebook: $(VENV)/.installed-notebook  ## open notebooks/inspect_run.ipynb in Jupyter Lab
+	$(VENV)/bin/jupyter lab notebooks/inspect_run.ipynb
 
 clean:  ## remove logs (keeps data/ and .venv/)
 	rm -rf logs

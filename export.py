@@ -1,12 +1,33 @@
-"""Run from the repo root: ``python export.py [overrides]`` (see ``python export.py --help``)."""
+"""``python export.py ckpt_path=<file.ckpt> [format=onnx|torchscript]``: a checkpoint as a file
+that runs without this code (the export extra; ``python export.py --help``)."""
 
+import os
 import sys
 from pathlib import Path
 
-# works before `pip install -e .` too: the package lives in src/
-sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))  # before `pip install -e .` too
 
-from mnist_lit.commands import export as main
+import hydra
+from omegaconf import DictConfig
+
+from mnist_lit.cli import hydra_refusals
+from mnist_lit.config import check
+from mnist_lit.errors import reported_errors, require_extra
+from mnist_lit.export import ExportOptions
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="export")
+def main(cfg: DictConfig) -> None:
+    with reported_errors(unstarted_run_dir=cfg.paths.output_dir):
+        check(cfg, ExportOptions, required=("data", "paths"))
+        require_extra("export", "onnx", "onnxscript", "onnxruntime")
+        from mnist_lit.export.export import export, output_of
+
+        output_of(cfg)  # never onto the checkpoint it reads: refused before any work
+        export(cfg)
+
 
 if __name__ == "__main__":
-    main()
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises its refusals for hydra_refusals
+    with reported_errors(), hydra_refusals("export", sys.argv[1:]):
+        main()

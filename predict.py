@@ -1,12 +1,31 @@
-"""Run from the repo root: ``python predict.py [overrides]`` (see ``python predict.py --help``)."""
+"""``python predict.py ckpt_path=<checkpoint or file.onnx> images=<files or folder>``: classify
+image files (the export extra; ``python predict.py --help``)."""
 
+import os
 import sys
 from pathlib import Path
 
-# works before `pip install -e .` too: the package lives in src/
-sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))  # before `pip install -e .` too
 
-from mnist_lit.commands import predict as main
+import hydra
+from omegaconf import DictConfig
+
+from mnist_lit.cli import hydra_refusals
+from mnist_lit.config import check
+from mnist_lit.errors import reported_errors
+from mnist_lit.export import PredictOptions
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
+def main(cfg: DictConfig) -> None:
+    with reported_errors(unstarted_run_dir=cfg.paths.output_dir):
+        check(cfg, PredictOptions, required=("data", "paths"))
+        from mnist_lit.export.predict import predict
+
+        predict(cfg)
+
 
 if __name__ == "__main__":
-    main()
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises its refusals for hydra_refusals
+    with reported_errors(), hydra_refusals("predict", sys.argv[1:]):
+        main()

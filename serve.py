@@ -1,13 +1,34 @@
-"""Run from the repo root: ``python serve.py ckpt_path=<checkpoint | run dir | last | file.onnx>``
-(see ``python serve.py --help``)."""
+"""``python serve.py ckpt_path=<checkpoint | run dir | last | file.onnx>``: the model behind
+HTTP, with a page to draw digits on (the serve extra; ``python serve.py --help``)."""
 
+import os
 import sys
 from pathlib import Path
 
-# works before `pip install -e .` too: the package lives in src/
-sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))  # before `pip install -e .` too
 
-from mnist_lit.commands import serve as main
+import hydra
+from omegaconf import DictConfig
+
+from mnist_lit.cli import hydra_refusals
+from mnist_lit.config import PROJECT_ROOT, check
+from mnist_lit.errors import reported_errors, require_extra
+from mnist_lit.serving import ServeOptions, model_command_line
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="serve")
+def main(cfg: DictConfig) -> None:
+    with reported_errors(unstarted_run_dir=cfg.paths.output_dir):
+        check(cfg, ServeOptions, required=("paths",))
+        require_extra("serve", "fastapi", "uvicorn")
+        from mnist_lit.serving.server import serve
+
+        serve(cfg)
+
 
 if __name__ == "__main__":
-    main()
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises its refusals for hydra_refusals
+    with reported_errors():  # a run dir or `last` becomes its checkpoint file
+        sys.argv[1:] = model_command_line(sys.argv[1:], PROJECT_ROOT / "logs" / "train")
+        with hydra_refusals("serve", sys.argv[1:]):
+            main()

@@ -1,12 +1,34 @@
-"""Run from the repo root: ``python train.py [overrides]`` (see ``python train.py --help``)."""
+"""``python train.py [overrides]``: train a model (``python train.py --help`` lists the options).
 
+The work is ``mnist_lit.train.train``; this file only reads the command line.
+"""
+
+import os
 import sys
 from pathlib import Path
 
-# works before `pip install -e .` too: the package lives in src/
-sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))  # before `pip install -e .` too
 
-from mnist_lit.commands import train as main
+import hydra
+from omegaconf import DictConfig
+
+from mnist_lit.cli import hydra_refusals, train_command_line
+from mnist_lit.config import check
+from mnist_lit.errors import reported_errors
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    with reported_errors(unstarted_run_dir=cfg.paths.output_dir):
+        check(cfg)  # before torch loads: a bad value is one line at once
+        from mnist_lit.train import train
+
+        return train(cfg)
+
 
 if __name__ == "__main__":
-    main()
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises its refusals for hydra_refusals
+    with reported_errors():
+        sys.argv[1:] = train_command_line(sys.argv[1:])  # resume=, DDP ranks, requeued SLURM jobs
+        with hydra_refusals("train", sys.argv[1:]):
+            main()

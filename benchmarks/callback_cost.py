@@ -35,11 +35,11 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary
+from mnist_lit.callbacks.idle import STEP_HOOKS
 from pipelines import PIPELINE_OVERRIDES, compose_config, library_output_to, throughput_overrides
 from timing import settle_process
 
 from mnist_lit.callbacks import ChannelsLast
-from mnist_lit.callbacks.idle import STEP_HOOKS
 from mnist_lit.compat import call_callback_hook
 from mnist_lit.train import build_model, build_trainer
 

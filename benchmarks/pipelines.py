@@ -21,6 +21,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from mnist_lit.hardware import instantiate_trainer, resolve_precision
 from omegaconf import DictConfig, open_dict
 from timing import (
     AccuracyEvery,
@@ -39,8 +40,7 @@ from torchvision import datasets, transforms
 
 from mnist_lit.checkpoints import dataset_of_config, load_checkpoint
 from mnist_lit.config import CONFIG_DIR, PROJECT_ROOT, validate
-from mnist_lit.hardware import instantiate_trainer, resolve_precision
-from mnist_lit.report import RUN_SUMMARY_FILE
+from mnist_lit.sweeps.report import RUN_SUMMARY_FILE
 from mnist_lit.train import build_model, build_trainer
 
 #: conf/paths/default.yaml's data_dir: the project's pipelines and torchvision's MNIST share it

@@ -3,10 +3,10 @@
 ``python benchmarks/robustness.py --model NAME=RUN_DIR_OR_CKPT [--model ...] [--check-set DIR]
 [--seed 0] [--per-category 300] [--out DIR]``
 
-The check set (``mnist_lit.data.check_set``: pen strokes and typed digits, thin, thick,
+The check set (``check_set``: pen strokes and typed digits, thin, thick,
 off-centre, rotated, blurry, coarse, scanned) is generated into ``--check-set`` unless it is
 already there. Every image goes through exactly what ``predict.py`` and the server do to a file:
-``mnist_lit.predictors.load_predictor(ckpt).prepare(bytes)``, then ``.probabilities(batch)``.
+``mnist_lit.export.predictors.load_predictor(ckpt).prepare(bytes)``, then ``.probabilities(batch)``.
 For each model: accuracy overall, per category and per source (pen or font), the most frequent
 confusions, and beside them the MNIST test accuracy its run measured (``metrics.json``'s
 ``test/acc``, of the checkpoint the run tested). Writes ``DIR/robustness.md`` (the tables, also
@@ -26,12 +26,11 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+from check_set import CATEGORIES, generate, read_labels
 
 from mnist_lit.config import PROJECT_ROOT
-from mnist_lit.data.check_set import CATEGORIES, generate, read_labels
-from mnist_lit.errors import UserError
-from mnist_lit.files import atomic_write_bytes
-from mnist_lit.predictors import load_predictor
+from mnist_lit.errors import UserError, atomic_write_bytes
+from mnist_lit.export.predictors import load_predictor
 
 #: what the check set should reach (issue 13), and what MNIST's test set must keep
 TARGET_CHECK_ACC = 0.97
@@ -135,7 +134,7 @@ def render(results: list[Result], check_set: Path, seed: int, command: str) -> s
         "# Robustness: accuracy on digits that are not from MNIST",
         "",
         f"Check set: {total} images in {check_set} (seed {seed}, "
-        "`python -m mnist_lit.data.check_set`), prepared by `mnist_lit.predictors` exactly as "
+        "`python -m check_set`), prepared by `mnist_lit.export.predictors` exactly as "
         "`predict.py` prepares a file.",
         "",
         f"Command: `{command}`",

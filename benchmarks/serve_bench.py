@@ -40,7 +40,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from mnist_lit.predictors import load_predictor  # noqa: E402  (after the path: runs from a clone)
+from mnist_lit.export.predictors import load_predictor  # noqa: E402  (after the path: runs from a clone)
 from mnist_lit.serving import model_command_line  # noqa: E402
 
 #: the targets of issue 13, on the 2-core CPU

@@ -23,7 +23,7 @@ from timing import run_for_peak_rss
 from torchvision.datasets.mnist import read_image_file
 
 from mnist_lit.config import PROJECT_ROOT
-from mnist_lit.report import RUN_SUMMARY_FILE
+from mnist_lit.sweeps.report import RUN_SUMMARY_FILE
 
 #: the commands that must answer without torch (issue 15: within 1 s), by their names below
 ANSWERED_WITHOUT_TORCH = (

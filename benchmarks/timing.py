@@ -24,10 +24,9 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 import torchvision
-from torch import Tensor, nn
-
 from mnist_lit.console import quiet_known_noise
 from mnist_lit.hardware import skip_gpu_probe_without_gpu, skip_nan_filling
+from torch import Tensor, nn
 
 #: the test accuracy that part 3 times
 TARGET_ACC = 0.99

@@ -19,7 +19,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from mnist_lit.config import CONFIG_DIR, PROJECT_ROOT
-from mnist_lit.data import ensure_mnist
+from mnist_lit.data import MNIST
+from mnist_lit.data.download import ensure_dataset
 
 #: the repo's data dir: tests share the cached download with `make data` / `make train`
 DATA_DIR = PROJECT_ROOT / "data"
@@ -39,11 +40,11 @@ QUICK = [
 
 @pytest.fixture(scope="session")
 def mnist_data_dir() -> Path:
-    """Real MNIST in data/MNIST/raw, fetched and verified once by ``ensure_mnist``.
+    """Real MNIST in data/MNIST/raw, fetched and verified once by ``ensure_dataset``.
 
     (Integration tests only: ``tests/unit/conftest.py`` refuses it.)
     """
-    ensure_mnist(DATA_DIR / "MNIST" / "raw")
+    ensure_dataset(MNIST, DATA_DIR / MNIST.raw_subdir)
     return DATA_DIR
 
 

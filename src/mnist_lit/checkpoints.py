@@ -8,9 +8,10 @@ file and the fix; ``checkpoint_problem`` gives that line without raising.
 
 from __future__ import annotations
 
+import importlib
 import inspect
-import io
 import json
+import pkgutil
 import re
 import zipfile
 from collections.abc import Mapping
@@ -19,21 +20,18 @@ from typing import Any
 
 import torch
 from hydra.utils import get_class, instantiate
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, open_dict
 from torch import nn
 
 from mnist_lit import models
 from mnist_lit.classifier import LitClassifier
-from mnist_lit.console import first_line
-from mnist_lit.data import DatasetSpec
-from mnist_lit.errors import UserError
-from mnist_lit.files import atomic_write_bytes, checkpoint_file
+from mnist_lit.data.download import DatasetSpec
+from mnist_lit.errors import UserError, first_line
 
 
-def _classes(module: Any, names: list[str], base: type | tuple[type, ...]) -> dict[str, type]:
+def _classes(module: Any, base: type | tuple[type, ...]) -> dict[str, type]:
     """``{"<module>.<name>": class}`` of the classes of ``module`` that derive from ``base``."""
-    found = {name: getattr(module, name, None) for name in names}
+    found = {name: getattr(module, name) for name in dir(module)}
     return {
         f"{module.__name__}.{name}": cls
         for name, cls in found.items()
@@ -41,14 +39,26 @@ def _classes(module: Any, names: list[str], base: type | tuple[type, ...]) -> di
     }
 
 
-#: the only classes a checkpoint's hyper-parameters may name, by ``_target_``: looked up here,
-#: never imported by a name the checkpoint chooses
+def allowed_class(key: str, target: object) -> type | None:
+    """The class a checkpoint's ``net``, ``optimizer`` or ``scheduler`` may name by ``target``:
+    a network of a module of ``mnist_lit.models``, or one of torch's optimizers and schedules.
+    Only a module of the project's own ``models`` package is ever imported by that name."""
+    if key != "net":
+        return ALLOWED_TARGETS[key].get(str(target))
+    module, _, name = str(target).rpartition(".")
+    ours = {m.name for m in pkgutil.iter_modules(models.__path__, prefix=f"{models.__name__}.")}
+    if module not in ours:
+        return None
+    cls = getattr(importlib.import_module(module), name, None)
+    return cls if isinstance(cls, type) and issubclass(cls, nn.Module) else None
+
+
+#: the optimizers and schedules a checkpoint's hyper-parameters may name, by ``_target_``:
+#: looked up here, never imported by a name the checkpoint chooses
 ALLOWED_TARGETS: dict[str, dict[str, type]] = {
-    "net": _classes(models, models.__all__, nn.Module),
-    "optimizer": _classes(torch.optim, dir(torch.optim), torch.optim.Optimizer),
+    "optimizer": _classes(torch.optim, torch.optim.Optimizer),
     "scheduler": _classes(
         torch.optim.lr_scheduler,
-        dir(torch.optim.lr_scheduler),
         (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau),
     ),
 }
@@ -58,6 +68,21 @@ _ALLOWED_WHERE = {
     "optimizer": "torch.optim",
     "scheduler": "torch.optim.lr_scheduler",
 }
+
+
+def checkpoint_file(ckpt_path: str | Path) -> Path:
+    """``ckpt_path`` if it is a file; a ``UserError`` with a checkpoint to pass instead if not."""
+    path = Path(ckpt_path)
+    if path.is_dir():
+        found = sorted(path.glob("*.ckpt")) + sorted(path.glob("checkpoints/*.ckpt"))
+        last = [p for p in found if p.name == "last.ckpt"]
+        suggestion = str((last or found)[0]) if found else f"{path}/<file>.ckpt"
+        raise UserError(f"checkpoint {path} is a folder, not a file: pass ckpt_path={suggestion}")
+    if not path.is_file():
+        raise UserError(
+            f"checkpoint {path} does not exist: pass ckpt_path=<run dir>/checkpoints/<file>.ckpt"
+        )
+    return path
 
 
 #: how every "not a checkpoint of this project" message ends
@@ -173,7 +198,7 @@ def build_model(checkpoint: dict[str, Any], ckpt_path: str | Path = "checkpoint"
         raise _not_ours(
             ckpt_path, "it has no 'net' hyper-parameter (a checkpoint of another LightningModule?)"
         )
-    for key in ALLOWED_TARGETS:
+    for key in _ALLOWED_WHERE:
         config = hparams.get(key)
         if config is not None or key != "scheduler":
             _check_target(key, config, ckpt_path)
@@ -273,7 +298,7 @@ def _check_target(key: str, config: object, ckpt_path: str | Path) -> None:
     """Refuse a hyper-parameter that would make building the model run code it does not name
     by an allowed class: another ``_target_``, or anything Hydra resolves or acts on."""
     target = config.get("_target_") if isinstance(config, dict) else None
-    if not isinstance(config, dict) or str(target) not in ALLOWED_TARGETS[key]:
+    if not isinstance(config, dict) or allowed_class(key, target) is None:
         where = _ALLOWED_WHERE[key]
         why = f"its {key} names {target!r}, not a class of {where} (refusing to run code it names)"
         raise _not_ours(ckpt_path, why)
@@ -325,30 +350,3 @@ def _unreadable(path: Path, err: Exception) -> str:
 
 def _is_state_dict(obj: object) -> bool:
     return isinstance(obj, dict) and bool(obj) and all(torch.is_tensor(v) for v in obj.values())
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint IO, but written to a temporary file in the checkpoint's own folder
-    and renamed (Lightning's moves one from /tmp: a copy, that a kill can cut short)."""
-
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
-    ) -> None:
-        if storage_options is not None:
-            raise TypeError("AtomicCheckpointIO takes no storage_options")
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        atomic_write_bytes(Path(path), buffer.getvalue())
-
-    def load_checkpoint(
-        self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
-    ) -> dict[str, Any]:
-        """Weights-only, whatever the caller asks: a checkpoint is data, never code to run."""
-        where = {} if map_location is None else {"map_location": map_location}
-        return super().load_checkpoint(path, weights_only=True, **where)
-
-
-def checkpoint_step(ckpt_path: str | Path) -> int:
-    """The training step a checkpoint was saved at (what TensorBoard events after it repeat)."""
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    return int(checkpoint.get("global_step", 0))

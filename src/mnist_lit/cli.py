@@ -1,183 +1,137 @@
-"""The one wrapper every entry point runs in.
+"""The command line before Hydra reads it, and Hydra's refusals of it said in one line.
 
-``run_entry_point`` checks the command line before Hydra starts (so a bad one makes no run
-dir), runs the task under ``hydra.main``, and ends a ``UserError`` raised anywhere in it as one
-``error: <message>`` line on stderr and the error's exit code (``errors.py``). It imports
-neither torch nor Lightning until a task runs (or a checkpoint must be read): ``--help``,
-``--cfg`` and a refused command line answer at once. Until the task starts, Python's cycle
-collector is paused (``collector_paused_until_task``): importing torch and Lightning is much
-faster without it.
+``python train.py resume=<run dir>`` becomes that run's own overrides (its
+``.hydra/overrides.yaml``), then any given now, then ``hydra.run.dir=<run dir>`` and
+``ckpt_path=<its newest intact checkpoint>`` (docs/resume.md). A DDP rank that Lightning starts
+by re-running ``train.py`` joins its rank 0's job dir, and a requeued SLURM job resumes the run
+it trained in. Nothing here imports torch until a run is resumed.
 """
 
 from __future__ import annotations
 
-import gc
-import importlib
+import difflib
+import logging
 import os
-import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from mnist_lit.compat import hydra_argument_parser
-from mnist_lit.config import (
-    CONFIG_DIR,
-    JOB_DIR_ENV,
-    check_command_line,
-    help_text,
-    jobs,
-    remove_unstarted_run_dir,
-    validate,
-)
-from mnist_lit.console import first_line
-from mnist_lit.errors import BAD_INPUT, UserError, reported_errors
-from mnist_lit.files import checkpoint_file
-from mnist_lit.schema import EXPORT_SUFFIXES
+from mnist_lit.config import CONFIG_DIR, PROJECT_ROOT
+from mnist_lit.errors import UserError, atomic_write_bytes, unfinished_writes
+
+log = logging.getLogger(__name__)
+
+#: where a resumed run's Hydra files go until it is accepted (``accept_resumed_config``)
+RESUME_SUBDIR = ".hydra/resume"
+#: tells a DDP rank that Lightning started by re-running train.py which job dir it joins
+JOB_DIR_ENV = "MNIST_LIT_DDP_JOB_DIR"
+#: in a run dir: the SLURM job that trains in it (a requeued job finds its run by it)
+SLURM_JOB_FILE = "slurm_job_id"
 
 
-def run_entry_point(
-    config_name: str,
-    task: Callable[[DictConfig], Any] | str,
-    argv: Sequence[str] | None = None,
-    check: bool = True,
-    check_task: Callable[[DictConfig], object] | None = None,
-) -> None:
-    """Run ``task`` on the config ``python <config_name>.py <argv>`` composes.
-
-    ``task`` may be named as ``"module:function"``, imported only when a job runs.
-    ``check=False`` skips the checks before Hydra (a DDP rank whose rank 0 checked already);
-    ``check_task`` is the task's own check of each job's config, run with them.
-    Each job of a sweep checks its own config again inside Hydra, where it is resolved.
-    """
-    with collector_paused_until_task():
-        _run(config_name, task, list(sys.argv[1:] if argv is None else argv), check, check_task)
+def train_command_line(
+    argv: Sequence[str], logs: Path = PROJECT_ROOT / "logs" / "train"
+) -> list[str]:
+    """``argv`` as train.py runs it: for a DDP rank, its job's; ``resume=`` rewritten."""
+    if (rank_argv := ddp_rank_argv()) is not None:
+        return rank_argv
+    if not any(override_key(a) == "resume" for a in argv):
+        return requeued_command_line(argv, logs)
+    return resume_command_line(argv, logs)
 
 
-def _run(
-    config_name: str,
-    task: Callable[[DictConfig], Any] | str,
-    argv: list[str],
-    check: bool,
-    check_task: Callable[[DictConfig], object] | None,
-) -> None:
-    """``run_entry_point``'s work, with the cycle collector paused."""
-    args, _ = hydra_argument_parser().parse_known_args(argv)
-    if args.help and not args.hydra_help:
-        with reported_errors():
-            overrides = (
-                jobs(args.overrides)[0] if args.multirun else args.overrides
-            )  # a sweep's first
-            print(help_text(args.config_name or config_name, overrides))
-        return
-    if check:
-        with reported_errors():
-            for cfg in check_command_line(config_name, argv):
-                check_ckpt_path(cfg)
-                if check_task is not None:
-                    check_task(cfg)
-    sys.argv = [sys.argv[0], *argv]
-
-    def checked_task(cfg: DictConfig) -> Any:
-        with reported_errors():
-            try:
-                validate(cfg)
-                function = _imported(task)
-                start_collecting()
-                return function(cfg)
-            except UserError as err:
-                if err.exit_code == BAD_INPUT:  # refused before it trained: no run to keep
-                    remove_unstarted_run_dir(HydraConfig.get().runtime.output_dir)
-                raise
-
-    main = hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)
-    main(checked_task)()
+def override_key(override: str) -> str:
+    """The key an override sets: ``model.dropout`` of ``+model.dropout=0.5``."""
+    return override.split("=", 1)[0].lstrip("+~")
 
 
-@contextmanager
-def collector_paused_until_task() -> Iterator[None]:
-    """Python's cycle collector off while a command starts: its checks, Hydra's composes and the
-    imports of torch and Lightning, until ``start_collecting`` (when the task begins).
-
-    What starting makes (about half a million tracked objects once torch is in) lives as long as
-    the process, and every full collection walks all of it: with the collector on, importing
-    torch and Lightning ran seven of them, a fifth to a third of the import's time on 2 cores
-    (docs/speed.md). A command that ends before its task (``--help``, a refused command line)
-    just turns it back on.
-    """
-    if not gc.isenabled():  # a command run from inside another: the outer one decides
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
+def run_dirs(logs: Path) -> list[Path]:
+    """The runs under ``logs`` (single runs and sweep jobs), the one started or resumed last
+    first."""
+    found = [
+        *logs.glob("runs/*/.hydra/overrides.yaml"),
+        *logs.glob("multiruns/*/*/.hydra/overrides.yaml"),
+    ]
+    return [p.parent.parent for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
 
 
-def start_collecting() -> None:
-    """Freeze what the command made while starting (``gc.freeze``: no collection walks it again,
-    neither those during training nor the one at exit), and turn the collector back on for
-    what comes next. Once per process: later jobs of a sweep find it on."""
-    if not gc.isenabled():
-        gc.freeze()
-        gc.enable()
-
-
-def _imported(task: Callable[[DictConfig], Any] | str) -> Callable[[DictConfig], Any]:
-    if callable(task):
-        return task
-    module, _, function = task.partition(":")
-    return getattr(importlib.import_module(module), function)
-
-
-def check_ckpt_path(cfg: DictConfig) -> None:
-    """``ckpt_path`` must be a checkpoint this config can use: loadable, of its data set, and
-    (when it trains a model) one training can resume from, with weights that fit the model."""
-    path = cfg.get("ckpt_path")
-    trains = "model" in cfg  # train.py resumes fitting; eval, predict, export load the model
-    if path is None:
-        return
-    onnx = Path(str(path)).suffix.lower() == EXPORT_SUFFIXES["onnx"]
-    if onnx and cfg.get("task_name") in ONNX_TASKS:
-        checkpoint_file(path)  # onnxruntime reads it when the task runs: no torch to load here
-        return
-    try:
-        checkpoint_file(path)  # a wrong path, answered without loading torch
-        from mnist_lit.checkpoints import checkpoint_problem, dataset_of_config
-
-        problem = checkpoint_problem(
-            str(path),
-            dataset=dataset_of_config(cfg.data) if "data" in cfg else None,
-            resume=trains,
-            net=OmegaConf.to_container(cfg.model, resolve=True) if trains else None,  # type: ignore[arg-type]
+def resume_command_line(argv: Sequence[str], logs: Path) -> list[str]:
+    """Rewrite ``resume=<dir>|last [overrides]`` into the run's overrides, pinned to its dir."""
+    if "-m" in argv or "--multirun" in argv:
+        raise UserError("resume= resumes one run: resume each job of a sweep by its dir")
+    where = [a for a in argv if override_key(a) == "resume"][-1].split("=", 1)[1]
+    if where == "last":
+        runs = run_dirs(logs)
+        if not runs:
+            raise UserError(f"resume=last found no run under {logs}: pass resume=<run dir>")
+        run_dir = runs[0]
+    else:
+        run_dir = Path(where).expanduser()
+    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+    if not overrides_file.is_file():
+        raise UserError(
+            f"resume={where}: {run_dir} is not a run dir (no .hydra/overrides.yaml): pass "
+            "resume=logs/train/runs/<time> or resume=logs/train/multiruns/<time>/<job>"
         )
-    except UserError as err:
-        problem = str(err)
-    if problem is not None:
-        raise UserError(problem + (_RESUME_HINT if trains else ""))
+    original = yaml.safe_load(overrides_file.read_text()) or []
+    extra = [a for a in argv if override_key(a) != "resume"]
+    replaced = {override_key(a) for a in extra if "=" in a} | {"ckpt_path", "hydra.run.dir"}
+    kept = [o for o in original if override_key(o) not in replaced]
+    for leftover in unfinished_writes(run_dir / "checkpoints"):  # a write killed mid-way
+        leftover.unlink(missing_ok=True)
+    checkpoint = newest_intact_checkpoint(run_dir)
+    return [
+        *kept,
+        *extra,
+        f"hydra.run.dir={run_dir.resolve()}",
+        f"hydra.output_subdir={RESUME_SUBDIR}",
+        f"ckpt_path={checkpoint.resolve()}",
+    ]
 
 
-#: the tasks that also run an exported ONNX file (``predictors.py``)
-ONNX_TASKS = ("predict", "serve")
+def newest_intact_checkpoint(run_dir: Path) -> Path:
+    """The most recently written checkpoint of a run that loads; damaged ones are skipped."""
+    from mnist_lit.checkpoints import checkpoint_problem  # torch: only once there is a run
 
-#: (Lightning's own names, ckpt_path=last or best, would look in this run's new, empty dir)
-_RESUME_HINT = "; to go on with a run: resume=<run dir> or resume=last"
+    found = sorted((run_dir / "checkpoints").rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    for path in reversed(found):
+        problem = checkpoint_problem(path, resume=True)
+        if problem is None:
+            return path
+        log.warning("not resuming from %s: %s; trying the one before", path, problem)
+    if found:
+        raise UserError(f"no checkpoint in {run_dir / 'checkpoints'} loads: start a new run")
+    raise UserError(
+        f"{run_dir} has no checkpoint to resume from (it stopped before its first one): "
+        "start a new run"
+    )
+
+
+def accept_resumed_config(run_dir: Path) -> None:
+    """Make a resumed run's Hydra files the run's own, once it is accepted (before fitting).
+
+    A refused resume leaves ``.hydra/`` as it was, so the next ``resume=`` starts from the
+    overrides that worked.
+    """
+    attempt = run_dir / RESUME_SUBDIR
+    for written in sorted(attempt.glob("*.yaml")):
+        atomic_write_bytes(run_dir / ".hydra" / written.name, written.read_bytes())
+        written.unlink()
+    if attempt.is_dir():
+        attempt.rmdir()
 
 
 def ddp_rank_argv() -> list[str] | None:
-    """For a DDP rank that Lightning started by re-running this script: the command line to use.
+    """For a DDP rank that Lightning started by re-running this script: its command line.
 
-    Lightning re-runs rank 0's command line (for a multirun: the whole sweep, ``-m`` included)
-    with ``hydra.run.dir`` set to the dir of a single run. Instead, such a rank composes the
-    config that rank 0's job saved in ``<job dir>/.hydra`` and runs in that job's dir, with its
-    own Hydra files and log in ``<job dir>/.pl_hydra_rank_<N>``. ``None`` for any other process.
+    Lightning re-runs rank 0's command line (a whole sweep, for a multirun); such a rank instead
+    composes the config rank 0's job saved and runs in that job's dir. ``None`` otherwise.
     """
     job_dir = os.environ.get(JOB_DIR_ENV)
     local_rank = os.environ.get("LOCAL_RANK", "0")
@@ -194,20 +148,94 @@ def ddp_rank_argv() -> list[str] | None:
     ]
 
 
-@contextmanager
-def built_from(key: str) -> Iterator[None]:
-    """Turn a class's own refusal of its arguments into one line naming the config key.
+# ----------------------------------------------------------------------------- SLURM requeue
 
-    What a class checks when it is built (Lightning's Trainer, a callback, a network with no
-    model in ``schema.py``) is not checked again before; this reports it as such a check would.
+
+def slurm_job_id() -> str | None:
+    """This SLURM job's id as ``scontrol`` names it (``<array job>_<task>``), or ``None``."""
+    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array_job}_{task}" if array_job and task else os.environ.get("SLURM_JOB_ID") or None
+
+
+def requeued_in(run_dir: Path) -> bool:
+    """Whether this is a SLURM job run again after a requeue, in the run it trained in."""
+    record, restarts = run_dir / SLURM_JOB_FILE, os.environ.get("SLURM_RESTART_COUNT", "0")
+    if slurm_job_id() is None or not restarts.isdigit() or int(restarts) == 0:
+        return False
+    return record.is_file() and record.read_text().strip() == slurm_job_id()
+
+
+def requeued_command_line(argv: Sequence[str], logs: Path) -> list[str]:
+    """A requeued SLURM job that pins its run dir, or whose run records its id: ``resume=``."""
+    if os.environ.get("SLURM_RESTART_COUNT", "0") in ("", "0") or "-m" in argv:
+        return list(argv)
+    given = {override_key(a): a.split("=", 1)[1] for a in argv if "=" in a}
+    if "paths.log_dir" in given:
+        logs = Path(given["paths.log_dir"]) / logs.name
+    pinned = [Path(given["hydra.run.dir"])] if "hydra.run.dir" in given else []
+    for run_dir in [*pinned, *run_dirs(logs)]:
+        if requeued_in(run_dir) and any((run_dir / "checkpoints").rglob("*.ckpt")):
+            log.info("SLURM job %s was requeued: resuming its run %s", slurm_job_id(), run_dir)
+            rest = [a for a in argv if override_key(a) != "hydra.run.dir"]
+            return resume_command_line([*rest, f"resume={run_dir}"], logs)
+    return list(argv)
+
+
+# ----------------------------------------------------------------------------- Hydra's refusals
+
+
+@contextmanager
+def hydra_refusals(config_name: str, argv: Sequence[str]) -> Iterator[None]:
+    """Hydra's and OmegaConf's refusals of a command line as one ``UserError`` line.
+
+    They reach here because the entry points set ``HYDRA_FULL_ERROR``: Hydra then raises them
+    instead of printing them with a note about stack traces.
     """
     try:
         yield
-    except UserError:
-        raise
-    except (InstantiationException, TypeError, ValueError, KeyError, OmegaConfBaseException) as err:
-        cause = err.__cause__ if err.__cause__ is not None else err  # Hydra wraps the class's error
-        reason = first_line(cause, skip="Error in call to target").rstrip(":.")
+    except MissingConfigException as err:
+        where, _, name = (err.missing_cfg_file or "").rpartition("/")
+        options = ", ".join(sorted(err.options or []))
         raise UserError(
-            f"{key}: {reason}: fix the value in conf/{key}/ or on the command line"
+            f"'{name}' is not an option of '{where or 'config'}': choose one of {options}"
         ) from None
+    except ConfigCompositionException as err:
+        raise UserError(_composition_error(config_name, list(argv), err)) from None
+    except OverrideParseException as err:
+        raise UserError(
+            f"cannot parse the override '{err.override}': {err.message.splitlines()[0]}"
+        ) from None
+    except OmegaConfBaseException as err:
+        raise UserError(" ".join(str(err).split("\n")[:1])) from None
+
+
+def _composition_error(config_name: str, argv: list[str], err: Exception) -> str:
+    """An override of a key the config lacks gets a close spelling; others, Hydra's first line."""
+    cause = err.__cause__
+    if not isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
+        text = str(err).splitlines()[0]
+        return text + (
+            f" ({str(cause).splitlines()[0]})" if cause is not None and str(cause) else ""
+        )
+    first = str(err).splitlines()[0]  # "Could not override 'model.dropuot'."
+    key = first.split("'")[1] if first.count("'") >= 2 else str(cause.full_key)
+    parent, _, name = key.rpartition(".")
+    known: list[str] = []
+    try:
+        others = [a for a in argv if "=" in a and override_key(a) != key]
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            composed = compose(config_name, overrides=others)
+        siblings = OmegaConf.select(composed, parent) if parent else composed
+        known = [str(k) for k in siblings] if isinstance(siblings, DictConfig) else []
+    except Exception:  # another error in the rest: the line still names the key
+        pass
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = (
+        f"did you mean '{parent + '.' if parent else ''}{close[0]}'? "
+        if close
+        else "check its spelling "
+    )
+    return (
+        f"unknown config key '{key}': {hint}(`python {config_name}.py --cfg job` lists the "
+        f"keys), or add a new key with '+{key}=...'"
+    )

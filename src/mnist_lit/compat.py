@@ -1,63 +1,15 @@
-"""Every private library API the project uses, in one place: what it is for and why no public
-API does the job. Each was checked against the versions named; a library upgrade that breaks
-one breaks it here, and ``tests/unit/test_compat.py`` says which.
+"""Every private library API the extras use, in one place: what it is for and why no public API
+does the job. The core uses none. A library upgrade that breaks one breaks it here, and
+``tests/unit/test_compat.py`` says which.
 
-Checked with hydra-core 1.3.2, hydra-submitit-launcher 1.2.0, submitit 1.5, lightning 2.6,
-torch 2.14, wandb 0.29, numpy 2.x (and 1.26 for the numpy fallback).
+Checked with hydra-core 1.3.2, hydra-submitit-launcher 1.2.0, submitit 1.5, wandb 0.29.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-
-def hydra_argument_parser() -> argparse.ArgumentParser:
-    """Hydra's own command-line grammar (``--help``, ``--cfg``, ``-m``, overrides...).
-
-    Why: the command line is checked before ``hydra.main`` runs (so a bad one makes no run dir),
-    and only this parser splits it exactly as Hydra will. Hydra has no public equivalent.
-    """
-    from hydra._internal.utils import get_args_parser
-
-    return get_args_parser()
-
-
-def cpu_has_native_bf16(torch_cpu: Any) -> bool:
-    """True on x86 CPUs with AVX512-BF16 or AMX (Intel Cooper Lake+, AMD Zen 4+).
-
-    Why: torch tells only through these private helpers of ``torch.cpu`` (passed in, so that
-    this module imports no torch); an absent one means no.
-    """
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch_cpu, name, lambda: False)() for name in checks)
-
-
-def numpy_array_reconstructor() -> Any:
-    """numpy's ``_reconstruct``, the one function a pickled ndarray calls to rebuild itself.
-
-    Why: the safe unpickler of the MNIST wheel (``data/offline.py``) allows exactly the globals a
-    pickled array needs, and this is one of them; it moved to ``numpy._core`` in numpy 2.
-    """
-    try:  # numpy >= 2
-        from numpy._core.multiarray import _reconstruct
-    except ImportError:  # numpy 1.x
-        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
-    return _reconstruct
-
-
-def started_rank_processes(trainer: Any) -> list[Any]:
-    """The DDP rank processes Lightning started from this process (``Popen`` objects).
-
-    Why: a multirun runs several jobs in one process; the next job must not start before this
-    job's ranks have ended. Lightning keeps them in its (private) subprocess launcher's ``procs``
-    and offers no way to wait for them. The list is returned as the launcher holds it.
-    """
-    procs = getattr(getattr(trainer.strategy, "launcher", None), "procs", None)
-    return procs if isinstance(procs, list) else []
 
 
 def hydra_multirun_internals() -> tuple[Any, Any]:
@@ -107,33 +59,6 @@ def sbatch_script_text(executor: Any, n_jobs: int) -> str:
 def submitit_command(executor: Any) -> str:
     """The command each SLURM task runs (submitit's private ``_submitit_command_str``)."""
     return str(executor._executor._submitit_command_str)
-
-
-def call_callback_hook(trainer: Any, hook: str, *args: Any) -> None:
-    """Call ``hook`` on every callback of ``trainer``, as Lightning's loops do.
-
-    Lightning's private ``trainer.call._call_callback_hooks`` is the one function its loops call
-    a callback hook through (the profiler's context and the hook's name on each callback);
-    ``benchmarks/callback_cost.py`` times it to say what a callback costs a step just by being in
-    the list. No public API calls a hook on the callbacks.
-    """
-    # a trainer exists, so Lightning is loaded: its module is read, not imported (compat is
-    # imported by the torch-free config checks)
-    call = sys.modules["lightning.pytorch.trainer.call"]
-    call._call_callback_hooks(trainer, hook, *args)
-
-
-def skip_callback_hook(callback: Any, hook: str) -> None:
-    """Lightning no longer calls ``hook`` on ``callback`` (for the hooks it leaves empty).
-
-    Why: Lightning calls every hook of every callback in the list, once per batch for the batch
-    hooks, whether the callback defines it or keeps ``Callback``'s empty one; each call has its
-    profiler context and the callback's ``state_key``, a visible share of a small network's step
-    (docs/speed.md). Its one hook loop (private ``trainer.call._call_callback_hooks``) passes over
-    a hook that is not callable, and no public API says which hooks a callback wants.
-    ``tests/unit/test_compat.py`` checks that it still does.
-    """
-    setattr(callback, hook, None)
 
 
 def wandb_history_rows(path: Path) -> Iterator[dict[str, str]]:

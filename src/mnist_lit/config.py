@@ -1,69 +1,43 @@
-"""Config plumbing: where ``conf/`` is, composing a config, and checking it before any work.
+"""The config: where ``conf/`` is, its resolvers, and the check of its values before any work.
 
-``check_command_line`` composes each job of a command line as Hydra will and checks it against
-``schema.py``; the first problem becomes a ``UserError``: one line naming the key and the fix.
-Nothing here imports torch or Lightning.
+``check(cfg)`` refuses the first value that cannot work, in one line naming the key: types and
+ranges come from the pydantic models below, found by each node's ``_target_``. A class with no
+model here (a network you add) checks its own arguments when it is built, and ``train.py``
+reports that as one line too. Nothing here imports torch or Lightning.
 """
 
 from __future__ import annotations
 
-import difflib
 import itertools
-import shutil
-import string
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Annotated, Any, Literal
 
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
-from omegaconf.errors import (
-    ConfigAttributeError,
-    ConfigKeyError,
-    InterpolationResolutionError,
-    OmegaConfBaseException,
-)
-from pydantic import BaseModel, ValidationError
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mnist_lit.compat import hydra_argument_parser
 from mnist_lit.errors import UserError
-from mnist_lit.schema import OPTIONS, TARGETS, whole_config_problem
 
-
-def _find_project_root() -> Path:
-    """The repo root (holds ``conf/``): next to ``src/`` for a clone, else the working dir."""
-    for parent in Path(__file__).resolve().parents:
-        if (parent / "conf" / "train.yaml").is_file():
-            return parent
-    return Path.cwd()
-
-
-PROJECT_ROOT = _find_project_root()
+PROJECT_ROOT = next(
+    (p for p in Path(__file__).resolve().parents if (p / "conf" / "train.yaml").is_file()),
+    Path.cwd(),  # an installed package run from elsewhere: conf/ is where you are
+)
 CONFIG_DIR = PROJECT_ROOT / "conf"
-#: tells a DDP rank that Lightning started by re-running train.py which job dir it joins
-JOB_DIR_ENV = "MNIST_LIT_DDP_JOB_DIR"
 
 #: the run dirs this process has claimed, by the path asked for
 _CLAIMED: dict[str, str] = {}
-#: the dirs a dry run would get are named, not made (``dirs_named_only``)
-_DRY_RUN: list[bool] = []
 
 
 def unique_dir(path: str, mode: str = "RUN") -> str:
-    """``path``, or ``path_1``, ``path_2``... : the first that this process could create.
+    """``path``, or ``path_1``, ``path_2``...: the first this process could create.
 
-    ``mkdir`` is atomic, so runs started in the same second (whose time-stamped dirs are the
-    same) each get a dir of their own. The same path asked again gets the same dir: Hydra
-    resolves its run dir more than once. ``mode`` is the Hydra mode the dir is for (``RUN`` for
-    ``hydra.run.dir``, ``MULTIRUN`` for ``hydra.sweep.dir``): asked in the other mode (Lightning
+    ``mkdir`` is atomic, so runs started in the same second (same time-stamped name) each get
+    their own dir. ``mode`` is the Hydra mode the dir is for: asked in the other one (Lightning
     reads a sweep job's run dir to start DDP ranks), nothing is claimed.
     """
     asked_in = getattr(HydraConfig.get().mode, "name", None) if HydraConfig.initialized() else None
-    if _DRY_RUN or (asked_in is not None and asked_in != mode):
+    if asked_in is not None and asked_in != mode:
         return path
     if path not in _CLAIMED:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -78,306 +52,281 @@ def unique_dir(path: str, mode: str = "RUN") -> str:
     return _CLAIMED[path]
 
 
-OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
-
-
-def remove_unstarted_run_dir(run_dir: str) -> None:
-    """Remove ``run_dir`` if this process claimed it and its run never started (no checkpoint,
-    no results): a value refused when the trainer or model is built leaves no empty run."""
-    path = Path(run_dir).resolve()
-    claimed = path in {Path(p).resolve() for p in _CLAIMED.values()}
-    started = (path / "checkpoints").exists() or any(path.glob("*.json"))
-    if claimed and path.is_dir() and not started:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-@contextmanager
-def dirs_named_only() -> Iterator[None]:
-    """Within: ``unique_dir`` names the dir a run would get and creates nothing (a dry run)."""
-    _DRY_RUN.append(True)
-    try:
-        yield
-    finally:
-        _DRY_RUN.pop()
-
-
-# cached in the config, which Hydra copies to each job of a sweep (the launcher may run them in
-# other processes): every job resolves the sweep dir its launcher claimed
+# cached: Hydra copies the config to each job of a sweep, which then finds the same sweep dir
 OmegaConf.register_new_resolver("unique_dir", unique_dir, replace=True, use_cache=True)
-
-
-# ----------------------------------------------------------------------------- checking a config
-
-
-def validate(cfg: DictConfig) -> None:
-    """Raise a ``UserError`` for the first value of ``cfg`` that cannot work."""
-    missing = _first_missing_key(cfg)
-    if missing:
-        raise UserError(f"{missing} is required: set it on the command line, {missing}=...")
-    task = str(cfg.get("task_name"))
-    # unresolved: the run dir (${hydra:...}) is known only once the run starts
-    problem = whole_config_problem(task, OmegaConf.to_container(cfg, resolve=False))  # type: ignore[arg-type]
-    if problem:
-        raise UserError(problem)
-    options = OPTIONS.get(task)
-    if options is not None:
-        _check("", options, _values(cfg))
-    for path, node in _target_nodes(cfg):
-        schema = TARGETS.get(str(node.get("_target_")))
-        if schema is not None:
-            values = {k: v for k, v in _values(node).items() if not k.startswith("_")}
-            _check(f"{path}.", schema, values)
-
-
-def _check(prefix: str, schema: type[BaseModel], values: dict[str, Any]) -> None:
-    """Validate ``values`` (the keys a config has) against ``schema``; one line on the first error.
-
-    Keys a config leaves out are not required here: the class's defaults apply.
-    """
-    try:
-        schema.model_validate(values)
-    except ValidationError as err:
-        problems = [e for e in err.errors() if e["type"] != "missing"]
-        if problems:
-            raise UserError(_explain(prefix, schema, values, problems)) from None
-
-
-def _explain(
-    prefix: str, schema: type[BaseModel], values: dict[str, Any], problems: list[Any]
-) -> str:
-    """``model.dropout=1.5 is invalid: Input should be less than 1`` for the first problem."""
-    first = problems[0]
-    key, value = _walk(values, first["loc"])
-    if first["type"] == "extra_forbidden":
-        known = list(schema.model_fields)
-        return f"unknown config key '{prefix}{key}': {_did_you_mean(prefix + key, known)}" + (
-            f"{prefix.rstrip('.') or 'it'} takes {', '.join(known)}"
-        )
-    same_key = [p for p in problems if _walk(values, p["loc"])[0] == key]
-    reasons = " or ".join(dict.fromkeys(p["msg"].removeprefix("Value error, ") for p in same_key))
-    name = f"{prefix}{key}" if key else prefix.rstrip(".")
-    shown = f"={_shown(value)}" if key else ""
-    return f"{name}{shown} is invalid: {reasons}"
-
-
-def _walk(values: Any, loc: Sequence[Any]) -> tuple[str, Any]:
-    """The dotted key a pydantic error location names in ``values``, and its value."""
-    parts: list[str] = []
-    for part in loc:
-        if not (isinstance(values, dict) and part in values):
-            break
-        parts.append(str(part))
-        values = values[part]
-    return ".".join(parts), values
-
-
-def _values(node: DictConfig) -> dict[str, Any]:
-    """The resolved values of a node, without the keys that only Hydra's runtime resolves."""
-    values = {}
-    for key in node:
-        if key == "hydra":
-            continue
-        try:
-            value = node[key]
-            if isinstance(value, (DictConfig, ListConfig)):
-                value = OmegaConf.to_container(value, resolve=True)
-        except InterpolationResolutionError:  # ${hydra:runtime.output_dir}: set when it runs
-            continue
-        values[str(key)] = value
-    return values
+OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
 
 
 def plain_dict(node: DictConfig) -> dict[str, Any]:
     """A config node as plain, resolved data (what checkpoints and loggers store)."""
-    return cast(dict[str, Any], OmegaConf.to_container(node, resolve=True))
+    return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
 
 
-def _target_nodes(node: Any, path: str = "") -> list[tuple[str, DictConfig]]:
-    """Every node with a ``_target_`` (what the code builds) and its dotted path."""
-    found: list[tuple[str, DictConfig]] = []
-    if isinstance(node, DictConfig):
+# ----------------------------------------------------------------------------- value models
+
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # the largest seed numpy takes
+Count = Annotated[int, Field(ge=1)]
+NonNegative = Annotated[float, Field(ge=0)]
+Positive = Annotated[float, Field(gt=0)]
+Probability = Annotated[float, Field(ge=0, lt=1)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+Batches = Annotated[int, Field(ge=0)] | Fraction  # Lightning: an int counts, a float is a share
+
+
+class Node(BaseModel):
+    """A config node: strict types (``"16"`` is not 16), no unknown keys; built on first use."""
+
+    model_config = ConfigDict(strict=True, defer_build=True, extra="forbid")
+
+
+class Augment(Node):
+    """``data.augment``: ``data/augment.py``'s ``DigitAugment`` (0 turns an effect off)."""
+
+    shift: NonNegative
+    degrees: NonNegative
+    scale: Probability
+    thicken: NonNegative
+    thin: NonNegative
+    blur: NonNegative
+    low_res: Probability
+    contrast: NonNegative
+    faint: Probability
+    noise: NonNegative
+    p: Annotated[float, Field(gt=0, le=1)]
+
+
+class Data(Node):
+    """``conf/data/*.yaml``: ``MNISTDataModule`` and its subclasses."""
+
+    data_dir: str
+    batch_size: Count
+    eval_batch_size: Count
+    val_size: Count
+    split_seed: Seed
+    shuffle_seed: Seed
+    mean: Fraction
+    std: Positive
+    augment: Augment | None
+    on_device: bool
+
+
+class Network(Node):
+    dropout: Probability
+    batchnorm: bool
+    width: Positive
+    num_classes: Count
+
+
+class CNN(Network):
+    channels: list[Count] = Field(min_length=1, max_length=4)  # each block halves 28 px
+    hidden: Count
+    convs_per_block: Count
+    in_channels: Count
+    image_size: Count
+
+
+class MLP(Network):
+    hidden_sizes: list[Count]
+    in_features: Count
+
+
+class Optimizer(Node):
+    lr: Positive
+    weight_decay: NonNegative
+    fused: bool | None
+    betas: list[Probability] = Field(default=[0.9, 0.999], min_length=2, max_length=2)
+    eps: Positive = 1e-8
+    amsgrad: bool = False
+    momentum: Probability = 0.0
+    dampening: Probability = 0.0
+    nesterov: bool = False
+
+
+class OneCycle(Node):
+    max_lr: Positive
+    pct_start: Annotated[float, Field(gt=0, lt=1)]
+    div_factor: Positive
+    final_div_factor: Positive
+    anneal_strategy: Literal["cos", "linear"]
+    three_phase: bool
+    total_steps: Count
+
+
+class Cosine(Node):
+    eta_min: NonNegative
+    T_max: Count
+
+
+class Step(Node):
+    step_size: Count
+    gamma: Positive
+
+
+class Trainer(Node):
+    """The Trainer arguments our configs set; Lightning checks the rest when it is built."""
+
+    model_config = ConfigDict(extra="allow")
+
+    max_epochs: Annotated[int, Field(ge=-1)] | None
+    max_steps: Annotated[int, Field(ge=-1)]
+    check_val_every_n_epoch: Count | None
+    log_every_n_steps: Annotated[int, Field(ge=0)] | None
+    limit_train_batches: Batches | None
+    limit_val_batches: Batches | None
+    limit_test_batches: Batches | None
+    val_check_interval: Batches | None
+    deterministic: bool | Literal["warn"] | None
+
+
+class Options(BaseModel):
+    """A command's own top-level keys; the groups are checked by their ``_target_``."""
+
+    model_config = ConfigDict(strict=True, defer_build=True, extra="ignore")
+
+
+class TrainOptions(Options):
+    seed: Seed
+    test: bool
+    ckpt_path: str | None
+    stop_at: Annotated[float, Field(gt=0, le=1)] | None
+    compile: bool
+    optimized_metric: str
+    tags: list[Annotated[str, Field(pattern=r"^[\w.\- ]{1,64}$")]] | str = []
+
+
+class EvalOptions(Options):
+    seed: Seed
+    ckpt_path: str
+
+
+#: the model that checks a node, by its ``_target_``
+TARGETS: dict[str, type[Node]] = {
+    "mnist_lit.data.MNISTDataModule": Data,
+    "mnist_lit.data.fashion_mnist.FashionMNISTDataModule": Data,
+    "mnist_lit.models.cnn.CNN": CNN,
+    "mnist_lit.models.mlp.MLP": MLP,
+    "torch.optim.Adam": Optimizer,
+    "torch.optim.AdamW": Optimizer,
+    "torch.optim.SGD": Optimizer,
+    "torch.optim.lr_scheduler.OneCycleLR": OneCycle,
+    "torch.optim.lr_scheduler.CosineAnnealingLR": Cosine,
+    "torch.optim.lr_scheduler.StepLR": Step,
+    "lightning.pytorch.Trainer": Trainer,
+}
+#: each command's own keys, and the groups it cannot run without
+OPTIONS: dict[str, tuple[type[Options], tuple[str, ...]]] = {
+    "train": (TrainOptions, ("data", "model", "optimizer", "trainer", "paths")),
+    "eval": (EvalOptions, ("data", "trainer", "paths")),
+}
+
+
+# ----------------------------------------------------------------------------- checking
+
+
+def check(
+    cfg: DictConfig, options: type[Options] | None = None, required: tuple[str, ...] = ()
+) -> None:
+    """A ``UserError`` for the first value of ``cfg`` that cannot work.
+
+    ``options`` checks the command's own top-level keys and ``required`` names the groups it
+    cannot run without; both default to train's or eval's, by ``task_name``.
+    """
+    if options is None:
+        options, required = OPTIONS.get(str(cfg.get("task_name")), (Options, ()))
+    for group in required:
+        if not cfg.get(group):
+            raise UserError(f"{group} is required (set to null or deleted): {group}=<option>")
+    values = {str(k): v for k, v in _resolved(cfg).items()}
+    _check("", options, values)
+    for path, node in _nodes_with_target(values):
+        model = TARGETS.get(str(node["_target_"]))
+        if model is not None:
+            _check(f"{path}.", model, {k: v for k, v in node.items() if not k.startswith("_")})
+    _check_combination(values)
+
+
+def _resolved(cfg: DictConfig) -> dict[str, Any]:
+    """The config as plain values, group by group; a group that needs a running Hydra job to
+    resolve (``${hydra:runtime.output_dir}``) is left out when there is none."""
+    values: dict[str, Any] = {}
+    for key in cfg:
+        if key == "hydra":
+            continue
+        try:
+            node = cfg[key]
+            values[str(key)] = (
+                OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+            )
+        except InterpolationResolutionError:
+            if HydraConfig.initialized():  # then every interpolation has what it needs
+                raise
+    return values
+
+
+def _nodes_with_target(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    """Every dict with a ``_target_`` (what the code builds) and its dotted path."""
+    found = []
+    if isinstance(node, dict):
         if "_target_" in node:
             found.append((path, node))
-        keys: list[str | int] = [str(k) for k in node if k != "hydra"]
-    elif isinstance(node, ListConfig):
-        keys = list(range(len(node)))
-    else:
-        return found
-    for key in keys:
-        if not OmegaConf.is_interpolation(node, key) and not OmegaConf.is_missing(node, key):
-            found += _target_nodes(node[key], f"{path}.{key}" if path else str(key))
+        for key, value in node.items():
+            found += _nodes_with_target(value, f"{path}.{key}" if path else str(key))
     return found
 
 
-def _first_missing_key(node: DictConfig, prefix: str = "") -> str | None:
-    """The first ``???`` value, found without resolving interpolations."""
-    for key in map(str, node):
-        if OmegaConf.is_missing(node, key):
-            return f"{prefix}{key}"
-        if key != "hydra" and not OmegaConf.is_interpolation(node, key):
-            child = node[key]
-            found = (
-                _first_missing_key(child, f"{prefix}{key}.")
-                if isinstance(child, DictConfig)
-                else None
-            )
-            if found:
-                return found
-    return None
-
-
-def _shown(value: Any) -> str:
-    """A value as a command line writes it: ``null``, ``true``, ``'abc'``, ``[1, 2]``."""
-    if value is None or isinstance(value, bool):
-        return "null" if value is None else str(value).lower()
-    return repr(value)
-
-
-def _did_you_mean(key: str, known: Sequence[str]) -> str:
-    """``did you mean 'dropout'? `` when a known key is spelled like ``key``'s last part."""
-    parent, _, name = key.rpartition(".")
-    close = difflib.get_close_matches(name, [str(k) for k in known], n=1)
-    if not close:
-        return ""
-    return f"did you mean '{parent}.{close[0]}'? " if parent else f"did you mean '{close[0]}'? "
-
-
-# ----------------------------------------------------------------------------- the command line
-
-
-def compose_config(
-    config_name: str, overrides: Sequence[str], with_hydra: bool = False
-) -> DictConfig:
-    """The config ``python <config_name>.py <overrides>`` runs with (Hydra's runtime keys unset);
-    ``with_hydra``: with Hydra's own node (``hydra.help``, ``hydra.run``...) too."""
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name=config_name):
-        return compose(config_name, overrides=list(overrides), return_hydra_config=with_hydra)
-
-
-def help_text(config_name: str, overrides: Sequence[str]) -> str:
-    """What ``--help`` prints: ``hydra.help.template`` filled in as Hydra fills it.
-
-    Hydra lists the config groups by composing a config per group (over a second on 2 cores);
-    the groups are the folders of ``conf/`` and their options the YAML files in them, so they
-    are read from there. The composed config is the one these overrides give.
-    """
-    with overrides_checked(config_name, overrides):
-        cfg = compose_config(config_name, overrides, with_hydra=True)
-    template = string.Template(str(cfg.hydra.help.template))
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return template.safe_substitute(
-        APP_CONFIG_GROUPS=config_groups(), CONFIG=OmegaConf.to_yaml(cfg)
-    )
-
-
-def config_groups() -> str:
-    """``group: option, option`` per line, for each folder of ``conf/`` but Hydra's own."""
-    lines = []
-    for folder in sorted(p for p in CONFIG_DIR.rglob("*") if p.is_dir()):
-        group = folder.relative_to(CONFIG_DIR).as_posix()
-        options = sorted(p.stem for p in folder.glob("*.yaml"))
-        if options and group.split("/")[0] != "hydra":
-            lines.append(f"{group}: {', '.join(options)}\n")
-    return "".join(lines)
-
-
-def check_command_line(config_name: str, argv: Sequence[str]) -> list[DictConfig]:
-    """Compose each job of ``argv`` as Hydra will and check it; a ``UserError`` on the first bad.
-
-    Runs before Hydra, so a bad command makes no run dir and fetches no data. Flags that only
-    print (``--help``, ``--cfg``, ``--info``) are left to Hydra. Returns the jobs' configs.
-    """
-    args, _ = hydra_argument_parser().parse_known_args(list(argv))
-    if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
-        return []
-    config_name = args.config_name or config_name
-    check_run_dirs(args.overrides)
-    configs = []
-    for overrides in jobs(args.overrides):
-        with overrides_checked(config_name, overrides):
-            configs.append(compose_config(config_name, overrides))
-            validate(configs[-1])
-    return configs
-
-
-def check_run_dirs(overrides: Sequence[str]) -> None:
-    """An empty ``hydra.run.dir`` or ``hydra.sweep.dir`` would run in the current folder."""
-    for override in overrides:
-        key, _, value = override.partition("=")
-        if key in ("hydra.run.dir", "hydra.sweep.dir") and not value.strip():
-            raise UserError(f"{key} is empty: pass a folder for the run, or leave it out")
-
-
-@contextmanager
-def overrides_checked(config_name: str, overrides: Sequence[str]) -> Iterator[None]:
-    """Turn Hydra's and OmegaConf's refusals of a command line into one ``UserError`` line."""
+def _check(prefix: str, model: type[BaseModel], values: dict[str, Any]) -> None:
+    """Validate the keys ``values`` has (defaults live in the YAML and the classes)."""
     try:
-        yield
-    except ConfigCompositionException as err:
-        raise UserError(_composition_error(config_name, list(overrides), err)) from None
-    except (OverrideParseException, OmegaConfBaseException) as err:
-        raise UserError(_hydra_error(err)) from None
-    except ValueError:  # Hydra's for a group set to null
-        nulls = [o.split("=")[0] for o in overrides if o.endswith("=null")]
-        groups = [key for key in nulls if (CONFIG_DIR / key).is_dir()]
-        if not groups:
-            raise
-        options = ", ".join(sorted(p.stem for p in (CONFIG_DIR / groups[0]).glob("*.yaml")))
-        raise UserError(f"{groups[0]}=null: choose one of {options}") from None
+        model.model_validate(values)
+    except ValidationError as err:
+        problems = [e for e in err.errors() if e["type"] != "missing"]
+        if not problems:
+            return
+        first = problems[0]
+        key, value = _walk(values, first["loc"])
+        if first["type"] == "extra_forbidden":
+            known = ", ".join(model.model_fields)
+            where = prefix.rstrip(".") or "the config"
+            raise UserError(f"unknown config key '{prefix}{key}': {where} takes {known}") from None
+        shown = (
+            "null"
+            if value is None
+            else str(value).lower()
+            if isinstance(value, bool)
+            else repr(value)
+        )
+        reason = first["msg"].removeprefix("Value error, ")
+        raise UserError(f"{prefix}{key}={shown} is invalid: {reason}") from None
 
 
-def jobs(overrides: Sequence[str], limit: int = 16) -> list[list[str]]:
-    """The override lists of a sweep's jobs (``model=mlp,cnn`` -> two), the first ``limit``."""
-    try:
-        parsed = OverridesParser.create().parse_overrides(list(overrides))
-    except OverrideParseException as err:
-        raise UserError(_hydra_error(err)) from None
-    choices: list[list[str]] = []
-    for override in parsed:
-        if not override.is_sweep_override():
-            choices.append([str(override.input_line)])
-        elif (
-            override.is_discrete_sweep()
-            and getattr(override.value_type, "name", None) != "GLOB_CHOICE_SWEEP"
+def _walk(values: Any, loc: tuple[Any, ...]) -> tuple[str, Any]:
+    """The dotted key a pydantic error location names in ``values`` (union branches skipped)."""
+    parts = []
+    for part in loc:
+        if (isinstance(values, dict) and part in values) or (
+            isinstance(values, list) and isinstance(part, int) and part < len(values)
         ):
-            key = override.get_key_element()
-            choices.append([f"{key}={value}" for value in override.sweep_string_iterator()])
-        # an interval (Optuna's search space) has no value to try: the sweeper checks it
-    return [list(job) for job in itertools.islice(itertools.product(*choices), limit)] or [[]]
+            parts.append(str(part))
+            values = values[part]
+    return ".".join(parts), values
 
 
-def _composition_error(config_name: str, overrides: list[str], err: Exception) -> str:
-    """An override of a key the config does not have gets its siblings; others, Hydra's line."""
-    cause = err.__cause__
-    if not isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
-        return _hydra_error(err)
-    first = str(err).splitlines()[0]  # "Could not override 'model.dropuot'."
-    key = first.split("'")[1] if first.count("'") >= 2 else str(cause.full_key)
-    others = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key]
-    parent = key.rpartition(".")[0]
-    try:
-        composed = compose_config(config_name, others)
-        siblings = OmegaConf.select(composed, parent) if parent else composed
-    except Exception:  # another error in the rest: the line below still names the key
-        siblings = None
-    known = [str(k) for k in siblings] if isinstance(siblings, DictConfig) else []
-    hint = _did_you_mean(key, known) or "check its spelling "
-    return (
-        f"unknown config key '{key}': {hint}(`python {config_name}.py --cfg job` lists the "
-        f"keys), or add a new key with '+{key}=...'"
-    )
-
-
-def _hydra_error(err: Exception) -> str:
-    """Hydra's and OmegaConf's errors cut to one line that names the key or option."""
-    if isinstance(err, MissingConfigException) and err.options is not None:
-        where, _, name = (err.missing_cfg_file or "").rpartition("/")
-        options = ", ".join(sorted(err.options))
-        return f"'{name}' is not an option of '{where or 'config'}': choose one of {options}"
-    if isinstance(err, OverrideParseException):
-        return f"cannot parse the override '{err.override}': {err.message.splitlines()[0]}"
-    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
-    if err.__cause__ is not None and str(err.__cause__):
-        text += f" ({str(err.__cause__).splitlines()[0]})"
-    return text
+def _check_combination(values: dict[str, Any]) -> None:
+    """What no single group can see: groups that clash."""
+    trainer, scheduler = values.get("trainer") or {}, values.get("scheduler") or {}
+    endless = trainer.get("max_epochs") == -1 and trainer.get("max_steps", -1) == -1
+    if endless and str(scheduler.get("_target_")).endswith(("OneCycleLR", "CosineAnnealingLR")):
+        raise UserError(
+            "trainer.max_epochs=-1 (no limit) cannot go with a schedule planned over the whole "
+            "run: set trainer.max_steps, or scheduler=none or scheduler=step"
+        )
+    stoppers = [
+        f"callbacks.{name}"
+        for name, callback in (values.get("callbacks") or {}).items()
+        if isinstance(callback, dict) and str(callback.get("_target_")).endswith("EarlyStopping")
+    ]
+    if trainer.get("limit_val_batches") == 0 and stoppers:
+        raise UserError(
+            f"trainer.limit_val_batches=0 runs no validation, but {stoppers[0]} stops on a "
+            f"validation metric: set {stoppers[0]}=null too"
+        )

@@ -1,28 +1,32 @@
-"""The one error type a user sees: a line of text and the exit code it ends the program with.
+"""Failing without harm: one line for the user, and files that are whole or untouched.
 
-Every entry point (``train.py``, ``eval.py``, ``predict.py``, ``export.py``, ``python -m
-mnist_lit.data``, ``python -m mnist_lit.cluster``) runs inside ``reported_errors`` (through
-``mnist_lit.cli.run_entry_point`` for the Hydra ones), which prints a ``UserError`` as
-``error: <message>`` and exits with its code. The codes:
+A ``UserError`` is a problem the user can fix; every command ends one as ``error: <message>``
+on stderr and its exit code (``reported_errors``):
 
-- ``BAD_INPUT`` (2): the command line, a config value, a checkpoint or another file the user
-  named cannot be used. Nothing was started.
-- ``FAILED`` (1): the work ran but did not succeed: some images could not be classified, an
-  export does not match PyTorch, the data could not be fetched.
-- ``INTERRUPTED`` + the signal's number (130 for Ctrl-C, 143 for SIGTERM), the shell's
-  convention: training was stopped; it saved a checkpoint, and the line says how to resume.
+- ``BAD_INPUT`` (2): a command line, config value, checkpoint or file that cannot be used.
+- ``FAILED`` (1): the work ran but did not succeed (the data could not be fetched, ...).
+- ``INTERRUPTED`` + the signal's number (130 for Ctrl-C, 143 for SIGTERM): training stopped
+  after saving a checkpoint; the line says how to resume.
 """
 
 from __future__ import annotations
 
 import errno
+import importlib.util
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 BAD_INPUT = 2
 FAILED = 1
 INTERRUPTED = 128
+
+#: what a full or read-only disk raises, wherever the write was
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 class UserError(Exception):
@@ -33,20 +37,18 @@ class UserError(Exception):
         self.exit_code = exit_code
 
 
-#: what a full or read-only disk raises, wherever the write was
-DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
-
-
 @contextmanager
-def reported_errors() -> Iterator[None]:
-    """End a ``UserError`` as one ``error: <message>`` line on stderr and its exit code.
+def reported_errors(unstarted_run_dir: str | Path | None = None) -> Iterator[None]:
+    """End a ``UserError`` (or a full disk) as one ``error:`` line and its exit code.
 
-    A full or read-only disk is one too (exit code 1): it is the machine, not a bug, and every
-    file here is written to a temporary name first, so nothing was left half-written.
+    ``unstarted_run_dir``: the run dir Hydra made for this command; a refusal before anything
+    was trained removes it again (when it holds no checkpoint and no results).
     """
     try:
         yield
     except UserError as err:
+        if unstarted_run_dir is not None and err.exit_code == BAD_INPUT:
+            remove_unstarted_run_dir(Path(unstarted_run_dir))
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(err.exit_code) from None
     except OSError as err:
@@ -59,3 +61,50 @@ def reported_errors() -> Iterator[None]:
             file=sys.stderr,
         )
         raise SystemExit(FAILED) from None
+
+
+def remove_unstarted_run_dir(run_dir: Path) -> None:
+    """Remove a run dir that holds only Hydra's files: a run refused before it trained."""
+    started = (run_dir / "checkpoints").exists() or any(run_dir.glob("*.json"))
+    if run_dir.is_dir() and not started:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def require_extra(extra: str, *modules: str) -> None:
+    """One line naming the extra to install when a module it brings is missing."""
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(
+            f"this needs {', '.join(missing)}, from the '{extra}' extra: "
+            f"pip install -e '.[{extra}]' (or a make target that uses it, e.g. make {extra})"
+        )
+
+
+def first_line(err: BaseException, skip: str = "") -> str:
+    """An error's first line of text (past a heading that starts with ``skip``)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if skip and len(lines) > 1 and lines[0].startswith(skip):
+        lines = lines[1:]
+    return lines[0] if lines else type(err).__name__
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, flush it to disk, rename it over
+    ``path``: a reader sees the old file or the whole new one, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; ours are for everyone to read
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def unfinished_writes(folder: Path, name: str = "*") -> list[Path]:
+    """What ``atomic_write_bytes`` leaves under ``folder`` when it is killed mid-write."""
+    return sorted(folder.rglob(f".{name}.*.tmp"))

@@ -7,23 +7,18 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from mnist_lit.checkpoints import load_checkpoint
-from mnist_lit.cli import built_from
-from mnist_lit.console import quiet_known_noise
-from mnist_lit.hardware import instantiate_trainer
+from mnist_lit.train import build_trainer, built_from, quiet_known_noise
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test the checkpoint on the test split and return its metrics."""
     quiet_known_noise()
-    # first: a bad checkpoint is then the one line printed
-    model = load_checkpoint(cfg.ckpt_path, data_cfg=cfg.data)
+    model = load_checkpoint(cfg.ckpt_path, data_cfg=cfg.data)  # first: a bad file is the one line
     L.seed_everything(cfg.seed, workers=True)
     with built_from("data"):
         datamodule = instantiate(cfg.data)
-    with built_from("trainer"):
-        trainer = instantiate_trainer(cfg.trainer, logger=False)
-    results = trainer.test(model, datamodule=datamodule)
-    metrics = {k: float(v) for k, v in results[0].items()}
+    trainer = build_trainer(cfg)
+    metrics = {k: float(v) for k, v in trainer.test(model, datamodule=datamodule)[0].items()}
     print(
         f"[mnist-lit] ckpt={cfg.ckpt_path} test/acc={metrics['test/acc']:.4f} "
         f"test/loss={metrics['test/loss']:.4f}"

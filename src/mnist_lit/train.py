@@ -1,106 +1,96 @@
 """``python train.py [overrides]``: fit a model, test its best checkpoint, return the metric.
 
-Everything comes from ``conf/train.yaml`` and its groups; see ``python train.py --help``.
+Everything comes from ``conf/train.yaml`` and its groups (``python train.py --help``). With DDP
+every rank runs ``train``; only rank 0 prints and writes the run's files.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import signal
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
-from mnist_lit.callbacks import StartupTime
-from mnist_lit.checkpoints import checkpoint_step
+from mnist_lit.callbacks.training import StartupTime
 from mnist_lit.classifier import LitClassifier
-from mnist_lit.cli import built_from
+from mnist_lit.cli import (
+    JOB_DIR_ENV,
+    SLURM_JOB_FILE,
+    accept_resumed_config,
+    requeued_in,
+    slurm_job_id,
+)
 from mnist_lit.config import plain_dict
-from mnist_lit.console import print_config_tree, quiet_known_noise
-from mnist_lit.errors import UserError
-from mnist_lit.files import atomic_write_bytes
-from mnist_lit.hardware import instantiate_trainer
-from mnist_lit.loggers import build_loggers, finish_tracking, log_hparams, run_tags
-from mnist_lit.processes import parallel_jobs, processes_of_this_job
-from mnist_lit.report import RUN_SUMMARY_FILE
-from mnist_lit.runs import accept_resumed_config, requeued_checkpoint
+from mnist_lit.errors import INTERRUPTED, UserError, atomic_write_bytes, first_line
 
-#: the order groups appear in the printed config tree
-TREE_ORDER = ("data", "model", "optimizer", "scheduler", "trainer", "callbacks", "logger", "paths")
+log = logging.getLogger(__name__)
 
-
-def build_model(cfg: DictConfig) -> LitClassifier:
-    """The LightningModule from the ``model``, ``optimizer`` and ``scheduler`` groups."""
-    return LitClassifier(
-        net=plain_dict(cfg.model),
-        optimizer=plain_dict(cfg.optimizer),
-        scheduler=plain_dict(cfg.scheduler) if cfg.scheduler else None,
-    )
-
-
-def build_trainer(cfg: DictConfig) -> L.Trainer:
-    """The Trainer with the callbacks and loggers that the config names (``null`` ones dropped)."""
-    with built_from("callbacks"):
-        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    resumed_at = checkpoint_step(cfg.ckpt_path) if cfg.get("ckpt_path") else None
-    with built_from("trainer"):
-        return instantiate_trainer(
-            cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg, resumed_at) or False
-        )
+#: what the run writes at the end, and what a fit measured until then
+RESULTS_FILE, FIT_RESULTS_FILE = "metrics.json", "fit_metrics.json"
+#: final metrics shown beside the hyper-parameters in TensorBoard's HPARAMS tab
+HPARAM_METRICS = ("val/acc_best", "val/loss", "train/acc", "train/loss", "test/acc", "test/loss")
 
 
 def train(cfg: DictConfig) -> float | None:
-    """Fit, test the best checkpoint, log hparams and final metrics, return the optimized metric.
-
-    With DDP every rank runs this; only rank 0 prints and writes the run's files.
-    """
+    """Fit, test the best checkpoint, log hparams and final metrics, return the optimized metric."""
     quiet_known_noise()
     output_dir = Path(cfg.paths.output_dir)
-    if rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # set from the environment, at import
-        print_config_tree(cfg, save_to=output_dir / "config_tree.txt", order=TREE_ORDER)
+    if rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # set from the environment
+        print_config(cfg, save_to=output_dir / "config_tree.txt")
     L.seed_everything(cfg.seed, workers=True)
 
     with built_from("data"):
         datamodule = instantiate(cfg.data)
     with built_from("model"):
-        model = build_model(cfg)
+        model = LitClassifier(
+            net=plain_dict(cfg.model),
+            optimizer=plain_dict(cfg.optimizer),
+            scheduler=plain_dict(cfg.scheduler) if cfg.scheduler else None,
+        )
+        instantiate(cfg.optimizer)(params=model.parameters())  # its own checks, before any work
+    if cfg.get("ckpt_path"):
+        check_ckpt_path(cfg)
     if cfg.get("compile"):  # Lightning trains and checkpoints the compiled module as the plain one
         model = cast(LitClassifier, torch.compile(model))
-    if not cfg.get("ckpt_path") and (requeued := requeued_checkpoint(output_dir)):
-        with open_dict(cfg):  # a SLURM sweep job run again after its preemption (processes.py)
-            cfg.ckpt_path = requeued
-    trainer = build_trainer(cfg)
-    if trainer.world_size > 1 and parallel_jobs() > 1:
-        # Lightning starts the extra ranks by re-running the main script, and a joblib worker's
-        # main script is joblib's own
-        raise UserError(
-            "DDP (trainer=ddp) cannot run inside hydra/launcher=parallel: use the default "
-            "launcher, which runs one job at a time, each with all its ranks"
-        )
+    if not cfg.get("ckpt_path") and requeued_in(output_dir):
+        from mnist_lit.cli import newest_intact_checkpoint
 
+        with open_dict(cfg):  # a SLURM sweep job run again after its preemption
+            cfg.ckpt_path = str(newest_intact_checkpoint(output_dir))
+    trainer = build_trainer(cfg)
     if trainer.is_global_zero:
         accept_resumed_config(output_dir)
-    startup = _startup_time(trainer)
+        if job := slurm_job_id():  # a requeued job finds its run by it
+            atomic_write_bytes(output_dir / SLURM_JOB_FILE, job.encode())
+
     with processes_of_this_job(trainer, output_dir):
         started = time.perf_counter()
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        fit_seconds = time.perf_counter() - started
         fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        fit_seconds = time.perf_counter() - started
         if trainer.is_global_zero:
             fit_metrics, fit_seconds = fit_results(output_dir, fit_metrics, fit_seconds)
-
         ckpt = trainer.checkpoint_callback
         best_ckpt = ckpt.best_model_path if isinstance(ckpt, ModelCheckpoint) else ""
         test_metrics: dict[str, float] = {}
-        if cfg.get("test"):
-            # test the best checkpoint, not the last weights (fast_dev_run saves none)
+        if cfg.get("test"):  # the best checkpoint, not the last weights (fast_dev_run saves none)
             results = trainer.test(model, datamodule=datamodule, ckpt_path=best_ckpt or None)
             test_metrics = {k: float(v) for k, v in results[0].items()} if results else {}
 
@@ -108,9 +98,9 @@ def train(cfg: DictConfig) -> float | None:
     optimized = metrics.get(cfg.optimized_metric)
     if not trainer.is_global_zero:
         return optimized
-    log_hparams(trainer.loggers, cfg, metrics, step=trainer.global_step)
+    startup = next((c for c in trainer.callbacks if isinstance(c, StartupTime)), None)  # type: ignore[attr-defined]
     summary = {
-        "overrides": _task_overrides(),
+        "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
         "seed": cfg.seed,
         "tags": run_tags(cfg),
         "metrics": metrics,
@@ -119,42 +109,241 @@ def train(cfg: DictConfig) -> float | None:
         "startup_seconds": round(startup.seconds, 2) if startup and startup.seconds else None,
         "best_ckpt": best_ckpt,
     }
-    atomic_write_bytes(output_dir / RUN_SUMMARY_FILE, json.dumps(summary, indent=2).encode())
-    finish_tracking(trainer.loggers, output_dir, best_ckpt)
-    model_name = HydraConfig.get().runtime.choices.get("model") if HydraConfig.initialized() else ""
+    atomic_write_bytes(output_dir / RESULTS_FILE, json.dumps(summary, indent=2).encode())
+    finish_logging(trainer.loggers, cfg, metrics, step=trainer.global_step)
     print(
-        f"[mnist-lit] model={model_name} "
-        f"test/acc={test_metrics.get('test/acc', float('nan')):.4f} "
+        f"[mnist-lit] test/acc={test_metrics.get('test/acc', float('nan')):.4f} "
         f"{cfg.optimized_metric}={optimized if optimized is None else round(optimized, 4)} "
         f"best_ckpt={best_ckpt or '(none saved)'} run_dir={output_dir}"
     )
     return optimized
 
 
-#: what a fit measured, kept until the run's results are written (``fit_results``)
-FIT_RESULTS_FILE = "fit_metrics.json"
+def check_ckpt_path(cfg: DictConfig) -> None:
+    """``ckpt_path`` must be a checkpoint training can go on from: of this data set, with the
+    optimizer's state, and weights that fit the configured network."""
+    from mnist_lit.checkpoints import checkpoint_problem, dataset_of_config
+
+    problem = checkpoint_problem(
+        str(cfg.ckpt_path),
+        dataset=dataset_of_config(cfg.data),
+        resume=True,
+        net=plain_dict(cfg.model),
+    )
+    if problem is not None:  # (Lightning's own ckpt_path=last would look in this new run dir)
+        raise UserError(f"{problem}; to go on with a run: resume=<run dir> or resume=last")
 
 
-def _startup_time(trainer: L.Trainer) -> StartupTime | None:
-    """The ``startup_time`` callback, if the config has one: found before ``fit``, which it leaves
-    once it has measured."""
-    callbacks = trainer.callbacks  # type: ignore[attr-defined]  # set by Lightning at build time
-    return next((c for c in callbacks if isinstance(c, StartupTime)), None)
+def build_trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
+    """The Trainer with the callbacks and loggers the config names (``null`` ones dropped)."""
+    with built_from("callbacks"):
+        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    chosen = [c for c in (cfg.get("logger") or {}).values() if c]
+    resumed_at = checkpoint_step(cfg.ckpt_path) if chosen and cfg.get("ckpt_path") else None
+    with built_from("logger"):
+        loggers = [build_logger(c, resumed_at) for c in chosen]
+    precision = resolve_precision(
+        cfg.trainer.get("precision"), cfg.trainer.get("accelerator", "auto")
+    )
+    with built_from("trainer"):
+        trainer = instantiate(
+            cfg.trainer, callbacks=callbacks, logger=loggers or False, precision=precision, **kwargs
+        )
+    # deterministic algorithms fill each new tensor with NaN first, a debugging aid that costs a
+    # share of every CPU step; correct kernels write before they read, so results are the same
+    torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
+    return trainer
+
+
+def build_logger(logger_cfg: DictConfig, resumed_at: int | None) -> Logger:
+    """A logger; a resumed run's keeps what the stopped run logged.
+
+    TensorBoard hides what was logged after the checkpoint (those steps are trained again;
+    ``purge_step`` keeps one copy of each). ``CSVLogger`` would delete the ``metrics.csv`` it
+    finds, so a resumed run writes its own beside it. The trackers (``mnist_lit.trackers``)
+    find the resumed run themselves.
+    """
+    target = str(logger_cfg._target_)
+    if (
+        resumed_at is not None
+        and target == f"{TensorBoardLogger.__module__}.{TensorBoardLogger.__name__}"
+    ):
+        return instantiate(logger_cfg, purge_step=resumed_at)
+    if resumed_at is not None and target == f"{CSVLogger.__module__}.{CSVLogger.__name__}":
+        version = f"{logger_cfg.get('version') or ''}/resumed_at_step_{resumed_at:07d}"
+        return instantiate(logger_cfg, version=version.lstrip("/"))
+    return instantiate(logger_cfg)
+
+
+def checkpoint_step(ckpt_path: str | Path) -> int:
+    """The training step a checkpoint was saved at (what TensorBoard events after it repeat)."""
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    return int(checkpoint.get("global_step", 0))
+
+
+def resolve_precision(precision: Any, accelerator: Any) -> Any:
+    """``trainer.precision: auto``: bf16 autocast where the hardware multiplies bf16 natively
+    (GPUs from Ampere on, CPUs with AVX512-BF16 or AMX), else float32; anything else as it is.
+    Emulated bf16 is slower than float32, hence the check."""
+    if str(precision) != "auto":
+        return precision
+    if str(accelerator) in ("gpu", "cuda") or (
+        str(accelerator) == "auto" and torch.cuda.is_available()
+    ):
+        return (
+            "bf16-mixed" if torch.cuda.is_bf16_supported(including_emulation=False) else "32-true"
+        )
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:  # not Linux: float32
+        flags = []
+    return "bf16-mixed" if {"avx512_bf16", "amx_bf16"} & set(flags) else "32-true"
+
+
+@contextmanager
+def built_from(key: str) -> Iterator[None]:
+    """A class's refusal of its arguments as one line naming the config key."""
+    try:
+        yield
+    except UserError:
+        raise
+    except (InstantiationException, TypeError, ValueError, KeyError, OmegaConfBaseException) as err:
+        cause = err.__cause__ if err.__cause__ is not None else err  # Hydra wraps the class's error
+        reason = first_line(cause, skip="Error in call to target").rstrip(":.")
+        raise UserError(
+            f"{key}: {reason}: fix the value in conf/{key}/ or on the command line"
+        ) from None
+
+
+@contextmanager
+def processes_of_this_job(trainer: L.Trainer, output_dir: Path) -> Iterator[None]:
+    """The job's processes share the cores; a run stopped by SIGTERM or Ctrl-C ends in one line
+    that says how to resume it; what DDP leaves in this process is cleared for the next job."""
+    launch_env = (
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "NODE_RANK",
+        "LOCAL_RANK",
+        "WORLD_SIZE",
+        JOB_DIR_ENV,
+    )
+    saved_env, saved_threads = {k: os.environ.get(k) for k in launch_env}, torch.get_num_threads()
+    share_cpu_cores(trainer)
+    if trainer.world_size > 1:  # the ranks Lightning starts join this job's dir (cli.ddp_rank_argv)
+        os.environ[JOB_DIR_ENV] = str(output_dir)
+    try:
+        yield
+    except SystemExit:  # how Lightning ends fit or test on SIGTERM and Ctrl-C, once it saved
+        if not trainer.interrupted:
+            raise
+        signum = signal.SIGTERM if trainer.received_sigterm else signal.SIGINT
+        raise UserError(
+            f"stopped by {signum.name} at step {trainer.global_step}: resume with "
+            f"python train.py resume={output_dir}",
+            INTERRUPTED + signum,
+        ) from None
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for key, value in saved_env.items():  # Lightning's launch leaves them in rank 0's env
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        torch.set_num_threads(saved_threads)
+
+
+def share_cpu_cores(trainer: L.Trainer) -> None:
+    """Each process that trains here gets its share of the cores: the jobs a parallel launcher
+    runs side by side, times the DDP ranks of each (2 ranks on 2 cores: 1 thread each)."""
+    cluster = getattr(trainer.strategy, "cluster_environment", None)
+    if cluster is not None and cluster.creates_processes_externally:
+        return  # a launcher (torchrun, SLURM) gave each rank its count
+    n_jobs = (
+        OmegaConf.select(cast(DictConfig, HydraConfig.get()), "launcher.n_jobs")
+        if HydraConfig.initialized()
+        else 1
+    )
+    processes = (n_jobs if isinstance(n_jobs, int) and n_jobs > 1 else 1) * trainer.num_devices
+    if processes > 1 and not (processes == trainer.num_devices and "OMP_NUM_THREADS" in os.environ):
+        threads = max(1, (os.cpu_count() or 1) // processes)
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # what the DDP ranks it starts inherit
 
 
 def fit_results(
     run_dir: Path, metrics: dict[str, float], seconds: float
 ) -> tuple[dict[str, float], float]:
-    """Keep what a fit measured in ``fit_metrics.json`` before testing; a resumed fit that had
-    nothing left to do (killed during its test, or finished) gets those figures back."""
+    """Keep what a fit measured until the run's results are written; a resumed fit with nothing
+    left to do (killed during its test, or finished) gets those figures back."""
     path = run_dir / FIT_RESULTS_FILE
-    if not metrics and path.is_file():
+    if path.is_file():
         saved = json.loads(path.read_text())
-        return saved["metrics"], saved["fit_seconds"]
+        if not metrics or not any(k.startswith("val/") for k in metrics):
+            return saved["metrics"], saved["fit_seconds"]
     atomic_write_bytes(path, json.dumps({"metrics": metrics, "fit_seconds": seconds}).encode())
     return metrics, seconds
 
 
-def _task_overrides() -> list[str]:
-    """The command-line overrides of this job (a sweep job's own values included)."""
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+def run_tags(cfg: DictConfig) -> list[str]:
+    """The run's ``tags=[...]`` (or ``tags=<one tag>``) as a list."""
+    tags = cfg.get("tags") or []
+    return [tags] if isinstance(tags, str) else [str(tag) for tag in tags]
+
+
+def finish_logging(
+    loggers: list[Logger], cfg: DictConfig, metrics: dict[str, float], step: int
+) -> None:
+    """The run's hyper-parameters with its final metrics (TensorBoard's HPARAMS tab), the final
+    metrics for the others, then each logger finalized (a tracker uploads its artifacts)."""
+    final = {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items() if k in HPARAM_METRICS}
+    params: dict[str, Any] = {"seed": cfg.seed, "trainer/max_epochs": cfg.trainer.get("max_epochs")}
+    if tags := run_tags(cfg):
+        params["tags"] = ", ".join(tags)
+    for group in ("model", "optimizer", "scheduler", "data"):
+        for key, value in (plain_dict(cfg[group]) if cfg.get(group) else {}).items():
+            if key not in ("_partial_", "data_dir"):
+                params[f"{group}/{key}"] = (
+                    value if isinstance(value, (int, float, str, bool)) else str(value)
+                )
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(params, metrics=final)
+        else:
+            logger.log_metrics(final, step=step)
+        logger.save()
+        logger.finalize("success")
+
+
+def print_config(cfg: DictConfig, save_to: Path) -> None:
+    """Print the resolved config, group by group, and save it as text."""
+    from rich.console import Console
+    from rich.syntax import Syntax
+    from rich.tree import Tree
+
+    tree = Tree("config", style="bold")
+    for key, value in cfg.items():
+        text = (
+            OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        )
+        tree.add(str(key), style="bold cyan").add(
+            Syntax(text.rstrip(), "yaml", background_color="default")
+        )
+    console = Console(record=True)
+    console.print(tree)
+    save_to.parent.mkdir(parents=True, exist_ok=True)
+    save_to.write_text(console.export_text())
+
+
+def quiet_known_noise() -> None:
+    """Hide library messages that say nothing about this run."""
+    # Lightning advertises a cloud logger at every start
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: "litlogger" not in record.getMessage()
+    )
+    # batches come from memory, not DataLoader workers: the worker advice does not apply
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    # Lightning 2.6 calls a pytree API that torch >= 2.10 deprecates
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # bf16 autocast keeps the weights in float32, so the summary's 32-bit size is the right one
+    warnings.filterwarnings("ignore", message=r".*is not supported by the model summary.*")

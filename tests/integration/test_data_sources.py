@@ -31,20 +31,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 from filelock import FileLock
-from torchvision.datasets.utils import calculate_md5 as md5sum
-
-from mnist_lit import files
-from mnist_lit.data import __main__ as data_command
-from mnist_lit.data import download
-from mnist_lit.data.download import MNIST_MD5, ensure_mnist, files_to_fetch
 from mnist_lit.data.offline import (
     WheelSource,
     idx_bytes,
     load_numpy_pickle,
     mnist_idx_from_pickle,
 )
-from mnist_lit.errors import FAILED, UserError
-from mnist_lit.files import atomic_write_bytes
+from torchvision.datasets.utils import calculate_md5 as md5sum
+
+from mnist_lit import files
+from mnist_lit.data import __main__ as data_command
+from mnist_lit.data import download
+from mnist_lit.data.download import MNIST_MD5, ensure_mnist, files_to_fetch
+from mnist_lit.errors import FAILED, UserError, atomic_write_bytes
 
 NAMES = (
     "train-images-idx3-ubyte",

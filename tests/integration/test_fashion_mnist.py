@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
+from mnist_lit.predict import predict
 from PIL import Image
 from torchvision.datasets.mnist import read_image_file
 
@@ -22,7 +23,6 @@ from mnist_lit import predict as predict_module
 from mnist_lit.config import PROJECT_ROOT
 from mnist_lit.data import FASHION_MNIST, FashionMNISTDataModule, ensure_dataset
 from mnist_lit.errors import UserError
-from mnist_lit.predict import predict
 from mnist_lit.train import train
 
 from ..conftest import DATA_DIR, QUICK, compose_config

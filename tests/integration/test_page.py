@@ -21,7 +21,7 @@ from PIL import Image, ImageOps
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from mnist_lit.config import PROJECT_ROOT
-from mnist_lit.files import atomic_write_bytes
+from mnist_lit.errors import atomic_write_bytes
 
 from .served import mnist_onnx, served_url
 

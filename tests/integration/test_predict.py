@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from mnist_lit.predict import classify
 from PIL import Image
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from mnist_lit.config import PROJECT_ROOT
-from mnist_lit.data.preprocess import mnist_like
-from mnist_lit.predict import classify
-from mnist_lit.predictors import load_predictor
+from mnist_lit.export.predictors import load_predictor
+from mnist_lit.export.preprocess import mnist_like
 
 from ..conftest import run_cli
 from .test_startup import PROBE

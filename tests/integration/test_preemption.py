@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from mnist_lit.cli import newest_intact_checkpoint
 from mnist_lit.config import PROJECT_ROOT
-from mnist_lit.runs import newest_intact_checkpoint
 
 from ..conftest import error_line
 from .conftest import RESUMABLE_RUN

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from mnist_lit.cli import newest_intact_checkpoint
 from mnist_lit.config import PROJECT_ROOT
-from mnist_lit.runs import newest_intact_checkpoint
 
 from ..conftest import QUICK, error_line, run_cli
 from .conftest import RESUMABLE_RUN, kill_after

@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from mnist_lit.data.check_set import CATEGORIES, generate
+from check_set import CATEGORIES, generate
 
 from ..conftest import QUICK, error_line, run_cli
 

@@ -79,7 +79,7 @@ def test_ablation_report_states_the_effects(tmp_path: Path, mnist_data_dir: Path
 def _study(log_dir: Path, name: str = "train_optuna"):
     import optuna
 
-    from mnist_lit.studies import open_storage
+    from mnist_lit.sweeps.studies import open_storage
 
     storage = open_storage(f"sqlite:///{log_dir / 'optuna' / f'{name}.db'}")
     return optuna.load_study(study_name=name, storage=storage)

@@ -23,7 +23,7 @@ from wandb.proto import wandb_internal_pb2
 from wandb.sdk.internal import datastore
 
 from mnist_lit.config import PROJECT_ROOT
-from mnist_lit.loggers import TRACKERS_FILE
+from mnist_lit.trackers.loggers import TRACKERS_FILE
 
 from ..conftest import QUICK, run_cli
 from .conftest import RESUMABLE_RUN, kill_after

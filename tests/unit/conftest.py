@@ -1,7 +1,7 @@
 """The unit layer: no MNIST files, no subprocesses, no network; the whole layer in under a minute.
 
 Data is a small synthetic MNIST-like set written by the project's own IDX writer
-(``mnist_lit.data.idx_bytes``) and read through a ``MNISTDataModule`` subclass whose spec has
+(``mnist_lit.data.wheel.idx_bytes``) and read through a ``MNISTDataModule`` subclass whose spec has
 the synthetic files' md5s and no source to fetch from. Checkpoints are fitted on it in a second
 or crafted with ``torch.save``.
 """
@@ -25,9 +25,10 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 from mnist_lit.classifier import LitClassifier
-from mnist_lit.cli import check_ckpt_path
-from mnist_lit.config import check_command_line
-from mnist_lit.data import MNIST, DatasetSpec, MNISTDataModule, idx_bytes
+from mnist_lit.config import check
+from mnist_lit.data import MNIST, MNISTDataModule
+from mnist_lit.data.download import DatasetSpec
+from mnist_lit.data.wheel import idx_bytes
 
 from ..conftest import QUICK, compose_config
 
@@ -141,7 +142,12 @@ def train_cfg(tmp_path: Path, synthetic_data_dir: Path) -> Iterator:
 # ----------------------------------------------------------------------------- checkpoints
 
 #: the network of the checkpoints made here: not the default sizes of conf/model/cnn.yaml
-TINY_CNN = {"_target_": "mnist_lit.models.CNN", "channels": [4, 8], "hidden": 16, "dropout": 0.1}
+TINY_CNN = {
+    "_target_": "mnist_lit.models.cnn.CNN",
+    "channels": [4, 8],
+    "hidden": 16,
+    "dropout": 0.1,
+}
 #: the overrides that configure TINY_CNN
 FITS_TINY = ["model.channels=[4,8]", "model.hidden=16", "model.dropout=0.1"]
 ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.003}
@@ -203,13 +209,17 @@ def edited(source: Path, target: Path, edit) -> Path:
 # ----------------------------------------------------------------------------- the checks
 
 
-def precheck(config_name: str, argv: Sequence[str]) -> list[DictConfig]:
-    """What ``cli.run_entry_point`` checks before Hydra starts: each job's config and
-    ``ckpt_path``. Raises the ``UserError`` the command would print."""
-    configs = check_command_line(config_name, list(argv))
-    for cfg in configs:
+def precheck(config_name: str, argv: Sequence[str], tmp_path: Path | None = None) -> DictConfig:
+    """What a command checks before its work: the config's values (``config.check``) and, for
+    training, ``ckpt_path``. Raises the ``UserError`` the command would print."""
+    from mnist_lit.train import check_ckpt_path
+
+    output_dir = (tmp_path or Path("/nonexistent")) / "run"
+    cfg = compose_config(config_name, list(argv), output_dir)
+    check(cfg)
+    if config_name == "train" and cfg.get("ckpt_path"):
         check_ckpt_path(cfg)
-    return configs
+    return cfg
 
 
 # ----------------------------------------------------------------------------- guards

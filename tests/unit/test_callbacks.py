@@ -14,6 +14,8 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from mnist_lit.callbacks.idle import BATCH_HOOKS, skip_empty_batch_hooks
+from mnist_lit.hardware import instantiate_trainer
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DataLoader, TensorDataset
@@ -27,9 +29,7 @@ from mnist_lit.callbacks import (
     StopAtTarget,
 )
 from mnist_lit.callbacks import TestReportImages as ReportImages  # (not a test class to pytest)
-from mnist_lit.callbacks.idle import BATCH_HOOKS, skip_empty_batch_hooks
 from mnist_lit.classifier import LitClassifier
-from mnist_lit.hardware import instantiate_trainer
 
 from .conftest import ADAM, TINY_CNN
 

@@ -6,9 +6,9 @@ import csv
 
 import numpy as np
 import pytest
+from check_set import CATEGORIES, CHECK_FONTS, generate, read_labels, sample
 
 from mnist_lit.data import check_set
-from mnist_lit.data.check_set import CATEGORIES, CHECK_FONTS, generate, read_labels, sample
 
 
 @pytest.mark.parametrize("category", CATEGORIES)

@@ -15,10 +15,10 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from mnist_lit.hardware import instantiate_trainer
 
 from mnist_lit import cluster
 from mnist_lit.config import PROJECT_ROOT
-from mnist_lit.hardware import instantiate_trainer
 
 from ..conftest import compose_config
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.utils import instantiate
+from mnist_lit.schema import OPTIONS, TARGETS
 from omegaconf import OmegaConf
 from pydantic import BaseModel
 
 from mnist_lit.config import CONFIG_DIR, validate
 from mnist_lit.errors import UserError
-from mnist_lit.schema import OPTIONS, TARGETS
 from mnist_lit.train import build_model, build_trainer
 
 from ..conftest import compose_config

@@ -8,10 +8,10 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from mnist_lit.hardware import instantiate_trainer, resolve_precision
 from omegaconf import OmegaConf
 
 from mnist_lit import hardware
-from mnist_lit.hardware import instantiate_trainer, resolve_precision
 
 
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "16-mixed", 64, "32"])

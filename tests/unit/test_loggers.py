@@ -19,7 +19,7 @@ from omegaconf import DictConfig, open_dict
 
 from mnist_lit.config import CONFIG_DIR, PROJECT_ROOT, check_command_line
 from mnist_lit.errors import UserError
-from mnist_lit.loggers import (
+from mnist_lit.trackers.loggers import (
     HPARAM_METRICS,
     PARENT_RUN_FILE,
     TRACKERS_FILE,

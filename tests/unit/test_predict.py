@@ -11,10 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
-from mnist_lit.config import validate
-from mnist_lit.errors import UserError
 from mnist_lit.predict import (
     Prediction,
     classify,
@@ -24,7 +20,11 @@ from mnist_lit.predict import (
     records,
     write_output,
 )
-from mnist_lit.predictors import Predictor, load_predictor
+from PIL import Image
+
+from mnist_lit.config import validate
+from mnist_lit.errors import UserError
+from mnist_lit.export.predictors import Predictor, load_predictor
 
 from ..conftest import compose_config
 from .conftest import SYNTHETIC_TARGET

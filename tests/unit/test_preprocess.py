@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import mnist_lit.data.preprocess as preprocessing
-from mnist_lit.data.preprocess import (
+import mnist_lit.export.preprocess as preprocessing
+from mnist_lit.errors import UserError
+from mnist_lit.export.preprocess import (
     center_of_mass,
     decode,
     find_images,
@@ -22,7 +23,6 @@ from mnist_lit.data.preprocess import (
     read_image,
     to_gray,
 )
-from mnist_lit.errors import UserError
 
 #: a PNG of noise does not compress: cut short, its pixel data is missing
 NOISE = np.random.default_rng(0).integers(0, 256, (30, 30), dtype=np.uint8)

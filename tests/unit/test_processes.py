@@ -12,13 +12,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 from hydra.core.hydra_config import HydraConfig
+from mnist_lit.processes import parallel_jobs, processes_of_this_job
+from mnist_lit.slurm import SLURM_JOB_FILE
 
 from mnist_lit import processes
 from mnist_lit.cli import ddp_rank_argv
 from mnist_lit.config import JOB_DIR_ENV
 from mnist_lit.errors import UserError
-from mnist_lit.processes import parallel_jobs, processes_of_this_job
-from mnist_lit.slurm import SLURM_JOB_FILE
 
 from ..conftest import compose_config
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mnist_lit.errors import UserError
-from mnist_lit.report import main, write_report
+from mnist_lit.sweeps.report import main, write_report
 
 
 def make_job(
@@ -88,7 +88,7 @@ def test_unfinished_jobs_are_listed(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("what", ["missing", "no jobs"])
 def test_cli_errors_are_one_line(what: str, tmp_path: Path, capsys) -> None:
-    """``python -m mnist_lit.report``: a folder that is not a multirun is one line, exit code 2."""
+    """``python -m mnist_lit.sweeps.report``: a folder that is not a multirun is one line, exit code 2."""
     sweep_dir = tmp_path / "missing" if what == "missing" else tmp_path
     with pytest.raises(SystemExit) as caught:
         main([str(sweep_dir)])
@@ -148,7 +148,7 @@ def test_an_untested_sweep_shows_each_accuracy_once_and_values_to_3_digits(
 
 @pytest.mark.parametrize("digits", ["0.000587194737873281", "12345.678", "1e-07", "3", "inf", "a"])
 def test_values_are_rounded_to_3_significant_digits(digits: str) -> None:
-    from mnist_lit.report import rounded
+    from mnist_lit.sweeps.report import rounded
 
     expected = {"0.000587194737873281": "0.000587", "12345.678": "1.23e+04", "1e-07": "1e-07"}
     assert rounded(digits) == expected.get(digits, digits)
@@ -159,7 +159,7 @@ def test_plot_labels_and_titles_lie_inside_the_figure_at_any_length(tmp_path: Pa
     renderer at the saved resolution, not by eye)."""
     from matplotlib.text import Text
 
-    from mnist_lit.report import load_jobs, plot_figure
+    from mnist_lit.sweeps.report import load_jobs, plot_figure
 
     long_value = "x" * 150
     sweep = _optuna_like(

@@ -14,17 +14,17 @@ import pytest
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from mnist_lit.slurm import SLURM_JOB_FILE
 
-from mnist_lit.config import check_command_line, remove_unstarted_run_dir, unique_dir
-from mnist_lit.errors import UserError
-from mnist_lit.runs import (
+from mnist_lit.cli import (
     accept_resumed_config,
     latest_run_dir,
     newest_intact_checkpoint,
     requeued_checkpoint,
     resume_command_line,
 )
-from mnist_lit.slurm import SLURM_JOB_FILE
+from mnist_lit.config import check_command_line, remove_unstarted_run_dir, unique_dir
+from mnist_lit.errors import UserError
 
 
 def make_run(root: Path, name: str, overrides: list[str], checkpoints: dict[str, Path]) -> Path:
@@ -108,7 +108,7 @@ def test_a_damaged_newest_checkpoint_is_skipped_for_the_one_before(
     stat = newest.stat()
     newest.write_bytes(newest.read_bytes()[: stat.st_size * 9 // 10])
     os.utime(newest, (stat.st_atime, stat.st_mtime))
-    with caplog.at_level(logging.WARNING, logger="mnist_lit.runs"):
+    with caplog.at_level(logging.WARNING, logger="mnist_lit.cli"):
         assert newest_intact_checkpoint(run) == run / "checkpoints" / "resume" / "step_0000003.ckpt"
     assert str(newest) in caplog.text
 

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from mnist_lit.errors import UserError
-from mnist_lit.predictors import Predictor, load_predictor
+from mnist_lit.export.predictors import Predictor, load_predictor
 from mnist_lit.serving import model_command_line, run_checkpoint, served_file
 from mnist_lit.serving.server import STATIC_DIR, Limits, _check_port_free, create_app
 

@@ -1,4 +1,4 @@
-"""Optuna studies that survive a kill (``mnist_lit.studies``), on SQLite files in tmp_path: no
+"""Optuna studies that survive a kill (``mnist_lit.sweeps.studies``), on SQLite files in tmp_path: no
 training; trials are asked and told by hand as the sweeper would."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import yaml
 from optuna.trial import TrialState
 
 from mnist_lit.errors import UserError
-from mnist_lit.report import load_jobs
-from mnist_lit.studies import (
+from mnist_lit.sweeps.report import load_jobs
+from mnist_lit.sweeps.studies import (
     STUDY_FILE,
     directions,
     interrupted_trials,

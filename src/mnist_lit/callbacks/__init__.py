@@ -1,20 +1,2 @@
-"""Lightning callbacks: one module per concern. Add one here, plus a YAML in ``conf/callbacks/``."""
-
-from mnist_lit.callbacks.images import SampleBatchImages, TestReportImages
-from mnist_lit.callbacks.training import (
-    ChannelsLast,
-    ExactResume,
-    StartupTime,
-    StepCheckpoint,
-    StopAtTarget,
-)
-
-__all__ = [
-    "ChannelsLast",
-    "ExactResume",
-    "SampleBatchImages",
-    "StartupTime",
-    "StepCheckpoint",
-    "StopAtTarget",
-    "TestReportImages",
-]
+"""Lightning callbacks, a module per concern (``training.py``, ``images.py``). Add one as a
+class in a module here plus ``conf/callbacks/<name>.yaml`` naming it."""

@@ -15,8 +15,6 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 from torchvision.utils import make_grid
 
-from mnist_lit.callbacks.idle import leave_trainer
-
 
 def _tensorboard(trainer: L.Trainer) -> Any | None:
     """The TensorBoard ``SummaryWriter`` of the trainer, if it has a TensorBoard logger."""
@@ -37,7 +35,7 @@ def _pixels(images: Tensor, trainer: L.Trainer) -> Tensor:
 class SampleBatchImages(L.Callback):
     """Logs the first training batch as a grid: what the network really sees, once per run.
 
-    Then it leaves the trainer (``idle.py``); a resumed run starts past that batch and logs none.
+    A resumed run starts past that batch and logs none.
     """
 
     def __init__(self, count: int = 64) -> None:
@@ -50,7 +48,6 @@ class SampleBatchImages(L.Callback):
         if writer is not None and trainer.global_step == 0 and batch_idx == 0:
             images = _pixels(batch[0][: self.count].detach().cpu(), trainer)
             writer.add_image("inputs/train_batch", make_grid(images, nrow=16, pad_value=1.0), 0)
-        leave_trainer(trainer, self)
 
 
 class TestReportImages(L.Callback):

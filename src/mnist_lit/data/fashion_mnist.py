@@ -1,8 +1,7 @@
 """Fashion-MNIST (Zalando): MNIST's format and sizes, ten kinds of clothing instead of digits.
 
-The whole data set is this spec and a subclass that names it; ``conf/data/fashion_mnist.yaml``
-adds its own mean and std. A third MNIST-like set (KMNIST, EMNIST digits) is the same three
-things.
+A data set is this: a ``DatasetSpec`` made from torchvision's class, a subclass that names it,
+and ``conf/data/fashion_mnist.yaml`` (with its own mean and std).
 """
 
 from __future__ import annotations
@@ -11,51 +10,28 @@ from typing import ClassVar
 
 import torchvision.datasets
 
-from mnist_lit.data.datamodule import MNISTDataModule
-from mnist_lit.data.download import DatasetSpec, gz_md5s, register_dataset
+from mnist_lit.data import MNISTDataModule
+from mnist_lit.data.download import DatasetSpec
 
-FASHION_MNIST = register_dataset(
-    DatasetSpec(
-        name="fashion_mnist",
-        title="Fashion-MNIST",
-        # where torchvision's ``FashionMNIST`` looks too
-        raw_subdir="FashionMNIST/raw",
-        # md5 of the uncompressed files, computed from Debian's dataset-fashion-mnist; they are
-        # the ones Zalando's README lists
-        md5={
-            "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
-            "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
-            "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
-            "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
-        },
-        # Debian's .gz files are repacked: other md5s than these official ones, same content
-        gz_md5=gz_md5s(torchvision.datasets.FashionMNIST),
-        mirrors=tuple(torchvision.datasets.FashionMNIST.mirrors),
-        local_gz_dir="/usr/share/datasets/fashion-mnist",
-        local_gz_hint="apt-get install dataset-fashion-mnist",
-        classes=(
-            "T-shirt/top",
-            "Trouser",
-            "Pullover",
-            "Dress",
-            "Coat",
-            "Sandal",
-            "Shirt",
-            "Sneaker",
-            "Bag",
-            "Ankle boot",
-        ),
-        # Zalando scaled each product so its longer side is 28 px: it fills the field
-        box_size=28,
-    )
+FASHION_MNIST = DatasetSpec.of(
+    torchvision.datasets.FashionMNIST,
+    name="fashion_mnist",
+    # Debian's package repacks the .gz files (other md5s, same content): the content's md5s,
+    # from Zalando's README, check it
+    md5={
+        "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+        "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+        "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+        "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+    },
+    local_gz_dir="/usr/share/datasets/fashion-mnist",
+    local_gz_hint="apt-get install dataset-fashion-mnist",
+    classes=tuple(torchvision.datasets.FashionMNIST.classes),
+    box_size=28,  # Zalando scaled each product so its longer side is 28 px
 )
 
 
 class FashionMNISTDataModule(MNISTDataModule):
-    """Fashion-MNIST: 60k training images (train/val split as for MNIST), 10k test.
-
-    Pass its own ``mean=0.2860, std=0.3530`` (``conf/data/fashion_mnist.yaml`` does): the
-    defaults are MNIST's.
-    """
+    """Fashion-MNIST: 60k training images (train/val split as for MNIST), 10k test."""
 
     spec: ClassVar[DatasetSpec] = FASHION_MNIST

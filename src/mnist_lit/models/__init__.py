@@ -1,6 +1,2 @@
-"""Networks: plain ``nn.Module``s, one file each. Add one here plus a YAML in ``conf/model/``."""
-
-from mnist_lit.models.cnn import CNN
-from mnist_lit.models.mlp import MLP
-
-__all__ = ["CNN", "MLP"]
+"""Networks: plain ``nn.Module``s, one file each. Add one as ``<name>.py`` here plus
+``conf/model/<name>.yaml`` naming it (``_target_: mnist_lit.models.<name>.<Class>``)."""

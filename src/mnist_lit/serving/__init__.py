@@ -12,13 +12,16 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from typing import Annotated, Literal
+
 from omegaconf import DictConfig
+from pydantic import Field
 
+from mnist_lit.cli import override_key, run_dirs
+from mnist_lit.config import Count, Node, Options
 from mnist_lit.errors import UserError
-from mnist_lit.runs import override_key, run_dirs
-from mnist_lit.schema import EXPORT_SUFFIXES
 
-ONNX_SUFFIX = EXPORT_SUFFIXES["onnx"]
+ONNX_SUFFIX = ".onnx"
 
 
 def latest_servable_run(logs: Path) -> Path:
@@ -89,7 +92,24 @@ def served_file(cfg: DictConfig) -> Path:
                 f"{path} does not exist: pass ckpt_path=<file.onnx> written by export.py"
             )
         return path
-    return path  # a checkpoint: cli.check_ckpt_path checks it before the server starts
+    return path  # a checkpoint: loading it checks it, before the server starts
 
 
-__all__ = ["latest_servable_run", "model_command_line", "run_checkpoint", "served_file"]
+class ServeLimits(Node):
+    """``serve.limits``: what one request may send (``server.py``)."""
+
+    max_body_bytes: Annotated[int, Field(ge=1024)]
+    max_pixels: Annotated[int, Field(ge=28 * 28)]
+    max_batch: Count
+
+
+class ServeOptions(Options):
+    """``conf/serve.yaml``'s own keys."""
+
+    ckpt_path: str
+    runtime: Literal["checkpoint", "onnx"]
+    host: str
+    port: Annotated[int, Field(ge=1, le=65535)]
+    workers: Count
+    limits: ServeLimits
+    access_log: bool

@@ -39,9 +39,8 @@ from PIL import Image
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mnist_lit.console import first_line
-from mnist_lit.errors import UserError
-from mnist_lit.predictors import Predictor, describe, load_predictor, top_classes
+from mnist_lit.errors import UserError, first_line
+from mnist_lit.export.predictors import Predictor, describe, load_predictor, top_classes
 from mnist_lit.serving import ONNX_SUFFIX, served_file
 
 log = logging.getLogger(__name__)
@@ -138,7 +137,7 @@ def _prepared(predictor: Predictor, data: bytes, limits: Limits) -> np.ndarray:
         raise BadRequest(str(err)) from None
     except Exception as err:  # an image no one foresaw: refuse it, keep serving
         raise BadRequest(
-            f"cannot read the image ({type(err).__name__}: {first_line(err, empty='no message')})"
+            f"cannot read the image ({type(err).__name__}: {first_line(err)})"
         ) from None
 
 

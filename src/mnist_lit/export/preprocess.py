@@ -28,8 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mnist_lit.console import first_line
-from mnist_lit.errors import UserError
+from mnist_lit.errors import UserError, first_line
 
 #: what a folder is searched for (case-insensitive)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")

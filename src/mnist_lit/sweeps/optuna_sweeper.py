@@ -2,10 +2,9 @@
 
 hydra-optuna-sweeper opens a stored study (``load_if_exists``) but then runs ``n_trials`` more,
 numbers its jobs from 0 in every sweep dir, and a trial a kill left RUNNING stays so for ever.
-This sweeper prepares the study first (``mnist_lit.studies.resume_study``: interrupted trials
+This sweeper prepares the study first (``mnist_lit.sweeps.studies.resume_study``: interrupted trials
 failed and queued again, the trials done counted), then lets the plugin run only what is left,
-with job numbers equal to trial numbers. Imported at every Hydra start-up (plugin discovery):
-optuna and mnist_lit load only when a search runs.
+with job numbers equal to trial numbers. ``hydra_plugins.mnist_lit_sweeper`` builds it.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ class ResumableOptunaSweeper(OptunaSweeper):
         import optuna
 
         from mnist_lit.errors import reported_errors
-        from mnist_lit.studies import directions, only_search_of, open_storage, resume_study
+        from mnist_lit.sweeps.studies import directions, only_search_of, open_storage, resume_study
 
         search = self.sweeper
         if search.storage is None:  # an in-memory study: nothing to go on with

@@ -21,27 +21,20 @@ from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
-from hydra.errors import HydraException, OverrideParseException
+from hydra.errors import OverrideParseException
 from hydra.types import HydraContext, RunMode
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 from omegaconf import DictConfig, OmegaConf, open_dict
-from omegaconf.errors import OmegaConfBaseException
 
-from mnist_lit.cli import collector_paused_until_task, start_collecting
+from mnist_lit.cli import hydra_refusals
 from mnist_lit.compat import (
     hydra_multirun_internals,
     sbatch_script_text,
     slurm_executor_without_srun,
     submitit_command,
 )
-from mnist_lit.config import (
-    CONFIG_DIR,
-    check_command_line,
-    check_run_dirs,
-    dirs_named_only,
-    validate,
-)
+from mnist_lit.config import CONFIG_DIR, check
 from mnist_lit.errors import UserError, reported_errors
 
 Callbacks, BasicSweeper = hydra_multirun_internals()
@@ -90,10 +83,9 @@ def dry_run(overrides: Sequence[str]) -> str:
     (``GlobalHydra.instance().hydra``), ``Callbacks`` and ``BasicSweeper``, as ``Hydra.multirun``.
     """
     GlobalHydra.instance().clear()
-    with (
-        dirs_named_only(),
-        initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"),
-    ):
+    # a dry run names the run dirs the jobs would get, and makes none
+    OmegaConf.register_new_resolver("unique_dir", lambda path, mode="RUN": path, replace=True)
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"):
         hydra = GlobalHydra.instance().hydra
         assert hydra is not None
         cfg = hydra.compose_config("train", list(overrides), run_mode=RunMode.MULTIRUN)
@@ -151,9 +143,10 @@ def _job_batches(cfg: DictConfig) -> tuple[list[list[list[str]]], str]:
 
 def _job(cfg: DictConfig, overrides: list[str], num: int) -> Job:
     """One job's config checked as train.py checks it; its run dir and Lightning's node layout."""
-    validate(cfg)
     with open_dict(cfg):
         cfg.hydra.job.num = num  # what the launcher sets, so hydra.sweep.subdir resolves
+        cfg.paths.output_dir = f"{cfg.hydra.sweep.dir}/{cfg.hydra.sweep.subdir}"
+    check(cfg)  # as train.py checks it
     trainer = cfg.get("trainer") or {}
     job = Job(
         overrides=overrides,
@@ -236,24 +229,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(USAGE)
         return
     args = [a for a in args if a not in ("-m", "--multirun")]  # a submission is always a multirun
-    with collector_paused_until_task(), reported_errors():
+    with reported_errors():
         flags = [a for a in args if a.startswith("-")]
         if flags:
             raise UserError(
                 f"unknown option {flags[0]}: pass Hydra overrides only (key=value, group=option)"
             )
         overrides = with_default_choices(args)
-        check_run_dirs(overrides)
-        try:
+        for override in overrides:
+            key, _, value = override.partition("=")
+            if key in ("hydra.run.dir", "hydra.sweep.dir") and not value.strip():
+                raise UserError(f"{key} is empty: pass a folder for the run, or leave it out")
+        with hydra_refusals("train", overrides):
             text = dry_run(overrides)  # composes and checks each job once
-        except (UserError, HydraException, OmegaConfBaseException, NameError, ValueError) as err:
-            # a bad key or value: in the words train.py would use (composing the jobs again
-            # only here keeps a good command line at one compose per job)
-            check_command_line("train", overrides)
-            if isinstance(err, UserError):
-                raise
-            raise UserError(str(err)) from None
-        start_collecting()  # what the composes made is left to the exit, uncollected
         print(text)
 
 

@@ -24,11 +24,9 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, ListConfig
 
-from mnist_lit.console import first_line, quiet_known_noise
-from mnist_lit.data.preprocess import find_images, read_file
-from mnist_lit.errors import FAILED, UserError
-from mnist_lit.files import atomic_write_bytes
-from mnist_lit.predictors import Predictor, load_predictor, top_classes
+from mnist_lit.errors import FAILED, UserError, atomic_write_bytes, first_line
+from mnist_lit.export.predictors import Predictor, load_predictor, top_classes
+from mnist_lit.export.preprocess import find_images, read_file
 
 
 @dataclass
@@ -84,9 +82,7 @@ def classify(
         except UserError as err:
             result.error = str(err)
         except Exception as err:  # an image no one foresaw: report it, classify the others
-            result.error = (
-                f"cannot prepare it ({type(err).__name__}: {first_line(err, empty='no message')})"
-            )
+            result.error = f"cannot prepare it ({type(err).__name__}: {first_line(err)})"
         if result.error is not None and on_error is not None:
             on_error(result)
         if pending and (len(pending) == batch_size or i == len(paths) - 1):
@@ -156,7 +152,6 @@ def _report(prediction: Prediction) -> None:
 def predict(cfg: DictConfig) -> list[Prediction]:
     """Classify ``cfg.images`` with ``cfg.ckpt_path``; a ``UserError`` (exit 1) if some failed."""
     output = Path(cfg.output) if cfg.get("output") else None
-    quiet_known_noise()
     predictor = load_predictor(
         cfg.ckpt_path,
         cfg.data,

@@ -2,7 +2,7 @@
 
 Written after every multirun (a Hydra callback, ``conf/hydra/default.yaml``) and on demand::
 
-    python -m mnist_lit.report logs/train/multiruns/<time>
+    python -m mnist_lit.sweeps.report logs/train/multiruns/<time>
 
 into the sweep dir: ``report.md`` (jobs sorted by test accuracy; configs repeated over seeds
 grouped as mean ± std with n; the effect of each two-valued swept setting, paired by seed),
@@ -33,11 +33,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from mnist_lit.errors import UserError, reported_errors
-from mnist_lit.files import atomic_write_bytes
+from mnist_lit.errors import UserError, atomic_write_bytes, reported_errors
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -104,7 +102,7 @@ def load_jobs(sweep_dir: Path) -> list[Job]:
     A sweep dir of an Optuna study: the jobs of every sweep dir of the study (numbered as its
     trials), a trial that a kill interrupted said so.
     """
-    from mnist_lit.studies import interrupted_trials, load_study_of, study_sweep_dirs
+    from mnist_lit.sweeps.studies import interrupted_trials, load_study_of, study_sweep_dirs
 
     study = load_study_of(sweep_dir)
     if study is None:
@@ -333,7 +331,7 @@ def render_markdown(sweep_dir: Path, jobs: list[Job]) -> str:
 
 def _study_line(sweep_dir: Path) -> str:
     """For a sweep dir of an Optuna study: which study, and that every trial is reported."""
-    from mnist_lit.studies import STUDY_FILE
+    from mnist_lit.sweeps.studies import STUDY_FILE
 
     record_file = sweep_dir / STUDY_FILE
     if not record_file.is_file():
@@ -436,7 +434,7 @@ def render_study_plots(sweep_dir: Path, metric: str) -> list[Path]:
     """Optuna's views of the study a sweep dir belongs to: ``optimization_history.png`` and
     ``param_importances.png`` (Optuna's mean-decrease-impurity importances, which need
     scikit-learn); the ones the study cannot give yet (too few trials) are left out."""
-    from mnist_lit.studies import load_study_of
+    from mnist_lit.sweeps.studies import load_study_of
 
     study = load_study_of(sweep_dir)
     if study is None or not study.best_trials:
@@ -495,16 +493,8 @@ def write_report(sweep_dir: str | Path) -> Path:
     return sweep_dir / "report.md"
 
 
-class SweepReport(Callback):
-    """Hydra callback: write the sweep report when a multirun ends."""
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        path = write_report(config.hydra.sweep.dir)
-        print(f"[mnist-lit] sweep report: {path}")
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m mnist_lit.report <sweep dir>``: (re)write the report of a finished sweep."""
+    """``python -m mnist_lit.sweeps.report <sweep dir>``: (re)write a finished sweep's report."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("sweep_dir", type=Path, help="e.g. logs/train/multiruns/<time>")
     args = parser.parse_args(argv)

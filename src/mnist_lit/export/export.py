@@ -19,7 +19,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import statistics
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -34,11 +36,9 @@ from torch import Tensor, nn
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from mnist_lit.checkpoints import load_checkpoint, spec_of_config
-from mnist_lit.console import first_line, quiet_known_noise
-from mnist_lit.data import DatasetSpec, ensure_dataset
-from mnist_lit.errors import FAILED, UserError
-from mnist_lit.files import atomic_write, output_beside
-from mnist_lit.schema import EXPORT_SUFFIXES
+from mnist_lit.data.download import DatasetSpec, ensure_dataset
+from mnist_lit.errors import FAILED, UserError, first_line
+from mnist_lit.export.predictors import EXPORT_SUFFIXES
 
 
 class NormalizedNet(nn.Module):
@@ -197,6 +197,30 @@ def verify(
 # ----------------------------------------------------------------------------- the command
 
 
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` to a temporary file beside ``path``, renamed to ``path`` once whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(name))
+        os.chmod(name, 0o644)
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+
+
+def output_beside(source: str | Path, output: str | None, suffix: str) -> Path:
+    """``output``, or ``source`` with ``suffix``: never ``source`` itself (a ``UserError``)."""
+    source = Path(source)
+    path = Path(output) if output else source.with_suffix(suffix)
+    if path.resolve() == source.resolve() or (path.exists() and path.samefile(source)):
+        other = source.with_name(f"{source.stem}-exported{suffix}")
+        raise UserError(f"output={path} is the input {source} itself: pass output={other}")
+    return path
+
+
 def output_of(cfg: DictConfig) -> Path:
     """Where the export goes: ``output``, or next to the checkpoint (``epoch_005.ckpt`` ->
     ``epoch_005.onnx``); never onto the checkpoint it reads (a ``UserError`` if so)."""
@@ -206,7 +230,6 @@ def output_of(cfg: DictConfig) -> Path:
 def export(cfg: DictConfig) -> dict[str, Any]:
     """Export ``cfg.ckpt_path`` as ``cfg.format``, verify it if asked; returns what it measured."""
     threads = cfg.threads or torch.get_num_threads()
-    quiet_known_noise()
     spec = spec_of_config(cfg.data)
     if spec is None:
         raise UserError(

@@ -22,14 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mnist_lit.data.preprocess import prepare
 from mnist_lit.errors import UserError
-from mnist_lit.schema import EXPORT_SUFFIXES
+from mnist_lit.export.preprocess import prepare
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
 #: the file an exported ONNX model is in
+#: export's formats and the suffix of the file each writes
+EXPORT_SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
 ONNX_SUFFIX = EXPORT_SUFFIXES["onnx"]
 
 #: the preprocessing box of each data set (``DatasetSpec.box_size``), for ONNX files that do
@@ -153,7 +154,7 @@ def checkpoint_predictor(
         trained_on,
         use_trained_normalization,
     )
-    from mnist_lit.data import DATASETS
+    from mnist_lit.data.download import datasets
 
     checkpoint = read_checkpoint(path)
     if data_cfg is not None:
@@ -167,7 +168,7 @@ def checkpoint_predictor(
         use_trained_normalization(checkpoint, data_cfg)
         mean, std = float(data_cfg.mean), float(data_cfg.std)
     else:
-        spec = DATASETS[trained_on(checkpoint) or "mnist"]
+        spec = datasets()[trained_on(checkpoint) or "mnist"]
         trained = checkpoint.get("datamodule_hyper_parameters") or {}
         if not all(isinstance(trained.get(k), (int, float)) for k in ("mean", "std")):
             raise UserError(

@@ -25,8 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from mnist_lit.errors import UserError
-from mnist_lit.files import atomic_write_bytes
+from mnist_lit.errors import UserError, atomic_write_bytes
 
 if TYPE_CHECKING:
     import optuna

@@ -28,8 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_lit.compat import wandb_history_rows
 from mnist_lit.config import plain_dict
-from mnist_lit.errors import FAILED, UserError
-from mnist_lit.files import atomic_write_bytes
+from mnist_lit.errors import FAILED, UserError, atomic_write_bytes
 
 #: the ids of this run's tracker runs (MLflow's run id, W&B's run id and group), by tracker
 TRACKERS_FILE = "trackers.json"

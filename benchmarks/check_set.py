@@ -1,7 +1,7 @@
 """A check set of digits that are not from MNIST, generated from a seed: how a model does on
 the digits people draw, type, photograph and scan.
 
-``python -m mnist_lit.data.check_set --out DIR [--seed 0] [--per-category 300]`` writes
+``python -m check_set --out DIR [--seed 0] [--per-category 300]`` writes
 ``DIR/<category>/<number>.png`` and ``DIR/labels.csv`` (``file,label,category,source``). Nothing
 here reads MNIST: every digit is drawn from scratch, either as pen strokes (a skeleton per digit
 and variant, jittered, slanted and stretched: what a mouse or a pen on a canvas makes) or as text
@@ -389,7 +389,7 @@ def generate(
     Returns the path of ``labels.csv``, written last (atomically), so a folder that has it is
     complete.
     """
-    from mnist_lit.files import atomic_write_bytes
+    from mnist_lit.errors import atomic_write_bytes
 
     out = Path(out)
     rows = []
@@ -424,7 +424,7 @@ def read_labels(folder: str | Path) -> list[dict[str, str]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m mnist_lit.data.check_set",
+        prog="python -m check_set",
         description="Generate the check set of non-MNIST digits (PNG files and labels.csv).",
     )
     parser.add_argument("--out", required=True, help="folder to write (created if missing)")
