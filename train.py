@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))  # before `pip 
 import hydra
 from omegaconf import DictConfig
 
-from mnist_lit.cli import hydra_refusals, train_command_line
+from mnist_lit.cli import check_sweep, hydra_refusals, train_command_line
 from mnist_lit.config import check
 from mnist_lit.errors import reported_errors
 
@@ -31,4 +31,5 @@ if __name__ == "__main__":
     with reported_errors():
         sys.argv[1:] = train_command_line(sys.argv[1:])  # resume=, DDP ranks, requeued SLURM jobs
         with hydra_refusals("train", sys.argv[1:]):
+            check_sweep("train", sys.argv[1:])  # every job of a sweep, before the first runs
             main()

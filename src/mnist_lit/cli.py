@@ -16,13 +16,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import itertools
+
 import yaml
 from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from mnist_lit.config import CONFIG_DIR, PROJECT_ROOT
+from mnist_lit.config import CONFIG_DIR, PROJECT_ROOT, check
 from mnist_lit.errors import UserError, atomic_write_bytes, unfinished_writes
 
 log = logging.getLogger(__name__)
@@ -181,6 +184,33 @@ def requeued_command_line(argv: Sequence[str], logs: Path) -> list[str]:
     return list(argv)
 
 
+# ----------------------------------------------------------------------------- sweeps
+
+
+def sweep_jobs(overrides: Sequence[str], limit: int = 100) -> list[list[str]]:
+    """The override lists of a sweep's jobs (``model=mlp,cnn`` -> two), the first ``limit``.
+    An interval (an Optuna search space) has no value to try: its sweeper checks it."""
+    choices: list[list[str]] = []
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        if not override.is_sweep_override():
+            choices.append([str(override.input_line)])
+        elif override.is_discrete_sweep() and "GLOB" not in str(override.value_type):
+            key = override.get_key_element()
+            choices.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+    return [list(job) for job in itertools.islice(itertools.product(*choices), limit)] or [[]]
+
+
+def check_sweep(config_name: str, argv: Sequence[str]) -> None:
+    """For ``-m``: every job of the sweep composed and checked before the first one runs, so a
+    bad value in the last job is refused before the first one trains."""
+    if "-m" not in argv and "--multirun" not in argv:
+        return
+    overrides = [a for a in argv if not a.startswith("-")]
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name=config_name):
+        for job in sweep_jobs(overrides):
+            check(compose(config_name, overrides=job))
+
+
 # ----------------------------------------------------------------------------- Hydra's refusals
 
 
@@ -191,6 +221,10 @@ def hydra_refusals(config_name: str, argv: Sequence[str]) -> Iterator[None]:
     They reach here because the entry points set ``HYDRA_FULL_ERROR``: Hydra then raises them
     instead of printing them with a note about stack traces.
     """
+    for override in argv:  # an empty one would run in the current folder
+        key, _, value = override.partition("=")
+        if key in ("hydra.run.dir", "hydra.sweep.dir") and not value.strip():
+            raise UserError(f"{key} is empty: pass a folder for the run, or leave it out")
     try:
         yield
     except MissingConfigException as err:
@@ -207,6 +241,13 @@ def hydra_refusals(config_name: str, argv: Sequence[str]) -> Iterator[None]:
         ) from None
     except OmegaConfBaseException as err:
         raise UserError(" ".join(str(err).split("\n")[:1])) from None
+    except ValueError:  # Hydra's for a group set to null
+        groups = [o.split("=")[0] for o in argv if o.endswith("=null")]
+        groups = [g for g in groups if (CONFIG_DIR / g).is_dir()]
+        if not groups:
+            raise
+        options = ", ".join(sorted(p.stem for p in (CONFIG_DIR / groups[0]).glob("*.yaml")))
+        raise UserError(f"{groups[0]}=null: choose one of {options}") from None
 
 
 def _composition_error(config_name: str, argv: list[str], err: Exception) -> str:

@@ -8,6 +8,7 @@ reports that as one line too. Nothing here imports torch or Lightning.
 
 from __future__ import annotations
 
+import difflib
 import itertools
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -15,7 +16,7 @@ from typing import Annotated, Any, Literal
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mnist_lit.errors import UserError
 
@@ -71,6 +72,12 @@ Positive = Annotated[float, Field(gt=0)]
 Probability = Annotated[float, Field(ge=0, lt=1)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 Batches = Annotated[int, Field(ge=0)] | Fraction  # Lightning: an int counts, a float is a share
+
+
+def _not_zero(epochs: int) -> int:
+    if epochs == 0:
+        raise ValueError("0 epochs trains nothing: use 1 or more, or -1 for no limit")
+    return epochs
 
 
 class Node(BaseModel):
@@ -134,17 +141,31 @@ class Optimizer(Node):
     lr: Positive
     weight_decay: NonNegative
     fused: bool | None
-    betas: list[Probability] = Field(default=[0.9, 0.999], min_length=2, max_length=2)
-    eps: Positive = 1e-8
-    amsgrad: bool = False
-    momentum: Probability = 0.0
-    dampening: Probability = 0.0
-    nesterov: bool = False
+
+
+class Adam(Optimizer):
+    betas: list[Probability] = Field(min_length=2, max_length=2)
+    eps: Positive
+    amsgrad: bool
+
+
+class SGD(Optimizer):
+    momentum: Probability
+    dampening: Probability
+    nesterov: bool
+
+    @model_validator(mode="before")
+    @classmethod
+    def nesterov_needs_momentum(cls, values: Any) -> Any:  # torch refuses it only once training
+        if isinstance(values, dict) and values.get("nesterov") is True:
+            if not values.get("momentum", 0) or values.get("dampening", 0):
+                raise ValueError("nesterov=true needs momentum > 0 and dampening=0")
+        return values
 
 
 class OneCycle(Node):
     max_lr: Positive
-    pct_start: Annotated[float, Field(gt=0, lt=1)]
+    pct_start: Fraction
     div_factor: Positive
     final_div_factor: Positive
     anneal_strategy: Literal["cos", "linear"]
@@ -167,7 +188,7 @@ class Trainer(Node):
 
     model_config = ConfigDict(extra="allow")
 
-    max_epochs: Annotated[int, Field(ge=-1)] | None
+    max_epochs: Annotated[int, Field(ge=-1), AfterValidator(_not_zero)] | None
     max_steps: Annotated[int, Field(ge=-1)]
     check_val_every_n_epoch: Count | None
     log_every_n_steps: Annotated[int, Field(ge=0)] | None
@@ -175,7 +196,15 @@ class Trainer(Node):
     limit_val_batches: Batches | None
     limit_test_batches: Batches | None
     val_check_interval: Batches | None
+    overfit_batches: Batches
     deterministic: bool | Literal["warn"] | None
+    accumulate_grad_batches: Count = 1
+    num_sanity_val_steps: Annotated[int, Field(ge=-1)] | None = None
+    enable_progress_bar: bool | None = None
+    enable_model_summary: bool | None = None
+    enable_checkpointing: bool | None = None
+    use_distributed_sampler: bool = True
+    sync_batchnorm: bool = False
 
 
 class Options(BaseModel):
@@ -205,9 +234,9 @@ TARGETS: dict[str, type[Node]] = {
     "mnist_lit.data.fashion_mnist.FashionMNISTDataModule": Data,
     "mnist_lit.models.cnn.CNN": CNN,
     "mnist_lit.models.mlp.MLP": MLP,
-    "torch.optim.Adam": Optimizer,
-    "torch.optim.AdamW": Optimizer,
-    "torch.optim.SGD": Optimizer,
+    "torch.optim.Adam": Adam,
+    "torch.optim.AdamW": Adam,
+    "torch.optim.SGD": SGD,
     "torch.optim.lr_scheduler.OneCycleLR": OneCycle,
     "torch.optim.lr_scheduler.CosineAnnealingLR": Cosine,
     "torch.optim.lr_scheduler.StepLR": Step,
@@ -236,7 +265,7 @@ def check(
     for group in required:
         if not cfg.get(group):
             raise UserError(f"{group} is required (set to null or deleted): {group}=<option>")
-    values = {str(k): v for k, v in _resolved(cfg).items()}
+    values = _resolved(cfg)
     _check("", options, values)
     for path, node in _nodes_with_target(values):
         model = TARGETS.get(str(node["_target_"]))
@@ -245,21 +274,20 @@ def check(
     _check_combination(values)
 
 
-def _resolved(cfg: DictConfig) -> dict[str, Any]:
-    """The config as plain values, group by group; a group that needs a running Hydra job to
-    resolve (``${hydra:runtime.output_dir}``) is left out when there is none."""
+def _resolved(node: Any) -> Any:
+    """The config as plain values, key by key; a key that cannot resolve here is left out (one
+    that only a running job resolves, ``${hydra:runtime.output_dir}``, or that this command's
+    config lacks, as ``${seed}`` in predict's data group): the class that uses it says so."""
+    if not isinstance(node, DictConfig):
+        return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
     values: dict[str, Any] = {}
-    for key in cfg:
+    for key in node:
         if key == "hydra":
             continue
         try:
-            node = cfg[key]
-            values[str(key)] = (
-                OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-            )
+            values[str(key)] = _resolved(node[key])
         except InterpolationResolutionError:
-            if HydraConfig.initialized():  # then every interpolation has what it needs
-                raise
+            continue
     return values
 
 
@@ -285,9 +313,13 @@ def _check(prefix: str, model: type[BaseModel], values: dict[str, Any]) -> None:
         first = problems[0]
         key, value = _walk(values, first["loc"])
         if first["type"] == "extra_forbidden":
-            known = ", ".join(model.model_fields)
+            close = difflib.get_close_matches(key, list(model.model_fields), n=1)
+            hint = f"did you mean '{prefix}{close[0]}'? " if close else ""
             where = prefix.rstrip(".") or "the config"
-            raise UserError(f"unknown config key '{prefix}{key}': {where} takes {known}") from None
+            known = ", ".join(model.model_fields)
+            raise UserError(
+                f"unknown config key '{prefix}{key}': {hint}{where} takes {known}"
+            ) from None
         shown = (
             "null"
             if value is None

@@ -59,11 +59,7 @@ def train(cfg: DictConfig) -> float | None:
     with built_from("data"):
         datamodule = instantiate(cfg.data)
     with built_from("model"):
-        model = LitClassifier(
-            net=plain_dict(cfg.model),
-            optimizer=plain_dict(cfg.optimizer),
-            scheduler=plain_dict(cfg.scheduler) if cfg.scheduler else None,
-        )
+        model = build_model(cfg)
         instantiate(cfg.optimizer)(params=model.parameters())  # its own checks, before any work
     if cfg.get("ckpt_path"):
         check_ckpt_path(cfg)
@@ -117,6 +113,15 @@ def train(cfg: DictConfig) -> float | None:
         f"best_ckpt={best_ckpt or '(none saved)'} run_dir={output_dir}"
     )
     return optimized
+
+
+def build_model(cfg: DictConfig) -> LitClassifier:
+    """The LightningModule from the ``model``, ``optimizer`` and ``scheduler`` groups."""
+    return LitClassifier(
+        net=plain_dict(cfg.model),
+        optimizer=plain_dict(cfg.optimizer),
+        scheduler=plain_dict(cfg.scheduler) if cfg.scheduler else None,
+    )
 
 
 def check_ckpt_path(cfg: DictConfig) -> None:

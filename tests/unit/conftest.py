@@ -25,7 +25,9 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 from mnist_lit.classifier import LitClassifier
+from mnist_lit.cli import hydra_refusals, sweep_jobs
 from mnist_lit.config import check
+from mnist_lit.errors import UserError
 from mnist_lit.data import MNIST, MNISTDataModule
 from mnist_lit.data.download import DatasetSpec
 from mnist_lit.data.wheel import idx_bytes
@@ -209,17 +211,33 @@ def edited(source: Path, target: Path, edit) -> Path:
 # ----------------------------------------------------------------------------- the checks
 
 
-def precheck(config_name: str, argv: Sequence[str], tmp_path: Path | None = None) -> DictConfig:
-    """What a command checks before its work: the config's values (``config.check``) and, for
-    training, ``ckpt_path``. Raises the ``UserError`` the command would print."""
+def precheck(config_name: str, argv: Sequence[str]) -> list[DictConfig]:
+    """What a command checks before its work, in-process: Hydra's refusals of the command line
+    (``cli.hydra_refusals``), each job's values (``config.check``, with the extras' own models)
+    and its checkpoint: to resume from (train) or to load (the others). Raises the
+    ``UserError`` the command would print; returns each job's config."""
+    from mnist_lit.checkpoints import checkpoint_problem, dataset_of_config
+    from mnist_lit.export import ExportOptions, PredictOptions
     from mnist_lit.train import check_ckpt_path
 
-    output_dir = (tmp_path or Path("/nonexistent")) / "run"
-    cfg = compose_config(config_name, list(argv), output_dir)
-    check(cfg)
-    if config_name == "train" and cfg.get("ckpt_path"):
-        check_ckpt_path(cfg)
-    return cfg
+    options = {
+        "predict": (PredictOptions, ("data", "paths")),
+        "export": (ExportOptions, ("data", "paths")),
+    }.get(config_name, (None, ()))
+    configs = []
+    with hydra_refusals(config_name, list(argv)):
+        for job in sweep_jobs([a for a in argv if not a.startswith("-")]):
+            cfg = compose_config(config_name, job, Path("/nonexistent/run"))
+            check(cfg, *options)
+            configs.append(cfg)
+    for cfg in configs:
+        if config_name == "train" and cfg.get("ckpt_path"):
+            check_ckpt_path(cfg)
+        elif config_name != "train":
+            problem = checkpoint_problem(str(cfg.ckpt_path), dataset=dataset_of_config(cfg.data))
+            if problem is not None:
+                raise UserError(problem)
+    return configs
 
 
 # ----------------------------------------------------------------------------- guards

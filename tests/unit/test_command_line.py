@@ -1,9 +1,9 @@
 """Bad command lines and bad checkpoints, refused before any work: a ``UserError`` with exit code
 2 whose one line names the key (or the checkpoint file) and the cause.
 
-Every case goes through what ``cli.run_entry_point`` checks before Hydra starts
-(``check_command_line``, then ``check_ckpt_path`` for each job), in-process: a fraction of a
-second each. ``tests/integration/test_cli_errors.py`` runs a sample of them through the real
+Every case goes through what the entry points check before any work (``precheck`` in
+tests/unit/conftest.py: Hydra's refusals, each job's values, the checkpoint), in-process: a
+fraction of a second each. ``tests/integration/test_cli_errors.py`` runs a sample of them through the real
 command line (one ``error:`` line on stderr, no traceback, no run dir).
 """
 
@@ -12,15 +12,11 @@ command line (one ``error:`` line on stderr, no traceback, no run dir).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from unittest.mock import patch
 
-import hydra
 import pytest
 import torch
 
-from mnist_lit.config import CONFIG_DIR, check_command_line, help_text
 from mnist_lit.errors import UserError
 
 from .conftest import FITS_TINY, precheck
@@ -126,7 +122,7 @@ BAD_CHECKPOINTS = [
     case("eval.py", "ckpt_path={state_dict}", "{state_dict}", "state_dict"),
     case("eval.py", "ckpt_path={full} data=fashion_mnist", "{full}", "data=mnist"),
     case("predict.py", "ckpt_path={synthetic} images=x", "{synthetic}", "data=synthetic"),
-    case("train.py", "ckpt_path={full} model=mlp", "{full}", "mnist_lit.models.CNN", "mnist_lit.models.MLP"),
+    case("train.py", "ckpt_path={full} model=mlp", "{full}", "mnist_lit.models.cnn.CNN", "mnist_lit.models.mlp.MLP"),
     case("train.py", "ckpt_path={full}", "{full}", "model.channels=[4,8]"),
     case("train.py", "ckpt_path={weights} " + " ".join(FITS_TINY), "{weights}", "weights only"),
     case("train.py", "ckpt_path={full} data=fashion_mnist " + " ".join(FITS_TINY), "{full}", "data=mnist"),
@@ -192,16 +188,11 @@ def test_good_command_lines_pass(args: str, names: dict[str, str]) -> None:
 
 
 def test_a_sweep_checks_every_job() -> None:
-    configs = check_command_line("train", ["-m", "model=mlp,cnn", "optimizer=sgd,adam"])
+    configs = precheck("train", ["-m", "model=mlp,cnn", "optimizer=sgd,adam"])
     chosen = {
         (c.model._target_.rsplit(".")[-1], c.optimizer._target_.rsplit(".")[-1]) for c in configs
     }
     assert chosen == {("MLP", "SGD"), ("MLP", "Adam"), ("CNN", "SGD"), ("CNN", "Adam")}
-
-
-@pytest.mark.parametrize("flag", ["--help", "--hydra-help", "--cfg=job", "--info"])
-def test_flags_that_only_print_are_left_to_hydra(flag: str) -> None:
-    assert check_command_line("train", ["model.dropout=7", flag]) == []
 
 
 def test_the_other_commands_resolve_their_ckpt_path(names: dict[str, str], tmp_path: Path) -> None:
@@ -209,25 +200,3 @@ def test_the_other_commands_resolve_their_ckpt_path(names: dict[str, str], tmp_p
     for script, extra in (("eval", []), ("predict", ["images=x"]), ("export", [])):
         (cfg,) = precheck(script, [f"ckpt_path={names['weights']}", *extra])
         assert cfg.ckpt_path == names["weights"]
-
-
-@pytest.mark.parametrize(
-    ("script", "args"),
-    [("train", []), ("train", ["model=mlp", "optimizer.lr=0.5"]), ("predict", []), ("eval", [])],
-)
-def test_help_prints_what_hydra_prints(
-    script: str, args: list[str], capsys: pytest.CaptureFixture[str]
-) -> None:
-    """``--help`` lists the config groups from conf/ itself (Hydra composes once per group, over
-    a second): the text must stay Hydra's own, byte for byte."""
-    hydra_app = hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=script)
-    with patch.object(sys, "argv", [f"{script}.py", *args, "--help"]), pytest.raises(SystemExit):
-        hydra_app(lambda cfg: None)()
-    hydras = capsys.readouterr().out
-    assert help_text(script, args) + "\n" == hydras
-
-
-def test_help_for_a_bad_command_line_is_one_error_line() -> None:
-    with pytest.raises(UserError) as caught:
-        help_text("train", ["modle=mlp"])
-    assert caught.value.exit_code == 2 and "modle" in str(caught.value)
