@@ -10,13 +10,12 @@ it trained in. Nothing here imports torch until a run is resumed.
 from __future__ import annotations
 
 import difflib
+import itertools
 import logging
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-
-import itertools
 
 import yaml
 from hydra import compose, initialize_config_dir
@@ -166,6 +165,14 @@ def requeued_in(run_dir: Path) -> bool:
     if slurm_job_id() is None or not restarts.isdigit() or int(restarts) == 0:
         return False
     return record.is_file() and record.read_text().strip() == slurm_job_id()
+
+
+def requeued_checkpoint(run_dir: Path) -> str | None:
+    """For a SLURM job requeued into ``run_dir`` (a sweep job, run again without its command
+    line): the checkpoint to resume from, if it saved one there."""
+    if not requeued_in(run_dir) or not any((run_dir / "checkpoints").rglob("*.ckpt")):
+        return None
+    return str(newest_intact_checkpoint(run_dir))
 
 
 def requeued_command_line(argv: Sequence[str], logs: Path) -> list[str]:

@@ -16,7 +16,15 @@ from typing import Annotated, Any, Literal
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from mnist_lit.errors import UserError
 
@@ -78,6 +86,12 @@ def _not_zero(epochs: int) -> int:
     if epochs == 0:
         raise ValueError("0 epochs trains nothing: use 1 or more, or -1 for no limit")
     return epochs
+
+
+def _decimal(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError(f"write it as a decimal number ({value}.0): torch takes no int here")
+    return value
 
 
 class Node(BaseModel):
@@ -157,15 +171,15 @@ class SGD(Optimizer):
     @model_validator(mode="before")
     @classmethod
     def nesterov_needs_momentum(cls, values: Any) -> Any:  # torch refuses it only once training
-        if isinstance(values, dict) and values.get("nesterov") is True:
-            if not values.get("momentum", 0) or values.get("dampening", 0):
-                raise ValueError("nesterov=true needs momentum > 0 and dampening=0")
+        nesterov = isinstance(values, dict) and values.get("nesterov") is True
+        if nesterov and (not values.get("momentum", 0) or values.get("dampening", 0)):
+            raise ValueError("nesterov=true needs momentum > 0 and dampening=0")
         return values
 
 
 class OneCycle(Node):
     max_lr: Positive
-    pct_start: Fraction
+    pct_start: Annotated[Fraction, BeforeValidator(_decimal)]
     div_factor: Positive
     final_div_factor: Positive
     anneal_strategy: Literal["cos", "linear"]

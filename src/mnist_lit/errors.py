@@ -64,9 +64,12 @@ def reported_errors(unstarted_run_dir: str | Path | None = None) -> Iterator[Non
 
 
 def remove_unstarted_run_dir(run_dir: Path) -> None:
-    """Remove a run dir that holds only Hydra's files: a run refused before it trained."""
-    started = (run_dir / "checkpoints").exists() or any(run_dir.glob("*.json"))
-    if run_dir.is_dir() and not started:
+    """Remove a run dir that holds only what Hydra wrote into it (``.hydra/``, its log): a run
+    refused before it trained. Anything else in it (a checkpoint, results, a file of yours)
+    keeps it."""
+    if not run_dir.is_dir():
+        return
+    if all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()):
         shutil.rmtree(run_dir, ignore_errors=True)
 
 

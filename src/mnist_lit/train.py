@@ -34,7 +34,7 @@ from mnist_lit.cli import (
     JOB_DIR_ENV,
     SLURM_JOB_FILE,
     accept_resumed_config,
-    requeued_in,
+    requeued_checkpoint,
     slurm_job_id,
 )
 from mnist_lit.config import plain_dict
@@ -61,15 +61,12 @@ def train(cfg: DictConfig) -> float | None:
     with built_from("model"):
         model = build_model(cfg)
         instantiate(cfg.optimizer)(params=model.parameters())  # its own checks, before any work
-    if cfg.get("ckpt_path"):
-        check_ckpt_path(cfg)
+    check_ckpt_path(cfg)
     if cfg.get("compile"):  # Lightning trains and checkpoints the compiled module as the plain one
         model = cast(LitClassifier, torch.compile(model))
-    if not cfg.get("ckpt_path") and requeued_in(output_dir):
-        from mnist_lit.cli import newest_intact_checkpoint
-
+    if not cfg.get("ckpt_path") and (requeued := requeued_checkpoint(output_dir)):
         with open_dict(cfg):  # a SLURM sweep job run again after its preemption
-            cfg.ckpt_path = str(newest_intact_checkpoint(output_dir))
+            cfg.ckpt_path = requeued
     trainer = build_trainer(cfg)
     if trainer.is_global_zero:
         accept_resumed_config(output_dir)
@@ -107,8 +104,10 @@ def train(cfg: DictConfig) -> float | None:
     }
     atomic_write_bytes(output_dir / RESULTS_FILE, json.dumps(summary, indent=2).encode())
     finish_logging(trainer.loggers, cfg, metrics, step=trainer.global_step)
+    model_name = HydraConfig.get().runtime.choices.get("model") if HydraConfig.initialized() else ""
     print(
-        f"[mnist-lit] test/acc={test_metrics.get('test/acc', float('nan')):.4f} "
+        f"[mnist-lit] model={model_name} "
+        f"test/acc={test_metrics.get('test/acc', float('nan')):.4f} "
         f"{cfg.optimized_metric}={optimized if optimized is None else round(optimized, 4)} "
         f"best_ckpt={best_ckpt or '(none saved)'} run_dir={output_dir}"
     )
@@ -129,6 +128,8 @@ def check_ckpt_path(cfg: DictConfig) -> None:
     optimizer's state, and weights that fit the configured network."""
     from mnist_lit.checkpoints import checkpoint_problem, dataset_of_config
 
+    if not cfg.get("ckpt_path"):
+        return
     problem = checkpoint_problem(
         str(cfg.ckpt_path),
         dataset=dataset_of_config(cfg.data),
@@ -192,17 +193,21 @@ def resolve_precision(precision: Any, accelerator: Any) -> Any:
     Emulated bf16 is slower than float32, hence the check."""
     if str(precision) != "auto":
         return precision
-    if str(accelerator) in ("gpu", "cuda") or (
-        str(accelerator) == "auto" and torch.cuda.is_available()
-    ):
-        return (
-            "bf16-mixed" if torch.cuda.is_bf16_supported(including_emulation=False) else "32-true"
-        )
+    name = str(accelerator)
+    if name in ("gpu", "cuda") or (name == "auto" and torch.cuda.is_available()):
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+    else:  # another accelerator (Apple's mps): float32
+        native = name in ("cpu", "auto") and cpu_has_native_bf16()
+    return "bf16-mixed" if native else "32-true"
+
+
+def cpu_has_native_bf16() -> bool:
+    """x86 CPUs with AVX512-BF16 or AMX, as Linux lists their flags (elsewhere: no)."""
     try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:  # not Linux: float32
-        flags = []
-    return "bf16-mixed" if {"avx512_bf16", "amx_bf16"} & set(flags) else "32-true"
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & flags)
 
 
 @contextmanager

@@ -1,6 +1,6 @@
 """Values a class checks itself when it is built (Lightning's Trainer, a callback, the data
 module, the network): train.py and eval.py report them as one ``UserError`` naming the config
-group and the class's reason (``cli.built_from``), exit code 2, before any training.
+group and the class's reason (``train.built_from``), exit code 2, before any training.
 
 Each case goes through what the command runs, in-process: the check before Hydra (``precheck``),
 then ``train`` on the synthetic data; whichever refuses it must name it.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_lit.cli import built_from
+from mnist_lit.train import built_from
 from mnist_lit.errors import UserError
 from mnist_lit.eval import evaluate
 from mnist_lit.train import train

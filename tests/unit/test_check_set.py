@@ -1,14 +1,21 @@
-"""The check set generator (``data/check_set.py``): labels, categories, determinism, no MNIST."""
+"""The check set generator (``benchmarks/check_set.py``): labels, categories, determinism, no
+MNIST."""
 
 from __future__ import annotations
 
 import csv
+import sys
 
 import numpy as np
 import pytest
-from check_set import CATEGORIES, CHECK_FONTS, generate, read_labels, sample
 
-from mnist_lit.data import check_set
+from mnist_lit.config import PROJECT_ROOT
+
+# the check set is the robustness benchmark's, beside it in benchmarks/, not the package's
+sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
+import check_set
+from check_set import CATEGORIES, generate, read_labels, sample
+from digit_drawing import CHECK_FONTS, font_path
 
 
 @pytest.mark.parametrize("category", CATEGORIES)
@@ -74,7 +81,7 @@ def test_it_never_reads_mnist(tmp_path, monkeypatch) -> None:
 
 def test_check_fonts_exist_in_matplotlib() -> None:
     for name in CHECK_FONTS:
-        assert check_set.font_path(name).is_file()
+        assert font_path(name).is_file()
 
 
 def test_command_line(tmp_path, capsys) -> None:

@@ -17,15 +17,16 @@ from omegaconf import OmegaConf
 
 from mnist_lit.checkpoints import (
     ALLOWED_TARGETS,
-    AtomicCheckpointIO,
+    allowed_class,
     checkpoint_problem,
-    checkpoint_step,
     load_checkpoint,
     read_checkpoint,
     trained_on,
 )
+from mnist_lit.callbacks.training import AtomicCheckpointIO
 from mnist_lit.classifier import LitClassifier
 from mnist_lit.errors import UserError
+from mnist_lit.train import checkpoint_step
 
 from .conftest import TINY_CNN, edited
 
@@ -103,8 +104,14 @@ def test_a_pickle_that_runs_code_is_refused(tmp_path: Path) -> None:
 
 
 def test_the_allow_list_holds_classes_by_their_exact_name() -> None:
-    assert set(ALLOWED_TARGETS) == {"net", "optimizer", "scheduler"}
-    assert {"mnist_lit.models.CNN", "mnist_lit.models.MLP"} <= set(ALLOWED_TARGETS["net"])
+    assert set(ALLOWED_TARGETS) == {"optimizer", "scheduler"}
+    from mnist_lit.models.cnn import CNN
+
+    assert allowed_class("net", "mnist_lit.models.cnn.CNN") is CNN
+    # only the networks of the project's own models package, by their exact module
+    for other in ("mnist_lit.models.CNN", "torch.nn.Linear", "os.system", "mnist_lit.train.train"):
+        assert allowed_class("net", other) is None
+    assert allowed_class("net", "mnist_lit.models.cnn.Tensor") is None  # not an nn.Module
     assert {"torch.optim.Adam", "torch.optim.AdamW", "torch.optim.SGD"} <= set(
         ALLOWED_TARGETS["optimizer"]
     )
@@ -124,7 +131,7 @@ def test_the_allow_list_holds_classes_by_their_exact_name() -> None:
     [
         ("os.system", "net"),
         ("mnist_lit.models.cnn.nn.Module", "net"),  # reachable by name, not a network of ours
-        ("mnist_lit.models.cnn.CNN", "net"),  # ours, but not by the name the allow-list has
+        ("mnist_lit.models.CNN", "net"),  # ours, but not by the name the allow-list has
         ("subprocess.Popen", "optimizer"),
         ("torch.optim.adam.Adam", "optimizer"),
         ("builtins.eval", "scheduler"),
@@ -259,7 +266,7 @@ def test_checkpoint_problem_changes_nothing(ckpt: Path, tmp_path: Path) -> None:
         ("truncated", "truncated"),
         ("weights-only", "weights only"),
         ("fashion", "data=synthetic"),
-        ("mlp", "mnist_lit.models.CNN"),
+        ("mlp", "mnist_lit.models.cnn.CNN"),
         ("sizes", "model.channels=[4,8]"),
     ],
 )
@@ -285,7 +292,7 @@ def test_checkpoint_problem_names_the_file_and_the_cause(
     elif kind == "fashion":
         options = {"dataset": "fashion_mnist"}
     elif kind == "mlp":
-        options = {"net": {"_target_": "mnist_lit.models.MLP", "hidden_sizes": [64]}}
+        options = {"net": {"_target_": "mnist_lit.models.mlp.MLP", "hidden_sizes": [64]}}
     else:
         options = {"net": {**TINY_CNN, "channels": [32, 64], "hidden": 128}}
     problem = checkpoint_problem(path, **options)

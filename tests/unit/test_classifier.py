@@ -14,7 +14,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, OneCycleLR, StepLR
 from mnist_lit.classifier import LitClassifier, _run_length_argument, _schedule_mismatch
 from mnist_lit.errors import UserError
 
-MLP_CONFIG = {"_target_": "mnist_lit.models.MLP", "hidden_sizes": [32], "dropout": 0.0}
+MLP_CONFIG = {"_target_": "mnist_lit.models.mlp.MLP", "hidden_sizes": [32], "dropout": 0.0}
 ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.01}
 
 

@@ -1,31 +1,27 @@
-"""The one wrapper of every entry point (``cli.run_entry_point``) and the one error type, run
-in-process: the check before Hydra, the task inside it, a ``UserError`` as one line and its code."""
+"""One-line errors (``errors.py``), a class's refusal named by its config group
+(``train.built_from``), the checkpoint a run resumes from (``train.check_ckpt_path``), and the
+command line before Hydra (``cli.py``): the parts of a refused command, in-process."""
 
 from __future__ import annotations
 
 import errno
-import gc
 import os
-import sys
 from pathlib import Path
 
 import pytest
-from omegaconf import DictConfig
 
-from mnist_lit.cli import (
-    built_from,
-    check_ckpt_path,
-    collector_paused_until_task,
-    run_entry_point,
+from mnist_lit.cli import ddp_rank_argv, sweep_jobs
+from mnist_lit.errors import (
+    BAD_INPUT,
+    FAILED,
+    UserError,
+    remove_unstarted_run_dir,
+    reported_errors,
+    require_extra,
 )
-from mnist_lit.errors import BAD_INPUT, FAILED, UserError, reported_errors
+from mnist_lit.train import built_from, check_ckpt_path
 
 from ..conftest import compose_config, error_line
-
-
-@pytest.fixture(autouse=True)
-def _argv(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sys, "argv", ["train.py"])  # run_entry_point sets it for Hydra
 
 
 def test_user_error_is_one_line_with_its_exit_code() -> None:
@@ -59,86 +55,56 @@ def test_a_full_or_read_only_disk_is_one_line(number: int, capsys) -> None:
         raise PermissionError(errno.EACCES, "Permission denied")
 
 
-def test_a_bad_command_line_stops_before_hydra(tmp_path: Path, capsys) -> None:
-    """One line, exit code 2, the task never runs and no run dir is made."""
-    ran: list[DictConfig] = []
-    with pytest.raises(SystemExit) as caught:
-        run_entry_point("train", ran.append, ["model.dropout=1.5", f"paths.log_dir={tmp_path}"])
-    assert caught.value.code == 2
-    out, err = capsys.readouterr()
-    assert "model.dropout" in error_line(err) and out == ""
-    assert ran == [] and list(tmp_path.iterdir()) == []
+def test_a_refusal_removes_the_run_dir_it_never_used(tmp_path: Path, capsys) -> None:
+    """Hydra makes the run dir before the task checks its values: a refusal removes it again,
+    and never a run that trained (a checkpoint or results in it)."""
+    unused, trained = tmp_path / "unused", tmp_path / "trained"
+    (unused / ".hydra").mkdir(parents=True)
+    (trained / "checkpoints").mkdir(parents=True)
+    for run_dir in (unused, trained):
+        with pytest.raises(SystemExit), reported_errors(unstarted_run_dir=run_dir):
+            raise UserError("model.dropout=1.5 is invalid")
+    assert not unused.exists() and trained.is_dir()
+    remove_unstarted_run_dir(tmp_path / "missing")  # nothing there: nothing to do
 
 
-def test_a_bad_checkpoint_stops_before_hydra(tmp_path: Path, capsys) -> None:
-    missing = tmp_path / "nope.ckpt"
-    with pytest.raises(SystemExit) as caught:
-        run_entry_point("eval", print, [f"ckpt_path={missing}", f"paths.log_dir={tmp_path}"])
-    assert caught.value.code == 2
-    assert str(missing) in error_line(capsys.readouterr().err)
-    assert list(tmp_path.iterdir()) == [], "a run dir was made"
-
-
-def test_a_good_command_line_runs_the_task_in_its_run_dir(tmp_path: Path) -> None:
-    seen: list[str] = []
-    run_entry_point(
-        "train",
-        lambda cfg: seen.append(cfg.paths.output_dir),
-        ["model=mlp", f"paths.log_dir={tmp_path}"],
+def test_a_missing_extra_is_named_in_one_line() -> None:
+    require_extra("core", "json")  # present: nothing said
+    with pytest.raises(UserError) as caught:
+        require_extra("serve", "json", "no_such_module_here")
+    assert caught.value.exit_code == 2
+    assert "no_such_module_here" in str(caught.value) and "pip install -e '.[serve]'" in str(
+        caught.value
     )
-    (run,) = (tmp_path / "train" / "runs").iterdir()
-    assert seen == [str(run)]
-    assert (run / ".hydra" / "overrides.yaml").is_file()
 
 
-def test_each_job_of_a_sweep_runs(tmp_path: Path) -> None:
-    seeds: list[int] = []
-    run_entry_point(
-        "train", lambda cfg: seeds.append(cfg.seed), ["-m", "seed=1,2", f"paths.log_dir={tmp_path}"]
-    )
-    assert seeds == [1, 2]
-    (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
-    assert (sweep / "report.md").is_file()  # the sweep report callback ran too
+def test_a_value_a_class_refuses_is_one_line_naming_its_group() -> None:
+    with pytest.raises(UserError) as caught, built_from("trainer"):
+        raise ValueError("`Trainer(devices=0)` value is not a valid input")
+    assert caught.value.exit_code == 2
+    assert str(caught.value).startswith("trainer: ") and "devices=0" in str(caught.value)
 
 
-@pytest.mark.parametrize(
-    ("raised", "code"),
-    [(UserError("3 of 5 images could not be classified", FAILED), 1), (UserError("bad"), 2)],
-)
-def test_a_user_error_in_the_task_is_one_line_and_its_code(
-    raised: UserError, code: int, tmp_path: Path, capsys
+def test_a_sweep_is_split_into_its_jobs() -> None:
+    jobs = sweep_jobs(["model=mlp,cnn", "seed=1,2", "optimizer=sgd"])
+    assert len(jobs) == 4 and ["model=mlp", "seed=1", "optimizer=sgd"] in jobs
+    assert sweep_jobs([]) == [[]]
+    # an interval is a search space: its sweeper draws the values
+    assert sweep_jobs(["optimizer.lr=interval(0.001,0.01)"]) == [[]]
+
+
+def test_only_a_ddp_rank_lightning_started_gets_its_jobs_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def task(cfg: DictConfig) -> None:
-        raise raised
-
-    with pytest.raises(SystemExit) as caught:
-        run_entry_point("train", task, [f"paths.log_dir={tmp_path}"])
-    assert caught.value.code == code
-    assert error_line(capsys.readouterr().err, alone=False) == f"error: {raised}"
-
-
-def test_a_value_a_class_refuses_inside_the_task_is_exit_code_2(tmp_path: Path, capsys) -> None:
-    def task(cfg: DictConfig) -> None:
-        with built_from("trainer"):
-            raise ValueError("`Trainer(devices=0)` value is not a valid input")
-
-    with pytest.raises(SystemExit) as caught:
-        run_entry_point("train", task, [f"paths.log_dir={tmp_path}"])
-    assert caught.value.code == 2
-    line = error_line(capsys.readouterr().err, alone=False)
-    assert line.startswith("error: trainer: ") and "devices=0" in line
-
-
-def test_without_the_check_each_job_still_checks_its_config(tmp_path: Path, capsys) -> None:
-    """``check=False`` (a DDP rank whose rank 0 checked) skips the check before Hydra; the job's
-    own check inside Hydra still refuses a bad value."""
-    ran: list[DictConfig] = []
-    with pytest.raises(SystemExit) as caught:
-        run_entry_point(
-            "train", ran.append, ["model.dropout=1.5", f"paths.log_dir={tmp_path}"], check=False
-        )
-    assert caught.value.code == 2 and ran == []
-    assert "model.dropout" in error_line(capsys.readouterr().err, alone=False)
+    monkeypatch.delenv("MNIST_LIT_DDP_JOB_DIR", raising=False)
+    assert ddp_rank_argv() is None
+    monkeypatch.setenv("MNIST_LIT_DDP_JOB_DIR", str(tmp_path))
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert ddp_rank_argv() is None  # rank 0 is the job itself
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    argv = ddp_rank_argv()
+    assert argv is not None and f"--config-path={tmp_path / '.hydra'}" in argv
+    assert (tmp_path / ".pl_hydra_rank_1").is_dir()
 
 
 # ----------------------------------------------------------------------------- check_ckpt_path
@@ -170,41 +136,6 @@ def test_a_checkpoint_to_resume_must_fit_the_model(tiny_ckpts: dict, tmp_path: P
     assert caught.value.exit_code == 2 and "model.hidden=16" in str(caught.value)
 
 
-def test_a_checkpoint_to_load_need_not_resume(tiny_ckpts: dict, tmp_path: Path) -> None:
-    """eval, predict and export load the weights: a weights-only checkpoint is fine for them."""
-    cfg = compose_config("eval", [f"ckpt_path={tiny_ckpts['weights']}"], tmp_path)
-    check_ckpt_path(cfg)
+def test_a_checkpoint_of_another_data_set_is_refused(tiny_ckpts: dict, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="data=synthetic"):
-        check_ckpt_path(compose_config("eval", [f"ckpt_path={tiny_ckpts['synthetic']}"], tmp_path))
-
-
-def test_the_collector_is_off_while_starting_and_frozen_out_of_the_start(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Checks, composes and imports run with no cycle collection; the task runs with the
-    collector on and what starting made frozen; a refused command line turns it back on."""
-    calls: list[str] = []
-    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))  # none of pytest's frozen
-    seen: list[bool] = []
-
-    def check(cfg: DictConfig) -> None:
-        seen.append(gc.isenabled())
-
-    def task(cfg: DictConfig) -> None:
-        seen.append(gc.isenabled())
-
-    run_entry_point("train", task, [f"paths.log_dir={tmp_path}"], check_task=check)
-    assert seen == [False, True] and calls == ["freeze"] and gc.isenabled()
-    with pytest.raises(SystemExit):
-        run_entry_point("train", task, ["model.dropout=1.5", f"paths.log_dir={tmp_path}"])
-    assert gc.isenabled() and calls == ["freeze"]
-
-
-def test_a_command_run_inside_another_leaves_the_collector_to_it() -> None:
-    gc.disable()  # as the outer command has it
-    try:
-        with collector_paused_until_task():
-            assert not gc.isenabled()
-        assert not gc.isenabled()  # the outer command turns it on
-    finally:
-        gc.enable()
+        check_ckpt_path(compose_config("train", [f"ckpt_path={tiny_ckpts['synthetic']}"], tmp_path))

@@ -54,7 +54,7 @@ CRAFTED = [
     ("a tensor as an argument", _net("hidden", torch.tensor([1.0]))),
     ("a bytes argument", _net("hidden", b"x")),
     ("callable target", _net("_target_", "builtins.open")),
-    ("a target that is not a string", _net("_target_", ["mnist_lit.models.CNN"])),
+    ("a target that is not a string", _net("_target_", ["mnist_lit.models.cnn.CNN"])),
     ("scheduler naming code", _hparams("scheduler", {"_target_": "os.system", "_args_": ["x"]})),
     ("scheduler interpolation", _hparams("scheduler", {"_target_": "x", "gamma": OPEN})),
 ]

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from mnist_lit.data.datamodule import EpochShuffleSampler
+from mnist_lit.data import EpochShuffleSampler
 
 from mnist_lit.data import MNISTDataModule
 

@@ -1,6 +1,7 @@
 """export in-process: TorchScript of the tiny checkpoint, verified on the synthetic test set, and
-each way it fails (exit code 1 for a failed or mismatching export, 2 for a file it cannot write).
-(ONNX, the real test set, a process without this package and the CLI: integration.)"""
+each way it fails (exit code 1 for a failed or mismatching export, 2 for a file it cannot write
+or a command ``check_export`` refuses before any work). (ONNX, the real test set, a process
+without this package and the CLI: integration.)"""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_lit import export as export_module
+import mnist_lit.export.export as export_module
 from mnist_lit.checkpoints import load_checkpoint
 from mnist_lit.errors import UserError
-from mnist_lit.export import NormalizedNet, export, metadata, output_of
+from mnist_lit.export import check_export, output_of
+from mnist_lit.export.export import NormalizedNet, export, metadata
 
 from ..conftest import compose_config
 from .conftest import SYNTHETIC, TEST_N, synthetic_overrides
@@ -144,9 +146,48 @@ def test_an_export_never_overwrites_its_checkpoint(
     }[how]
     (tmp_path / "link.onnx").symlink_to(ckpt)
     cfg = export_cfg(f"ckpt_path={ckpt}", *overrides)
-    with pytest.raises(UserError) as caught:
-        output_of(cfg)
-    assert caught.value.exit_code == 2 and "itself" in str(caught.value)
-    with pytest.raises(UserError):
-        export(cfg)
+    for refusing in (output_of, check_export, export):
+        with pytest.raises(UserError) as caught:
+            refusing(cfg)
+        assert caught.value.exit_code == 2 and "itself" in str(caught.value)
     assert ckpt.read_bytes() == original
+
+
+# ----------------------------------------------------------------------------- before any work
+
+
+def test_a_usable_command_passes_the_checks(export_cfg) -> None:
+    check_export(export_cfg())
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("format=tflite", "format='tflite' is invalid"),
+        ("atol=0", "atol=0"),
+        ("threads=0", "threads=0"),
+        ("batch_size=0", "batch_size=0"),
+    ],
+)
+def test_bad_values_are_refused_before_any_work(export_cfg, override: str, expected: str) -> None:
+    with pytest.raises(UserError) as caught:
+        check_export(export_cfg(override))
+    assert caught.value.exit_code == 2 and expected in str(caught.value)
+
+
+def test_a_checkpoint_it_cannot_use_is_refused_before_any_work(
+    export_cfg, tiny_ckpts: dict, tmp_path: Path
+) -> None:
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"an exported file is no checkpoint to export")
+    refusals = {
+        f"ckpt_path={tmp_path / 'missing.ckpt'}": "missing.ckpt does not exist",
+        f"ckpt_path={tiny_ckpts['run']}": "is a folder, not a file",
+        f"ckpt_path={onnx}": "is not a LitClassifier checkpoint",
+        f"ckpt_path={tiny_ckpts['full']}": "data=mnist",  # trained on another data set
+    }
+    for override, expected in refusals.items():
+        with pytest.raises(UserError) as caught:
+            check_export(export_cfg(override))
+        assert caught.value.exit_code == 2 and expected in str(caught.value), override
+    assert not onnx.with_suffix(".pt").exists()

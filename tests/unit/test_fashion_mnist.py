@@ -19,15 +19,10 @@ import numpy as np
 import pytest
 
 import mnist_lit.data.download
-from mnist_lit.data import (
-    FASHION_MNIST,
-    MNIST,
-    DatasetSpec,
-    FashionMNISTDataModule,
-    MNISTDataModule,
-    ensure_dataset,
-    idx_bytes,
-)
+from mnist_lit.data import MNIST, MNISTDataModule
+from mnist_lit.data.download import DatasetSpec, ensure_dataset
+from mnist_lit.data.fashion_mnist import FASHION_MNIST, FashionMNISTDataModule
+from mnist_lit.data.wheel import idx_bytes
 from mnist_lit.errors import UserError
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")

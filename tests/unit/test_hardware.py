@@ -1,17 +1,17 @@
-"""``trainer.precision: auto`` and the per-step costs that mnist_lit.hardware removes."""
+"""``trainer.precision: auto`` (``train.resolve_precision``) and the Trainer train.py builds."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from mnist_lit.hardware import instantiate_trainer, resolve_precision
-from omegaconf import OmegaConf
 
-from mnist_lit import hardware
+from mnist_lit import train as hardware
+from mnist_lit.train import build_trainer, resolve_precision
+
+from ..conftest import compose_config
 
 
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "16-mixed", 64, "32"])
@@ -34,7 +34,7 @@ def test_auto_on_the_cpu_is_bf16_only_where_the_cpu_has_it(
 def test_auto_on_a_gpu_asks_the_gpu(
     monkeypatch: pytest.MonkeyPatch, native: bool, expected: str
 ) -> None:
-    monkeypatch.setattr(hardware, "gpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation: native)
     monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: not native)  # not asked
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_precision("auto", "gpu") == expected
@@ -64,36 +64,12 @@ def test_the_trainer_gets_the_decided_precision_and_no_nan_filling(
 ) -> None:
     monkeypatch.setattr(torch.utils.deterministic, "fill_uninitialized_memory", True)
     monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
-    config = OmegaConf.create(
-        {
-            "_target_": "lightning.pytorch.Trainer",
-            "accelerator": "cpu",
-            "devices": 1,
-            "precision": "auto",
-            "deterministic": True,
-            "default_root_dir": str(tmp_path),
-        }
-    )
-    trainer = instantiate_trainer(config, logger=False, enable_progress_bar=False)
+    cfg = compose_config("train", ["trainer=cpu", "trainer.deterministic=true"], tmp_path / "run")
+    trainer = build_trainer(cfg)
     assert isinstance(trainer, L.Trainer)
     assert trainer.precision == "bf16-mixed"
     assert torch.are_deterministic_algorithms_enabled()
     assert torch.utils.deterministic.fill_uninitialized_memory is False
-    # a precision passed by the caller wins over the config's
-    assert instantiate_trainer(config, precision="32-true", logger=False).precision == "32-true"
-
-
-def test_a_machine_without_a_gpu_stops_probing_for_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
-    hardware.skip_gpu_probe_without_gpu()
-    assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "0"
-
-
-def test_a_machine_with_a_gpu_keeps_lightnings_fork_safe_probe(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    hardware.skip_gpu_probe_without_gpu()
-    assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "1"
+    torch.use_deterministic_algorithms(False)
+    cfg = compose_config("train", ["trainer=cpu", "trainer.precision=32-true"], tmp_path / "run")
+    assert build_trainer(cfg).precision == "32-true"  # any value but auto is kept

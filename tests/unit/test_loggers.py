@@ -1,8 +1,10 @@
-"""Loggers: built from ``conf/logger``, kept intact on resume, given each run's hyper-parameters."""
+"""Loggers: built from ``conf/logger`` as the core builds them, kept intact on resume, given each
+run's hyper-parameters and final metrics; the trackers (``mnist_lit.trackers``) find their run
+from their own arguments and Hydra's runtime."""
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import importlib.util
 import json
 import shutil
@@ -10,39 +12,87 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from mlflow import MlflowClient
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from mnist_lit.config import CONFIG_DIR, PROJECT_ROOT, check_command_line
+from mnist_lit.config import CONFIG_DIR, PROJECT_ROOT
 from mnist_lit.errors import UserError
-from mnist_lit.trackers.loggers import (
+from mnist_lit.trackers import TRACKERS_FILE, TrackedMLFlowLogger, TrackedWandbLogger
+from mnist_lit.trackers.mlflow_logger import PARENT_RUN_FILE
+from mnist_lit.train import (
     HPARAM_METRICS,
-    PARENT_RUN_FILE,
-    TRACKERS_FILE,
-    TrackedMLFlowLogger,
+    RESULTS_FILE,
     build_logger,
-    build_loggers,
-    finish_tracking,
-    hparams_for_logging,
-    log_hparams,
+    build_trainer,
+    checkpoint_step,
+    finish_logging,
     run_tags,
-    tracked_run,
 )
 
 from ..conftest import compose_config
+from .conftest import precheck
+
+
+def compose_job(
+    run_dir: Path,
+    *overrides: str,
+    sweep_dir: Path | None = None,
+    job: int = 0,
+    output_subdir: str = ".hydra",
+) -> DictConfig:
+    """The config of a job running in ``run_dir`` (a sweep's ``job`` when ``sweep_dir`` is
+    given), with the composed config saved where Hydra saves it before the task runs."""
+    extra = [f"hydra.output_subdir={output_subdir}"]
+    if sweep_dir is not None:
+        extra += ["hydra.mode=MULTIRUN", f"hydra.sweep.dir={sweep_dir}"]
+    cfg = compose_config("train", [*overrides, *extra], run_dir)
+    with read_write(cfg.hydra):
+        cfg.hydra.job.num = job
+    HydraConfig.instance().set_config(cfg)
+    task = copy.deepcopy(cfg)
+    with open_dict(task):
+        del task["hydra"]
+    (run_dir / output_subdir).mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(task, run_dir / output_subdir / "config.yaml")
+    return cfg
+
+
+def built(cfg: DictConfig, key: str) -> Any:
+    """The logger ``logger.<key>`` as ``train.build_trainer`` builds it."""
+    resumed_at = checkpoint_step(cfg.ckpt_path) if cfg.get("ckpt_path") else None
+    return build_logger(cfg.logger[key], resumed_at)
+
+
+def checkpoint_at(run_dir: Path, step: int) -> Path:
+    """A checkpoint of ``run_dir`` saved at ``step`` (all a tracker reads of it)."""
+    path = run_dir / "checkpoints" / "resume" / f"step_{step:07d}.ckpt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"global_step": step}, path)
+    return path
+
+
+def write_results(run_dir: Path, best_ckpt: str = "") -> None:
+    """The ``metrics.json`` the core writes at the run's end, before it finalizes the loggers."""
+    (run_dir / RESULTS_FILE).write_text(json.dumps({"metrics": {}, "best_ckpt": best_ckpt}))
+
+
+# ----------------------------------------------------------------------------- the core's part
 
 
 def test_the_configured_loggers_null_ones_dropped(tmp_path: Path) -> None:
     cfg = compose_config("train", ["logger=[tensorboard,csv]"], tmp_path / "run")
-    assert [type(lg) for lg in build_loggers(cfg, None)] == [TensorBoardLogger, CSVLogger]
+    assert [type(lg) for lg in build_trainer(cfg).loggers] == [TensorBoardLogger, CSVLogger]
     with open_dict(cfg):
         cfg.logger.csv = None
-    assert [type(lg) for lg in build_loggers(cfg, None)] == [TensorBoardLogger]
-    assert build_loggers(compose_config("train", ["~logger"], tmp_path / "run"), None) == []
+    assert [type(lg) for lg in build_trainer(cfg).loggers] == [TensorBoardLogger]
+    assert build_trainer(compose_config("train", ["~logger"], tmp_path / "run")).loggers == []
 
 
 def test_a_resumed_tensorboard_run_purges_what_came_after_its_checkpoint(tmp_path: Path) -> None:
@@ -62,33 +112,45 @@ def test_a_resumed_csv_run_writes_beside_the_first_parts_metrics(tmp_path: Path)
     assert Path(resumed.log_dir) == tmp_path / "run" / "csv" / "resumed_at_step_0000008"
 
 
-def test_hparams_are_flat_and_plain(tmp_path: Path) -> None:
+def test_hparams_are_flat_and_plain_with_the_final_metrics(tmp_path: Path) -> None:
     cfg = compose_config("train", ["model=mlp", "seed=3"], tmp_path / "run")
-    params = hparams_for_logging(cfg)
+    tensorboard = TensorBoardLogger(tmp_path / "tb", name="", version="")
+    csv = CSVLogger(tmp_path / "csv", name="", version="")
+    metrics = {"test/acc": 0.9, "val/acc_best": 0.8, "lr-Adam": 0.001}
+    finish_logging([tensorboard, csv], cfg, metrics, step=12)
+
+    params = yaml.safe_load((Path(tensorboard.log_dir) / "hparams.yaml").read_text())
     assert params["seed"] == 3 and params["trainer/max_epochs"] == cfg.trainer.max_epochs
-    assert params["model/choice"] == "mlp" and params["optimizer/choice"] == "adam"
     assert params["model/dropout"] == cfg.model.dropout
     assert params["model/hidden_sizes"] == str(list(cfg.model.hidden_sizes))  # lists as text
     assert params["optimizer/lr"] == cfg.optimizer.lr
     assert "data/data_dir" not in params and "optimizer/_partial_" not in params
     assert all(isinstance(v, (int, float, str, bool)) for v in params.values())
-
-
-def test_final_metrics_go_with_the_hparams(tmp_path: Path) -> None:
-    cfg = compose_config("train", ["model=mlp"], tmp_path / "run")
-    csv = CSVLogger(tmp_path / "csv", name="", version="")
-    metrics = {"test/acc": 0.9, "val/acc_best": 0.8, "lr-Adam": 0.001}
-    log_hparams([csv], cfg, metrics)
+    # the others get the final metrics alone, at the run's last step
     assert "test/acc" in HPARAM_METRICS and "lr-Adam" not in HPARAM_METRICS
-    written = (Path(csv.log_dir) / "metrics.csv").read_text().splitlines()[0].split(",")
+    rows = (Path(csv.log_dir) / "metrics.csv").read_text().splitlines()
+    written = rows[0].split(",")
     assert {"hp/test_acc", "hp/val_acc_best"} <= set(written) and "hp/lr-Adam" not in written
-    assert "model/dropout" in (Path(csv.log_dir) / "hparams.yaml").read_text()
+    assert dict(zip(written, rows[1].split(","), strict=True))["step"] == "12"
+
+
+def test_tags_are_in_every_loggers_hparams_and_checked(tmp_path: Path) -> None:
+    cfg = compose_config("train", ["tags=[a,b]"], tmp_path / "run")
+    tensorboard = TensorBoardLogger(tmp_path / "tb", name="", version="")
+    finish_logging([tensorboard], cfg, {}, step=0)
+    assert yaml.safe_load((Path(tensorboard.log_dir) / "hparams.yaml").read_text())["tags"] == (
+        "a, b"
+    )
+    assert run_tags(compose_config("train", ["tags=one"], tmp_path / "run")) == ["one"]
+    with pytest.raises(UserError, match=r"^tags(\.0)?=.*'a/b'.* is invalid"):
+        precheck("train", ["tags=[a/b]"])
 
 
 # ----------------------------------------------------------------------------- trackers
 # MLflow runs are read back through MlflowClient from the SQLite store the config names
 # (one for the module: compose_config puts logs/ beside the run dir, and creating a store takes
-# seconds). W&B needs its service process: the integration tests read its offline files.
+# seconds). W&B needs its service process: these tests build its logger without starting a run,
+# the integration tests read its offline files.
 
 
 @pytest.fixture(scope="module")
@@ -109,20 +171,16 @@ def _history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, flo
     return [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
 
 
-def _tracker(loggers: list, kind: type) -> Any:
-    return next(lg for lg in loggers if isinstance(lg, kind))
-
-
 def test_logger_many_is_tensorboard_csv_and_mlflow(run_dir: Path) -> None:
-    cfg = compose_config("train", ["logger=many"], run_dir)
-    kinds = [type(lg) for lg in build_loggers(cfg, None)]
+    cfg = compose_job(run_dir, "logger=many")
+    kinds = [type(lg) for lg in build_trainer(cfg).loggers]
     assert kinds == [TensorBoardLogger, CSVLogger, TrackedMLFlowLogger]
     assert cfg.logger.mlflow.tracking_uri == f"sqlite:///{run_dir.parent}/mlflow/mlflow.db"
 
 
 def test_an_mlflow_run_has_the_config_as_params_and_the_tags(run_dir: Path) -> None:
-    cfg = compose_config("train", ["logger=mlflow", "tags=[baseline,v 2]"], run_dir)
-    (logger,) = build_loggers(cfg, None)
+    cfg = compose_job(run_dir, "logger=mlflow", "tags=[baseline,v 2]")
+    logger = built(cfg, "mlflow")
     assert not (run_dir / TRACKERS_FILE).exists()  # nothing before the run starts
     logger.log_metrics({"val/acc": 0.5}, step=7)
     logger.finalize("success")
@@ -134,20 +192,26 @@ def test_an_mlflow_run_has_the_config_as_params_and_the_tags(run_dir: Path) -> N
     assert run.data.params["model.dropout"] == str(cfg.model.dropout)
     assert run.data.params["optimizer._target_"] == "torch.optim.Adam"
     assert run.data.params["tags"] == "['baseline', 'v 2']"
+    assert run.data.params["paths.output_dir"] == str(run_dir)  # resolved in the job
+    assert "hydra.run.dir" not in run.data.params
     assert _history(client, logger.run_id, "val/acc") == [(7, 0.5)]
     saved = json.loads((run_dir / TRACKERS_FILE).read_text())["mlflow"]
     assert saved["run_id"] == logger.run_id
 
 
 def test_a_resumed_mlflow_run_goes_on_with_its_run_without_repeating_steps(run_dir: Path) -> None:
-    cfg = compose_config("train", ["logger=mlflow"], run_dir)
-    (first,) = build_loggers(cfg, None)
+    cfg = compose_job(run_dir, "logger=mlflow")
+    first = built(cfg, "mlflow")
     for step in (3, 7):  # killed after logging step 7; its last checkpoint was at step 5
         first.log_metrics({"train/loss": 1.0 / step}, step=step)
     first.log_metrics({"val/acc": 0.5}, step=3)
 
-    resumed_cfg = compose_config("train", ["logger=mlflow", "seed=7"], run_dir)
-    (resumed,) = build_loggers(resumed_cfg, resumed_at=5)
+    # resume=: the run's overrides and the newest checkpoint, Hydra's files in .hydra/resume
+    ckpt = checkpoint_at(run_dir, 5)
+    resumed_cfg = compose_job(
+        run_dir, "logger=mlflow", "seed=7", f"ckpt_path={ckpt}", output_subdir=".hydra/resume"
+    )
+    resumed = built(resumed_cfg, "mlflow")
     for step in (7, 11):  # step 7 is trained again
         resumed.log_metrics({"train/loss": 1.0 / step, "val/acc": 0.6}, step=step)
     resumed.finalize("success")
@@ -163,14 +227,23 @@ def test_a_resumed_mlflow_run_goes_on_with_its_run_without_repeating_steps(run_d
     assert run.data.tags["resume.changed.seed"] == "42 -> 7"
 
 
+def test_a_run_started_from_another_runs_checkpoint_is_a_new_tracker_run(run_dir: Path) -> None:
+    cfg = compose_job(run_dir / "first", "logger=mlflow")
+    first = built(cfg, "mlflow")
+    first.log_metrics({"val/acc": 0.5}, step=3)
+    ckpt = checkpoint_at(run_dir / "first", 3)
+    second = built(compose_job(run_dir / "second", "logger=mlflow", f"ckpt_path={ckpt}"), "mlflow")
+    second.log_metrics({"val/acc": 0.6}, step=3)  # its own run: nothing to skip
+    assert second.run_id != first.run_id
+    assert _history(_mlflow(cfg), second.run_id, "val/acc") == [(3, 0.6)]
+
+
 def test_a_sweeps_jobs_are_children_of_one_parent_run(run_dir: Path) -> None:
     sweep = run_dir
-    runs = []
+    loggers = []
     for job in range(2):
-        cfg = compose_config("train", ["logger=mlflow", "tags=[s]"], sweep / str(job))
-        run = tracked_run(cfg, None)
-        runs.append(dataclasses.replace(run, sweep_dir=sweep, name=f"sweep/{job}"))
-    loggers = [build_logger(cfg.logger.mlflow, None, run) for run in runs]
+        cfg = compose_job(sweep / str(job), "logger=mlflow", "tags=[s]", sweep_dir=sweep, job=job)
+        loggers.append(built(cfg, "mlflow"))
     for logger in loggers:
         logger.log_metrics({"val/acc": 0.5}, step=1)
         logger.finalize("success")
@@ -183,16 +256,18 @@ def test_a_sweeps_jobs_are_children_of_one_parent_run(run_dir: Path) -> None:
     children = client.search_runs(
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'"
     )
-    assert sorted(c.info.run_name for c in children) == ["sweep/0", "sweep/1"]
+    assert sorted(c.info.run_name for c in children) == [f"{sweep.name}/0", f"{sweep.name}/1"]
     assert {c.info.run_id for c in children} == {lg.run_id for lg in loggers}
 
 
 def test_trackers_log_from_rank_zero_only(run_dir: Path, monkeypatch) -> None:
     monkeypatch.setattr(rank_zero_only, "rank", 1)
-    cfg = compose_config("train", ["logger=mlflow"], run_dir)
-    (logger,) = build_loggers(cfg, None)
+    cfg = compose_job(run_dir, "logger=mlflow")
+    logger = built(cfg, "mlflow")
     logger.log_metrics({"val/acc": 0.5}, step=1)
     logger.log_hyperparams({"a": 1})
+    write_results(run_dir)
+    logger.finalize("success")
     monkeypatch.setattr(rank_zero_only, "rank", 0)
     experiment = _mlflow(cfg).get_experiment_by_name(cfg.logger.mlflow.experiment_name)
     named = f"attributes.run_name = '{run_dir.name}'"
@@ -200,18 +275,19 @@ def test_trackers_log_from_rank_zero_only(run_dir: Path, monkeypatch) -> None:
     assert not (run_dir / TRACKERS_FILE).exists()
 
 
-def test_the_end_of_a_run_logs_its_checkpoint_and_config_as_artifacts(run_dir: Path) -> None:
-    cfg = compose_config("train", ["logger=mlflow"], run_dir)
-    (logger,) = build_loggers(cfg, None)
-    (run_dir / ".hydra").mkdir(parents=True)
-    (run_dir / ".hydra" / "config.yaml").write_text("seed: 42\n")
-    (run_dir / "metrics.json").write_text("{}")
+def test_the_runs_last_finalize_uploads_its_checkpoint_and_config(run_dir: Path) -> None:
+    cfg = compose_job(run_dir, "logger=mlflow")
+    logger = built(cfg, "mlflow")
     best = run_dir / "checkpoints" / "epoch_003.ckpt"
     best.parent.mkdir()
     best.write_bytes(b"weights")
-    finish_tracking([logger], run_dir, str(best))
-
+    logger.log_metrics({"val/acc": 0.5}, step=1)
+    logger.finalize("success")  # Lightning's, after fit (and after test): the run goes on
     client = _mlflow(cfg)
+    assert client.list_artifacts(logger.run_id) == []
+
+    write_results(run_dir, str(best))
+    finish_logging([logger], cfg, {"test/acc": 0.9}, step=4)  # the core's, at the run's end
     listed = {a.path for a in client.list_artifacts(logger.run_id)}
     assert listed == {".hydra", "checkpoints", "metrics.json"}
     assert [a.path for a in client.list_artifacts(logger.run_id, "checkpoints")] == [
@@ -219,15 +295,62 @@ def test_the_end_of_a_run_logs_its_checkpoint_and_config_as_artifacts(run_dir: P
     ]
     (run_dir / "got").mkdir()
     local = client.download_artifacts(logger.run_id, ".hydra/config.yaml", str(run_dir / "got"))
-    assert Path(local).read_text() == "seed: 42\n"
+    assert OmegaConf.load(local).seed == 42
+    assert _history(client, logger.run_id, "hp/test_acc") == [(4, 0.9)]
+    assert client.get_run(logger.run_id).info.status == "FINISHED"
 
 
-def test_tags_are_in_every_loggers_hparams_and_checked(run_dir: Path) -> None:
-    cfg = compose_config("train", ["tags=[a,b]"], run_dir)
-    assert hparams_for_logging(cfg)["tags"] == "a, b"
-    assert run_tags(compose_config("train", ["tags=one"], run_dir)) == ["one"]
-    with pytest.raises(UserError, match=r"^tags=\['a/b'\] is invalid"):
-        check_command_line("train", ["tags=[a/b]"])
+def test_a_finished_run_resumed_again_uploads_only_its_new_results(run_dir: Path) -> None:
+    cfg = compose_job(run_dir, "logger=mlflow")
+    first = built(cfg, "mlflow")
+    first.log_metrics({"val/acc": 0.5}, step=1)
+    write_results(run_dir)  # the first run's end
+
+    ckpt = checkpoint_at(run_dir, 1)
+    resumed = built(compose_job(run_dir, "logger=mlflow", f"ckpt_path={ckpt}"), "mlflow")
+    resumed.log_metrics({"val/acc": 0.5}, step=1)
+    resumed.finalize("success")  # after its fit: metrics.json is the first run's
+    client = _mlflow(cfg)
+    assert resumed.run_id == first.run_id and client.list_artifacts(resumed.run_id) == []
+    write_results(run_dir)
+    resumed.finalize("success")
+    assert "metrics.json" in {a.path for a in client.list_artifacts(resumed.run_id)}
+
+
+def test_a_wandb_run_is_named_grouped_and_tagged_from_hydras_runtime(run_dir: Path) -> None:
+    sweep = run_dir
+    cfg = compose_job(
+        sweep / "3",
+        "logger=wandb",
+        "tags=[grid]",
+        "logger.wandb.tags=[more]",
+        sweep_dir=sweep,
+        job=3,
+    )
+    logger = built(cfg, "wandb")
+    assert isinstance(logger, TrackedWandbLogger)
+    init = logger._wandb_init
+    assert init["name"] == f"{sweep.name}/3" and init["group"] == sweep.name
+    assert init["tags"] == ["grid", "more"] and init["id"] is None
+    assert init["dir"] == str(sweep / "3") and init["project"] == "mnist-lit"
+    assert init["config"]["model._target_"] == cfg.model._target_
+    assert init["config"]["tags"] == ["grid"]
+    assert not (sweep / "3" / TRACKERS_FILE).exists()  # nothing before the run starts
+
+    single = built(compose_job(run_dir / "single", "logger=wandb"), "wandb")
+    assert single._wandb_init["name"] == "single" and single._wandb_init["group"] is None
+
+
+def test_a_resumed_wandb_run_goes_on_with_its_id_and_group(run_dir: Path) -> None:
+    (run_dir).mkdir(parents=True)
+    (run_dir / TRACKERS_FILE).write_text(json.dumps({"wandb": {"id": "abc123", "group": "g"}}))
+    fresh = built(compose_job(run_dir, "logger=wandb"), "wandb")
+    assert fresh._wandb_init["id"] is None  # not resuming: a new W&B run
+    ckpt = checkpoint_at(run_dir, 5)
+    resumed = built(compose_job(run_dir, "logger=wandb", f"ckpt_path={ckpt}"), "wandb")
+    assert resumed._wandb_init["id"] == "abc123" and resumed._wandb_init["group"] == "g"
+    assert resumed._wandb_init["resume"] == "allow"
+    assert resumed.logged_steps == {}  # no W&B files of it here
 
 
 def test_conf_local_default_is_loaded_when_present(tmp_path: Path) -> None:
@@ -261,20 +384,36 @@ def test_conf_local_default_is_loaded_when_present(tmp_path: Path) -> None:
     GlobalHydra.instance().clear()
 
 
-def test_tracker_values_are_checked_before_any_work() -> None:
+def test_tracker_values_are_checked_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"did you mean 'logger\.mlflow\.experiment_name'"):
-        check_command_line("train", ["logger=mlflow", "logger.mlflow.experimnt_name=x"])
-    with pytest.raises(UserError, match=r"^logger\.wandb\.offline='yes' is invalid"):
-        check_command_line("train", ["logger=wandb", "logger.wandb.offline=yes"])
-    check_command_line("train", ["logger=wandb", "+logger.wandb.notes=for wandb.init"])
+        precheck("train", ["logger=mlflow", "logger.mlflow.experimnt_name=x"])
+    # a tracker checks its own arguments when the trainer is built: before any data or run
+    cfg = compose_config("train", ["logger=wandb", "logger.wandb.offline=yes"], tmp_path / "run")
+    with pytest.raises(UserError, match=r"^logger\.wandb\.offline='yes' is invalid") as err:
+        build_trainer(cfg)
+    assert len(str(err.value).splitlines()) == 1 and err.value.exit_code == 2
+    cfg = compose_config("train", ["logger=mlflow", "logger.mlflow.experiment_name="], tmp_path)
+    with pytest.raises(UserError, match=r"^logger\.mlflow\.experiment_name='' is invalid"):
+        build_trainer(cfg)
+    assert not (tmp_path / "run" / "wandb").exists()
+    cfg = compose_config(
+        "train", ["logger=wandb", "+logger.wandb.notes=for wandb.init"], tmp_path / "run"
+    )
+    (logger,) = build_trainer(cfg).loggers
+    assert logger._wandb_init["notes"] == "for wandb.init"
 
 
-def test_a_tracker_that_is_not_installed_is_one_line(run_dir: Path, monkeypatch) -> None:
-    cfg = compose_config("train", ["logger=wandb"], run_dir)
+@pytest.mark.parametrize(("logger", "package"), [("wandb", "wandb"), ("mlflow", "mlflow")])
+def test_a_tracker_that_is_not_installed_is_one_line(
+    logger: str, package: str, run_dir: Path, monkeypatch
+) -> None:
+    cfg = compose_config("train", [f"logger={logger}"], run_dir)
     real = importlib.util.find_spec
     monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a)
+        importlib.util, "find_spec", lambda name, *a: None if name == package else real(name, *a)
     )
-    with pytest.raises(UserError, match=r"needs wandb.*pip install -e '\.\[trackers\]'") as err:
-        build_loggers(cfg, None)
-    assert err.value.exit_code == 2
+    with pytest.raises(
+        UserError, match=rf"needs {package}.*pip install -e '\.\[trackers\]'"
+    ) as err:
+        build_trainer(cfg)
+    assert err.value.exit_code == 2 and len(str(err.value).splitlines()) == 1

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_lit.models import CNN, MLP
+from mnist_lit.models.cnn import CNN
+from mnist_lit.models.mlp import MLP
 
 NETWORKS = [MLP, CNN]
 

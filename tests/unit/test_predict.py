@@ -1,6 +1,7 @@
 """predict: which files, classifying them in order, the table and the CSV/JSON output, and the
-command in-process (a ``UserError`` with exit code 1 when some files failed). The model is the
-tiny checkpoint; the images are drawn here. (Accuracy on real digits: integration.)"""
+command in-process (a ``UserError`` with exit code 1 when some files failed, 2 for what
+``check_predict`` refuses before any image is read). The model is the tiny checkpoint; the
+images are drawn here. (Accuracy on real digits, an ONNX file, the CLI: integration.)"""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mnist_lit.predict import (
+from PIL import Image
+
+from mnist_lit.errors import UserError
+from mnist_lit.export import check_predict
+from mnist_lit.export.predict import (
     Prediction,
     classify,
     image_paths,
@@ -20,10 +25,6 @@ from mnist_lit.predict import (
     records,
     write_output,
 )
-from PIL import Image
-
-from mnist_lit.config import validate
-from mnist_lit.errors import UserError
 from mnist_lit.export.predictors import Predictor, load_predictor
 
 from ..conftest import compose_config
@@ -202,24 +203,6 @@ def test_an_output_that_cannot_be_written(image_dir: Path, tiny_ckpts: dict, tmp
     assert caught.value.exit_code == 2 and "output=" in str(caught.value)
 
 
-def test_an_output_that_is_not_csv_or_json_is_refused_by_the_schema(
-    tiny_ckpts: dict, tmp_path: Path
-) -> None:
-    cfg = predict_cfg(tiny_ckpts, tmp_path, "images=x", f"output={tmp_path / 'out.txt'}")
-    with pytest.raises(UserError) as caught:
-        validate(cfg)
-    assert caught.value.exit_code == 2 and "output" in str(caught.value)
-
-
-def test_a_checkpoint_of_another_data_set_is_refused(tiny_ckpts: dict, tmp_path: Path) -> None:
-    cfg = compose_config(
-        "predict", [f"ckpt_path={tiny_ckpts['synthetic']}", "images=x"], tmp_path / "run"
-    )
-    with pytest.raises(UserError) as caught:
-        predict(cfg)
-    assert caught.value.exit_code == 2 and "data=synthetic" in str(caught.value)
-
-
 def test_the_data_config_names_the_classes_and_box(
     image_dir: Path, tiny_ckpts: dict, tmp_path: Path, capsys
 ) -> None:
@@ -246,3 +229,56 @@ def test_the_data_config_names_the_classes_and_box(
     with pytest.raises(UserError) as caught:
         predict(cfg)
     assert caught.value.exit_code == 2 and "data._target_" in str(caught.value)
+
+
+# ----------------------------------------------------------------------------- before any work
+
+
+def test_a_usable_command_passes_the_checks(tiny_ckpts: dict, tmp_path: Path) -> None:
+    check_predict(predict_cfg(tiny_ckpts, tmp_path, "images=x", "output=out.CSV"))
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("output=out.txt", "output"),
+        ("batch_size=0", "batch_size"),
+        ("preprocess.box_size=29", "preprocess.box_size"),
+        ("preprocess.threshold=1", "preprocess.threshold"),
+        ("+preprocess.size=20", "preprocess.size"),
+    ],
+)
+def test_bad_values_are_refused_before_any_work(
+    tiny_ckpts: dict, tmp_path: Path, override: str, key: str
+) -> None:
+    cfg = predict_cfg(tiny_ckpts, tmp_path, "images=x", override)
+    with pytest.raises(UserError) as caught:
+        check_predict(cfg)
+    assert caught.value.exit_code == 2 and key in str(caught.value)
+
+
+def test_a_model_it_cannot_use_is_refused_before_any_work(
+    tiny_ckpts: dict, tmp_path: Path
+) -> None:
+    (tmp_path / "bytes.ckpt").write_bytes(b"not a checkpoint")
+    refusals = {
+        tmp_path / "missing.ckpt": "missing.ckpt does not exist",
+        tmp_path / "missing.onnx": "ONNX file",
+        tmp_path / "bytes.ckpt": "is not a LitClassifier checkpoint",
+        tiny_ckpts["run"]: "is a folder, not a file",
+    }
+    for path, expected in refusals.items():
+        cfg = compose_config("predict", [f"ckpt_path={path}", "images=x"], tmp_path / "run")
+        with pytest.raises(UserError) as caught:
+            check_predict(cfg)
+        assert caught.value.exit_code == 2 and expected in str(caught.value), path
+
+
+def test_a_checkpoint_of_another_data_set_is_refused(tiny_ckpts: dict, tmp_path: Path) -> None:
+    cfg = compose_config(
+        "predict", [f"ckpt_path={tiny_ckpts['synthetic']}", "images=x"], tmp_path / "run"
+    )
+    for refusing in (check_predict, predict):
+        with pytest.raises(UserError) as caught:
+            refusing(cfg)
+        assert caught.value.exit_code == 2 and "data=synthetic" in str(caught.value)

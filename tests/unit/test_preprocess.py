@@ -1,4 +1,4 @@
-"""MNIST's preprocessing for any image (``data/preprocess.py``) on images drawn in memory.
+"""MNIST's preprocessing for any image (``export/preprocess.py``) on images drawn in memory.
 
 (Real MNIST digits, and digits rendered as a person's files: integration/test_predict.py.)
 """

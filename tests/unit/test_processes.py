@@ -1,50 +1,30 @@
 """The processes of a job, with stand-in trainers (no process is started): the cores shared among
-parallel jobs and DDP ranks, a started rank's command line, and the ranks awaited or killed.
-(Real DDP runs: ``tests/integration/test_ddp.py``.)"""
+parallel jobs and DDP ranks, a started rank's command line, and what a job leaves behind.
+(Real DDP runs: ``tests/integration/test_ddp.py``; SLURM preemption: ``test_cluster.py``.)"""
 
 from __future__ import annotations
 
 import os
-import signal
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 from hydra.core.hydra_config import HydraConfig
-from mnist_lit.processes import parallel_jobs, processes_of_this_job
-from mnist_lit.slurm import SLURM_JOB_FILE
 
-from mnist_lit import processes
-from mnist_lit.cli import ddp_rank_argv
-from mnist_lit.config import JOB_DIR_ENV
+from mnist_lit.cli import JOB_DIR_ENV, ddp_rank_argv
 from mnist_lit.errors import UserError
+from mnist_lit.train import processes_of_this_job, share_cpu_cores
 
 from ..conftest import compose_config
 
 
-def stand_in_trainer(
-    devices: int = 1, external: bool = False, procs: list | None = None
-) -> SimpleNamespace:
+def stand_in_trainer(devices: int = 1, external: bool = False) -> SimpleNamespace:
     cluster = SimpleNamespace(creates_processes_externally=external)
-    strategy = SimpleNamespace(cluster_environment=cluster, launcher=SimpleNamespace(procs=procs))
+    strategy = SimpleNamespace(cluster_environment=cluster)
     return SimpleNamespace(
         num_devices=devices, world_size=devices, global_rank=0, strategy=strategy
     )
-
-
-class StandInRank:
-    """What ``_stop_started_ranks`` uses of a ``Popen``."""
-
-    def __init__(self, returncode: int = 0) -> None:
-        self.pid, self.returncode, self.killed, self.waited = 4242, returncode, False, False
-
-    def kill(self) -> None:
-        self.killed = True
-
-    def wait(self, timeout: float | None = None) -> int:
-        self.waited = True
-        return self.returncode
 
 
 @pytest.fixture(autouse=True)
@@ -85,27 +65,36 @@ def test_a_started_rank_joins_its_jobs_config_and_dir(
 # ----------------------------------------------------------------------------- sharing cores
 
 
-def test_one_job_outside_hydra(tmp_path: Path) -> None:
-    assert parallel_jobs() == 1
+def test_one_job_outside_hydra_keeps_its_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    before = torch.get_num_threads()
+    share_cpu_cores(stand_in_trainer())
+    assert torch.get_num_threads() == before and "OMP_NUM_THREADS" not in os.environ
 
 
-def test_the_parallel_launcher_runs_its_n_jobs_side_by_side(tmp_path: Path) -> None:
-    compose_config("train", ["hydra/launcher=parallel"], tmp_path / "run")
-    assert parallel_jobs() == 2
-    compose_config("train", [], tmp_path / "run")
-    assert parallel_jobs() == 1
+def test_the_parallel_launcher_runs_its_n_jobs_side_by_side(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    before = torch.get_num_threads()
+    compose_config("train", [], tmp_path / "run")  # the default launcher: one job at a time
+    share_cpu_cores(stand_in_trainer())
+    assert torch.get_num_threads() == before
+    compose_config("train", ["hydra/launcher=parallel"], tmp_path / "run")  # n_jobs: 2
+    share_cpu_cores(stand_in_trainer())
+    assert torch.get_num_threads() == 4 and os.environ["OMP_NUM_THREADS"] == "4"
 
 
 def test_ddp_ranks_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
-    processes._share_cpu_cores(stand_in_trainer(devices=2))
+    share_cpu_cores(stand_in_trainer(devices=2))
     assert torch.get_num_threads() == 4 and os.environ["OMP_NUM_THREADS"] == "4"
 
 
-def test_parallel_jobs_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_parallel_jobs_share_the_cores(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
-    monkeypatch.setattr(processes, "parallel_jobs", lambda: 4)
-    processes._share_cpu_cores(stand_in_trainer(devices=1))
+    compose_config("train", ["hydra/launcher=parallel", "hydra.launcher.n_jobs=4"], tmp_path)
+    share_cpu_cores(stand_in_trainer(devices=1))
     assert torch.get_num_threads() == 2
 
 
@@ -117,7 +106,7 @@ def test_the_thread_count_is_left_alone(case: str, monkeypatch: pytest.MonkeyPat
         monkeypatch.setenv("OMP_NUM_THREADS", "1")
     if case == "started by a launcher":
         trainer = stand_in_trainer(devices=2, external=True)
-    processes._share_cpu_cores(trainer)
+    share_cpu_cores(trainer)
     assert torch.get_num_threads() == before
 
 
@@ -128,107 +117,35 @@ def test_a_job_leaves_the_environment_and_threads_as_it_found_them(
     before = torch.get_num_threads()
     with processes_of_this_job(stand_in_trainer(devices=2), tmp_path):
         assert os.environ[JOB_DIR_ENV] == str(tmp_path)  # for the ranks Lightning starts
+        assert os.environ["OMP_NUM_THREADS"] == "4"  # what those ranks inherit
         os.environ["MASTER_PORT"] = "12910"  # what Lightning's launch leaves behind
     assert JOB_DIR_ENV not in os.environ and "MASTER_PORT" not in os.environ
     assert "OMP_NUM_THREADS" not in os.environ and torch.get_num_threads() == before
 
 
-# ----------------------------------------------------------------------------- started ranks
+# ----------------------------------------------------------------------------- a stopped run
 
 
-def test_started_ranks_are_awaited_after_the_job(tmp_path: Path) -> None:
-    ranks = [StandInRank(), StandInRank()]
-    procs = list(ranks)
-    with processes_of_this_job(stand_in_trainer(procs=procs), tmp_path):
-        pass
-    assert procs == []  # emptied first: Lightning's watcher no longer sees them
-    assert all(r.waited and not r.killed for r in ranks)
-
-
-def test_started_ranks_are_killed_when_the_job_fails(tmp_path: Path) -> None:
-    ranks = [StandInRank()]
-    procs = list(ranks)
-    with (
-        pytest.raises(RuntimeError),
-        processes_of_this_job(stand_in_trainer(procs=procs), tmp_path),
-    ):
-        raise RuntimeError("rank 0 failed")
-    assert procs == [] and all(r.killed and r.waited for r in ranks)
-
-
-# ----------------------------------------------------------------------------- SLURM preemption
-
-
-@pytest.fixture
-def under_slurm(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
-    """An array task of SLURM job 7; ``scontrol`` stood in for: the commands it was given."""
-    monkeypatch.setenv("SLURM_JOB_ID", "9")
-    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "7")
-    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
-    ran: list[list[str]] = []
-
-    def scontrol(command: list[str], **_: object) -> SimpleNamespace:
-        ran.append(command)
-        return SimpleNamespace(returncode=0, stdout="", stderr="")
-
-    monkeypatch.setattr(processes.subprocess, "run", scontrol)
-    return ran
-
-
-def _stopped_trainer() -> SimpleNamespace:
+@pytest.mark.parametrize(
+    ("sigterm", "name", "code"), [(True, "SIGTERM", 143), (False, "SIGINT", 130)]
+)
+def test_a_stopped_run_ends_in_one_line_that_says_how_to_resume(
+    sigterm: bool, name: str, code: int, tmp_path: Path
+) -> None:
+    """Lightning ends fit with ``SystemExit`` on SIGTERM and Ctrl-C, once it saved a checkpoint."""
     trainer = stand_in_trainer()
-    trainer.interrupted, trainer.received_sigterm, trainer.global_step = True, True, 5
-    return trainer
+    trainer.interrupted, trainer.received_sigterm, trainer.global_step = True, sigterm, 5
+    with pytest.raises(UserError) as caught, processes_of_this_job(trainer, tmp_path):
+        raise SystemExit(1)
+    assert caught.value.exit_code == code
+    assert str(caught.value) == (
+        f"stopped by {name} at step 5: resume with python train.py resume={tmp_path}"
+    )
 
 
-def test_outside_slurm_the_preemption_signals_are_left_alone(tmp_path: Path) -> None:
-    before = [signal.getsignal(s) for s in processes.PREEMPTION_SIGNALS]
-    with processes_of_this_job(stand_in_trainer(), tmp_path):
-        assert [signal.getsignal(s) for s in processes.PREEMPTION_SIGNALS] == before
-    assert not (tmp_path / SLURM_JOB_FILE).exists()
-
-
-@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGUSR2])
-def test_a_preempted_slurm_job_stops_as_sigterm_does_and_requeues(
-    signum: signal.Signals, tmp_path: Path, under_slurm: list[list[str]]
-) -> None:
-    before = [signal.getsignal(s) for s in processes.PREEMPTION_SIGNALS]
-    terms: list[int] = []
-    previous_term = signal.signal(signal.SIGTERM, lambda s, f: terms.append(s))
-    try:
-        with (
-            pytest.raises(UserError) as caught,
-            processes_of_this_job(_stopped_trainer(), tmp_path),
-        ):
-            assert (tmp_path / SLURM_JOB_FILE).read_text() == "7_3"  # the run's job, recorded
-            os.kill(os.getpid(), signum)
-            os.kill(os.getpid(), signum)  # SLURM may signal again: one stop
-            assert terms == [signal.SIGTERM]  # Lightning's SIGTERM handler: stop at a step's end
-            raise SystemExit(1)  # how Lightning then ends fit
-    finally:
-        signal.signal(signal.SIGTERM, previous_term)
-    assert under_slurm == [["scontrol", "requeue", "7_3"]]
-    assert caught.value.exit_code == 128 + signum
-    assert "requeued SLURM job 7_3" in str(caught.value) and "step 5" in str(caught.value)
-    assert [signal.getsignal(s) for s in processes.PREEMPTION_SIGNALS] == before
-
-
-def test_a_failed_requeue_says_how_to_resume(
-    tmp_path: Path, under_slurm: list[list[str]], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def missing(command: list[str], **_: object) -> None:
-        raise FileNotFoundError(2, "No such file or directory", "scontrol")
-
-    monkeypatch.setattr(processes.subprocess, "run", missing)
-    previous_term = signal.signal(signal.SIGTERM, lambda s, f: None)
-    try:
-        with (
-            pytest.raises(UserError) as caught,
-            processes_of_this_job(_stopped_trainer(), tmp_path),
-        ):
-            os.kill(os.getpid(), signal.SIGUSR1)
-            raise SystemExit(1)
-    finally:
-        signal.signal(signal.SIGTERM, previous_term)
-    assert f"resume with python train.py resume={tmp_path}" in str(caught.value)
-    assert caught.value.exit_code == 128 + signal.SIGUSR1
+def test_another_exit_is_left_as_it_is(tmp_path: Path) -> None:
+    trainer = stand_in_trainer()
+    trainer.interrupted = False
+    with pytest.raises(SystemExit) as caught, processes_of_this_job(trainer, tmp_path):
+        raise SystemExit(3)
+    assert caught.value.code == 3

@@ -1,15 +1,22 @@
-"""Sweep reports from job folders: sorting, seed groups (mean ± std, n), effects, CSV, plot."""
+"""Sweep reports from job folders: sorting, seed groups (mean ± std, n), effects, CSV, plot; and
+the Hydra callback that writes them when a multirun ends."""
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
+from hydra_plugins.mnist_lit_sweeper import SweepReport
 from mnist_lit.errors import UserError
+from mnist_lit.sweeps.jobs import RUN_SUMMARY_FILE, load_jobs, rounded
+from mnist_lit.sweeps.plots import plot_figure
 from mnist_lit.sweeps.report import main, write_report
+from mnist_lit.sweeps.studies import STUDY_FILE
 
 
 def make_job(
@@ -88,7 +95,8 @@ def test_unfinished_jobs_are_listed(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("what", ["missing", "no jobs"])
 def test_cli_errors_are_one_line(what: str, tmp_path: Path, capsys) -> None:
-    """``python -m mnist_lit.sweeps.report``: a folder that is not a multirun is one line, exit code 2."""
+    """``python -m mnist_lit.sweeps.report``: a folder that is not a multirun is one line, exit
+    code 2."""
     sweep_dir = tmp_path / "missing" if what == "missing" else tmp_path
     with pytest.raises(SystemExit) as caught:
         main([str(sweep_dir)])
@@ -148,8 +156,6 @@ def test_an_untested_sweep_shows_each_accuracy_once_and_values_to_3_digits(
 
 @pytest.mark.parametrize("digits", ["0.000587194737873281", "12345.678", "1e-07", "3", "inf", "a"])
 def test_values_are_rounded_to_3_significant_digits(digits: str) -> None:
-    from mnist_lit.sweeps.report import rounded
-
     expected = {"0.000587194737873281": "0.000587", "12345.678": "1.23e+04", "1e-07": "1e-07"}
     assert rounded(digits) == expected.get(digits, digits)
 
@@ -158,8 +164,6 @@ def test_plot_labels_and_titles_lie_inside_the_figure_at_any_length(tmp_path: Pa
     """Very long overrides: every text of the saved figure lies inside it (measured by the
     renderer at the saved resolution, not by eye)."""
     from matplotlib.text import Text
-
-    from mnist_lit.sweeps.report import load_jobs, plot_figure
 
     long_value = "x" * 150
     sweep = _optuna_like(
@@ -181,3 +185,37 @@ def test_plot_labels_and_titles_lie_inside_the_figure_at_any_length(tmp_path: Pa
         box = text.get_window_extent(renderer)
         assert inside.x0 - 1 <= box.x0 and box.x1 <= inside.x1 + 1, text.get_text()[:60]
         assert inside.y0 - 1 <= box.y0 and box.y1 <= inside.y1 + 1, text.get_text()[:60]
+
+
+def test_the_report_reads_the_file_train_py_writes() -> None:
+    from mnist_lit.train import RESULTS_FILE
+
+    assert RUN_SUMMARY_FILE == RESULTS_FILE
+
+
+def _multirun_end(sweep_dir: Path) -> None:
+    """What Hydra calls when a multirun ends, as conf/hydra/default.yaml configures it."""
+    SweepReport().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}}))
+
+
+def test_every_multirun_ends_with_its_report(ablation: Path, capsys) -> None:
+    _multirun_end(ablation)
+    assert capsys.readouterr().out == f"[mnist-lit] sweep report: {ablation / 'report.md'}\n"
+    assert "6 of 6 jobs finished" in (ablation / "report.md").read_text()
+
+
+def test_without_the_sweeps_extra_a_study_report_is_one_line(
+    ablation: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep dir of an Optuna study, and no optuna to read the study with: the multirun still
+    ends well, with one line that names the extra (a grid sweep's report needs no extra)."""
+    (ablation / STUDY_FILE).write_text("study_name: search\nstorage: sqlite:///nowhere.db\n")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "optuna" else find_spec(name)
+    )
+    _multirun_end(ablation)
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and out.startswith("[mnist-lit] no sweep report: ")
+    assert "optuna" in out and "pip install -e '.[sweeps]'" in out
+    assert not (ablation / "report.md").exists()

@@ -14,17 +14,18 @@ import pytest
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from mnist_lit.slurm import SLURM_JOB_FILE
 
 from mnist_lit.cli import (
+    SLURM_JOB_FILE,
     accept_resumed_config,
-    latest_run_dir,
+    hydra_refusals,
     newest_intact_checkpoint,
     requeued_checkpoint,
-    resume_command_line,
+    run_dirs,
 )
-from mnist_lit.config import check_command_line, remove_unstarted_run_dir, unique_dir
-from mnist_lit.errors import UserError
+from mnist_lit.cli import train_command_line as resume_command_line
+from mnist_lit.config import unique_dir
+from mnist_lit.errors import UserError, remove_unstarted_run_dir
 
 
 def make_run(root: Path, name: str, overrides: list[str], checkpoints: dict[str, Path]) -> Path:
@@ -88,7 +89,7 @@ def test_resume_last_is_the_newest_run(tiny_ckpts: dict, tmp_path: Path) -> None
         os.utime(run / ".hydra" / "overrides.yaml", (1_000_000,) * 2)
     for started, run in enumerate(runs):  # each in turn becomes the one started last
         os.utime(run / ".hydra" / "overrides.yaml", (2_000_000 + started,) * 2)
-        assert latest_run_dir(tmp_path) == run
+        assert run_dirs(tmp_path)[0] == run
         assert resume_command_line(["resume=last"], tmp_path)[0] == f"seed={started + 1}"
 
 
@@ -159,8 +160,8 @@ def test_a_run_dir_taken_by_another_process_is_not_shared(
 
 def test_an_empty_run_dir_is_refused(tmp_path: Path) -> None:
     for key in ("hydra.run.dir", "hydra.sweep.dir"):
-        with pytest.raises(UserError) as caught:
-            check_command_line("train", [f"{key}="])
+        with pytest.raises(UserError) as caught, hydra_refusals("train", [f"{key}="]):
+            pass
         assert caught.value.exit_code == 2 and key in str(caught.value)
 
 
@@ -221,10 +222,11 @@ def test_a_run_refused_before_it_trained_leaves_no_run_dir(
     (refused / "train.log").write_text("...")
     started = Path(unique_dir(str(tmp_path / "runs" / "started")))
     (started / "checkpoints").mkdir()
-    other = tmp_path / "runs" / "not-claimed"
-    other.mkdir()
+    other = tmp_path / "runs" / "yours"  # a folder of yours passed as hydra.run.dir=
+    (other / ".hydra").mkdir(parents=True)
+    (other / "notes.txt").write_text("keep me")
     for run_dir in (refused, started, other):
-        remove_unstarted_run_dir(str(run_dir))
+        remove_unstarted_run_dir(run_dir)
     assert not refused.exists() and started.is_dir() and other.is_dir()
 
 

@@ -1,16 +1,14 @@
 """The server's API in-process (FastAPI's TestClient, no socket): answers, every bad input and
-that the server keeps answering after each, the page's files, and how ``serve.py`` finds the
-model and checks its config. (The real server under load, and the page in a browser:
-tests/integration/test_serve.py and test_page.py.)
+that the server keeps answering after each, and the page's files. (How ``serve.py`` finds the
+model and checks its config: test_serve_command.py; the real server under load, and the page in
+a browser: tests/integration/test_serve.py and test_page.py.)
 """
 
 from __future__ import annotations
 
 import base64
 import io
-import json
 import re
-import socket
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,12 +17,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from mnist_lit.errors import UserError
 from mnist_lit.export.predictors import Predictor, load_predictor
-from mnist_lit.serving import model_command_line, run_checkpoint, served_file
-from mnist_lit.serving.server import STATIC_DIR, Limits, _check_port_free, create_app
+from mnist_lit.serving.inputs import Limits
+from mnist_lit.serving.server import STATIC_DIR, create_app
 
-from .conftest import edited, precheck, set_dataset
+from .conftest import edited, set_dataset
 
 with warnings.catch_warnings():  # Starlette 1.x asks for httpx2 under it; httpx works the same
     warnings.simplefilter("ignore")
@@ -282,80 +279,3 @@ def test_the_page_draws_with_pointer_events_and_sends_on_stroke_end() -> None:
     for event in ("pointerdown", "pointermove", "pointerup", "pointercancel"):
         assert f'"{event}"' in script  # mouse, touch and pen alike
     assert "touch-action: none" in (STATIC_DIR / "style.css").read_text()
-
-
-# ----------------------------------------------------------------------------- serve.py
-
-
-def test_a_run_dir_serves_its_best_checkpoint_else_last(tiny_ckpts: dict, tmp_path: Path) -> None:
-    run = tiny_ckpts["run"]
-    assert run_checkpoint(run) == run / "checkpoints" / "last.ckpt"
-    best = tmp_path / "run" / "checkpoints" / "epoch_003.ckpt"
-    best.parent.mkdir(parents=True)
-    best.write_bytes(b"")
-    (tmp_path / "run" / "metrics.json").write_text(json.dumps({"best_ckpt": str(best)}))
-    assert run_checkpoint(tmp_path / "run") == best
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match=r"no best checkpoint in metrics\.json"):
-        run_checkpoint(tmp_path / "empty")
-
-
-def test_ckpt_path_last_is_the_run_started_last(tiny_ckpts: dict, tmp_path: Path) -> None:
-    logs = tmp_path / "logs" / "train"
-    run = logs / "runs" / "2026-01-01_00-00-00"
-    (run / ".hydra").mkdir(parents=True)
-    (run / ".hydra" / "overrides.yaml").write_text("[]\n")
-    (run / "checkpoints").mkdir()
-    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
-    argv = model_command_line(["ckpt_path=last", "port=9000"], logs)
-    assert argv == [f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "port=9000"]
-    assert model_command_line([f"ckpt_path={run}"], logs) == argv[:1]
-    assert model_command_line(["ckpt_path=a.onnx"], logs) == ["ckpt_path=a.onnx"]
-    with pytest.raises(UserError, match="found no run with a checkpoint"):
-        model_command_line(["ckpt_path=last"], tmp_path / "nothing")
-    # a newer run stopped before its first checkpoint is passed over
-    newer = logs / "multiruns" / "2026-01-02_00-00-00" / "0"
-    (newer / ".hydra").mkdir(parents=True)
-    assert model_command_line(["ckpt_path=last"], logs) == argv[:1]
-
-
-def test_runtime_onnx_serves_the_export_beside_the_checkpoint(
-    tiny_ckpts: dict, tmp_path: Path
-) -> None:
-    ckpt = str(tiny_ckpts["full"])
-    (cfg,) = precheck("serve", [f"ckpt_path={ckpt}"])
-    assert served_file(cfg) == tiny_ckpts["full"]
-    (cfg,) = precheck("serve", [f"ckpt_path={ckpt}", "runtime=onnx"])
-    with pytest.raises(UserError, match=r"runtime=onnx serves .*last\.onnx, which does not exist"):
-        served_file(cfg)
-    with pytest.raises(UserError, match="does not exist"):
-        precheck("serve", [f"ckpt_path={tmp_path / 'model.onnx'}"])
-
-
-@pytest.mark.parametrize(
-    "override, key",
-    [
-        ("port=70000", "port"),
-        ("workers=0", "workers"),
-        ("runtime=tensorflow", "runtime"),
-        ("limits.max_batch=0", "limits.max_batch"),
-        ("limits.max_body_bytes=10", "limits.max_body_bytes"),
-        ("limits.max_pixel=5", "limits.max_pixel"),
-    ],
-)
-def test_serve_config_values_are_checked_before_any_work(
-    tiny_ckpts: dict, override: str, key: str
-) -> None:
-    with pytest.raises(UserError, match=re.escape(key)):
-        precheck("serve", [f"ckpt_path={tiny_ckpts['full']}", override])
-
-
-def test_a_port_in_use_is_one_line_before_uvicorn_starts() -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        with pytest.raises(
-            UserError, match=f"cannot listen on 127.0.0.1:{port}.*pass another port"
-        ):
-            _check_port_free("127.0.0.1", port)

@@ -1,17 +1,22 @@
-"""Optuna studies that survive a kill (``mnist_lit.sweeps.studies``), on SQLite files in tmp_path: no
-training; trials are asked and told by hand as the sweeper would."""
+"""Optuna studies that survive a kill (``mnist_lit.sweeps.studies``), on SQLite files in tmp_path:
+no training; trials are asked and told by hand as the sweeper would. And the search's config: its
+search space for any model, and the sweeper Hydra builds from it, with or without the extra."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import optuna
 import pytest
 import yaml
+from hydra.core.config_store import ConfigStore
+from hydra.core.plugins import Plugins
+from hydra.types import HydraContext
 from optuna.trial import TrialState
 
 from mnist_lit.errors import UserError
-from mnist_lit.sweeps.report import load_jobs
+from mnist_lit.sweeps.jobs import load_jobs
 from mnist_lit.sweeps.studies import (
     STUDY_FILE,
     directions,
@@ -23,7 +28,11 @@ from mnist_lit.sweeps.studies import (
     sqlite_file,
 )
 
+from ..conftest import compose_config
+
 COMMAND = ["hparams_search=optuna", "model=mlp"]
+OPTIMIZER_SPACE = ["optimizer.lr", "optimizer.weight_decay"]
+MODEL_SPACE = ["model.dropout", "model.batchnorm", "model.width"]
 
 
 def _study(tmp_path: Path) -> tuple[optuna.Study, str]:
@@ -123,3 +132,80 @@ def test_directions_as_optuna_names() -> None:
     assert directions("maximize") == ["maximize"]
     assert directions(Direction.minimize) == ["minimize"]
     assert directions(["maximize", Direction.minimize]) == ["maximize", "minimize"]
+
+
+# ----------------------------------------------------------------------------- the search's config
+
+
+@pytest.mark.parametrize("model", ["cnn", "mlp"])
+def test_the_search_space_is_the_optimizers_and_the_models(model: str, tmp_path: Path) -> None:
+    cfg = compose_config("train", ["hparams_search=optuna", f"model={model}"], tmp_path / "run")
+    assert sorted(cfg.hydra.sweeper.params) == sorted(OPTIMIZER_SPACE + MODEL_SPACE)
+    assert all(key.split(".", 1)[1] in cfg[key.split(".")[0]] for key in cfg.hydra.sweeper.params)
+
+
+def test_a_model_without_a_search_space_is_searched_over_the_optimizer(tmp_path: Path) -> None:
+    """A model added without conf/hydra/sweeper/params/<model>.yaml, with none of the keys the
+    CNN's and MLP's spaces name: the search composes, and names only keys its config has."""
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    (tmp_path / "conf" / "model" / "tiny.yaml").write_text(
+        "_target_: mnist_lit.models.mlp.MLP\nhidden_sizes: [16]\n"
+    )
+    overrides = [
+        "hparams_search=optuna",
+        "model=tiny",
+        f"hydra.searchpath=[file://{tmp_path}/conf]",
+    ]
+    cfg = compose_config("train", overrides, tmp_path / "run")
+    assert sorted(cfg.hydra.sweeper.params) == OPTIMIZER_SPACE
+    assert "batchnorm" not in cfg.model
+    # and a model's own space can be left out
+    cfg = compose_config("train", [*COMMAND, "~hydra/sweeper/params"], tmp_path / "run")
+    assert sorted(cfg.hydra.sweeper.params) == OPTIMIZER_SPACE
+
+
+def _build_sweeper(cfg):
+    """The sweeper as Hydra's multirun builds it: instantiated by Hydra's plugin loader, then set
+    up (a stand-in context: the search starts nothing before it sweeps)."""
+    return Plugins.instance().instantiate_sweeper(
+        hydra_context=HydraContext(config_loader=None, callbacks=None),  # type: ignore[arg-type]
+        task_function=lambda cfg: None,
+        config=cfg,
+    )
+
+
+def test_the_search_is_built_when_it_starts(tmp_path: Path) -> None:
+    from mnist_lit.sweeps.optuna_sweeper import ResumableOptunaSweeper
+
+    cfg = compose_config("train", COMMAND, tmp_path / "run")
+    sweeper = _build_sweeper(cfg)
+    assert isinstance(sweeper.search, ResumableOptunaSweeper)
+    search = sweeper.search.sweeper
+    assert isinstance(search.sampler, optuna.samplers.TPESampler)
+    assert search.sampler._n_startup_trials == 5  # the project's sampler settings
+    assert (search.n_trials, search.direction) == (20, "maximize")
+    assert search.study_name == "train_optuna"
+    assert sorted(search.params) == sorted(OPTIMIZER_SPACE + MODEL_SPACE)
+
+
+def test_without_the_sweeps_extra_a_search_fails_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without hydra-optuna-sweeper: its configs are missing, and optuna cannot be imported. The
+    command composes all the same, Hydra builds the sweeper without building the Optuna sampler,
+    and the sweeper's setup, before any job, refuses in one line that names the extra."""
+    Plugins.instance()  # Hydra's plugin scan, done before the extra is taken away
+    monkeypatch.delitem(ConfigStore.instance().repo["hydra"]["sweeper"], "optuna.yaml")
+    find_spec = importlib.util.find_spec
+    missing = ("optuna", "hydra_plugins.hydra_optuna_sweeper")
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in missing else find_spec(name)
+    )
+    overrides = [*COMMAND, "hydra.sweeper.sampler._target_=not_installed.Sampler"]
+    cfg = compose_config("train", overrides, tmp_path / "run")
+    with pytest.raises(UserError) as caught:
+        _build_sweeper(cfg)
+    line = str(caught.value)
+    assert caught.value.exit_code == 2
+    assert "optuna, hydra_plugins.hydra_optuna_sweeper, from the 'sweeps' extra" in line
+    assert "pip install -e '.[sweeps]'" in line

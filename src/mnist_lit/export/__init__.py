@@ -2,16 +2,28 @@
 (``export.py``), predictions for image files (``predict.py``), and the predictors both use and
 the server serves (``predictors.py``, ``preprocess.py``). docs/predict-export.md.
 
-Below: the types and ranges of ``conf/predict.yaml`` and ``conf/export.yaml``'s own keys.
+Below: the types and ranges of ``conf/predict.yaml`` and ``conf/export.yaml``'s own keys, and
+what each command refuses before its work (``check_predict``, ``check_export``). Nothing here
+imports torch: a missing file is answered before it loads.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field
 
-from mnist_lit.config import Count, Node, Options, Positive
+from mnist_lit.config import Count, Node, Options, Positive, check
+from mnist_lit.errors import UserError, require_extra
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+#: export's formats and the suffix of the file each writes
+EXPORT_SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
+#: the file an exported ONNX model is in (onnxruntime runs it, without torch)
+ONNX_SUFFIX = EXPORT_SUFFIXES["onnx"]
 
 
 class Preprocess(Node):
@@ -37,3 +49,65 @@ class ExportOptions(Options):
     atol: Positive
     batch_size: Count
     threads: Count | None
+
+
+def check_predict(cfg: DictConfig) -> None:
+    """What ``predict.py`` refuses before it reads an image: a config value, or a model it
+    cannot use (``checked_model``)."""
+    check(cfg, PredictOptions, required=("data", "paths"))
+    checked_model(cfg.ckpt_path, cfg.data)
+
+
+def check_export(cfg: DictConfig) -> None:
+    """What ``export.py`` refuses before it exports: a config value, a missing extra, an output
+    onto the checkpoint it reads, a checkpoint it cannot use."""
+    check(cfg, ExportOptions, required=("data", "paths"))
+    require_extra("export", "onnx", "onnxscript", "onnxruntime")
+    output_of(cfg)
+    checked_model(cfg.ckpt_path, cfg.data, onnx=False)
+
+
+def checked_model(
+    ckpt_path: str | Path, data_cfg: DictConfig | None = None, *, onnx: bool = True
+) -> Path:
+    """``ckpt_path`` as a model file ``load_predictor`` can use, or a one-line ``UserError``.
+
+    A missing file is refused without torch. An ``.onnx`` file (when ``onnx``) needs
+    onnxruntime; a checkpoint is read (torch) and must load, build its network and, with
+    ``data_cfg``, be of that config's data set.
+    """
+    path = Path(str(ckpt_path))
+    if onnx and path.suffix.lower() == ONNX_SUFFIX:
+        if not path.is_file():
+            raise UserError(
+                f"ONNX file {path} does not exist: pass ckpt_path=<file.onnx> that export.py wrote"
+            )
+        require_extra("export", "onnxruntime")
+        return path
+    if not path.exists():  # checkpoints.checkpoint_file's line, before torch loads
+        raise UserError(
+            f"checkpoint {path} does not exist: pass ckpt_path=<run dir>/checkpoints/<file>.ckpt"
+        )
+    from mnist_lit.checkpoints import checkpoint_problem, dataset_of_config
+
+    dataset = dataset_of_config(data_cfg) if data_cfg is not None else None
+    problem = checkpoint_problem(path, dataset=dataset)
+    if problem is not None:
+        raise UserError(problem)
+    return path
+
+
+def output_beside(source: str | Path, output: str | None, suffix: str) -> Path:
+    """``output``, or ``source`` with ``suffix``: never ``source`` itself (a ``UserError``)."""
+    source = Path(source)
+    path = Path(output) if output else source.with_suffix(suffix)
+    if path.resolve() == source.resolve() or (path.exists() and path.samefile(source)):
+        other = source.with_name(f"{source.stem}-exported{suffix}")
+        raise UserError(f"output={path} is the input {source} itself: pass output={other}")
+    return path
+
+
+def output_of(cfg: DictConfig) -> Path:
+    """Where the export goes: ``output``, or next to the checkpoint (``epoch_005.ckpt`` ->
+    ``epoch_005.onnx``); never onto the checkpoint it reads (a ``UserError`` if so)."""
+    return output_beside(cfg.ckpt_path, cfg.output, EXPORT_SUFFIXES[cfg.format])

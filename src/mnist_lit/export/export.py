@@ -4,7 +4,7 @@ The exported model is the checkpoint's network with the data set's normalization
 front, so it needs neither this package nor the mean and std:
 
 - input ``pixels``: float32 ``[batch, 1, 28, 28]``, pixel / 255 in [0, 1], light on dark and
-  centred like MNIST (``data/preprocess.py``'s ``mnist_like`` gives exactly that); any batch size;
+  centred like MNIST (``preprocess.py``'s ``mnist_like`` gives exactly that); any batch size;
 - output ``logits``: float32 ``[batch, 10]`` (softmax for probabilities).
 
 ONNX is written by ``torch.onnx.export`` (torch's default exporter, which needs ``onnxscript``)
@@ -38,7 +38,7 @@ from torchvision.datasets.mnist import read_image_file, read_label_file
 from mnist_lit.checkpoints import load_checkpoint, spec_of_config
 from mnist_lit.data.download import DatasetSpec, ensure_dataset
 from mnist_lit.errors import FAILED, UserError, first_line
-from mnist_lit.export.predictors import EXPORT_SUFFIXES
+from mnist_lit.export import output_of
 
 
 class NormalizedNet(nn.Module):
@@ -61,7 +61,7 @@ def metadata(spec: DatasetSpec, mean: float, std: float, ckpt_path: str | Path) 
         "classes": json.dumps(list(spec.classes)),
         "mean": str(mean),
         "std": str(std),
-        # how predict.py and the server prepare an image for it (data/preprocess.py)
+        # how predict.py and the server prepare an image for it (preprocess.py)
         "box_size": str(spec.box_size),
         "input": "pixels: float32 [batch, 1, 28, 28], pixel/255 in [0, 1], light on dark, "
         "normalization included",
@@ -209,22 +209,6 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise
-
-
-def output_beside(source: str | Path, output: str | None, suffix: str) -> Path:
-    """``output``, or ``source`` with ``suffix``: never ``source`` itself (a ``UserError``)."""
-    source = Path(source)
-    path = Path(output) if output else source.with_suffix(suffix)
-    if path.resolve() == source.resolve() or (path.exists() and path.samefile(source)):
-        other = source.with_name(f"{source.stem}-exported{suffix}")
-        raise UserError(f"output={path} is the input {source} itself: pass output={other}")
-    return path
-
-
-def output_of(cfg: DictConfig) -> Path:
-    """Where the export goes: ``output``, or next to the checkpoint (``epoch_005.ckpt`` ->
-    ``epoch_005.onnx``); never onto the checkpoint it reads (a ``UserError`` if so)."""
-    return output_beside(cfg.ckpt_path, cfg.output, EXPORT_SUFFIXES[cfg.format])
 
 
 def export(cfg: DictConfig) -> dict[str, Any]:

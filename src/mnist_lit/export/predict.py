@@ -1,7 +1,7 @@
 """``python predict.py ckpt_path=<file.ckpt | file.onnx> images=<files or folder>``: classify
 image files.
 
-Each image is prepared the way MNIST's digits were (``data/preprocess.py``: grayscale, light on
+Each image is prepared the way MNIST's digits were (``preprocess.py``: grayscale, light on
 dark, cropped, scaled into a 20x20 box (28x28 for Fashion-MNIST), centred by mass in 28x28),
 then classified by the checkpoint, or by an exported ONNX file with onnxruntime and numpy alone
 (torch is never imported: ``predictors.py``). A table goes to stdout, optionally a CSV or JSON

@@ -1,7 +1,7 @@
 """A trained model as ``bytes -> probabilities``: what ``predict.py`` and the server run.
 
 One ``Predictor`` holds what it takes to classify an image file: the data set's class names,
-how its images are prepared (``data/preprocess.py``: numpy and PIL), and the model. Two kinds:
+how its images are prepared (``preprocess.py``: numpy and PIL), and the model. Two kinds:
 
 - an exported ONNX file (``export.py``), run by onnxruntime with numpy alone: torch is never
   imported, so a prediction starts in a fraction of a second;
@@ -23,15 +23,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mnist_lit.errors import UserError
+from mnist_lit.export import ONNX_SUFFIX
 from mnist_lit.export.preprocess import prepare
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
-
-#: the file an exported ONNX model is in
-#: export's formats and the suffix of the file each writes
-EXPORT_SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
-ONNX_SUFFIX = EXPORT_SUFFIXES["onnx"]
 
 #: the preprocessing box of each data set (``DatasetSpec.box_size``), for ONNX files that do
 #: not carry it: the spec lives beside the data modules, which need torch
@@ -45,7 +41,7 @@ class Predictor:
     Attributes:
         classes: class names, by label.
         dataset: the data set the model was trained on (``mnist``, ``fashion_mnist``).
-        box_size, threshold: how ``prepare`` crops and scales (``data/preprocess.py``).
+        box_size, threshold: how ``prepare`` crops and scales (``preprocess.py``).
         run: ``[N, 1, 28, 28]`` float32 pixels in [0, 1] -> ``[N, classes]`` logits.
         source: the file it was loaded from.
     """

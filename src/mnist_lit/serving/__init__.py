@@ -1,9 +1,12 @@
-"""``python serve.py ckpt_path=...``: a model behind HTTP, and a page to draw digits on.
+"""The serve extra (``pip install -e '.[serve]'``): ``python serve.py ckpt_path=...``, a model
+behind HTTP and a page to draw digits on. docs/serving.md.
 
 ``server.py`` is the FastAPI app (``POST /predict``, ``GET /health``, the page at ``/``) and
-``serve``, the task that runs it under uvicorn; ``static/`` is the page (no external files).
-This module only finds the file to serve, before Hydra starts and without torch: ``ckpt_path``
-may name a checkpoint, a run dir, ``last`` or an exported ``.onnx`` file.
+``serve``, the task that runs it under uvicorn; ``inputs.py`` reads and refuses what a request
+sends; ``static/`` is the page (no external files). This module finds the file to serve and
+checks ``conf/serve.yaml`` before the server loads: ``ckpt_path`` may name a checkpoint, a run
+dir, ``last`` (both made the checkpoint file before Hydra starts) or an exported ``.onnx``
+file. Nothing here imports torch or FastAPI.
 """
 
 from __future__ import annotations
@@ -11,17 +14,15 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-
 from typing import Annotated, Literal
 
 from omegaconf import DictConfig
 from pydantic import Field
 
 from mnist_lit.cli import override_key, run_dirs
-from mnist_lit.config import Count, Node, Options
-from mnist_lit.errors import UserError
-
-ONNX_SUFFIX = ".onnx"
+from mnist_lit.config import Count, Node, Options, check
+from mnist_lit.errors import UserError, require_extra
+from mnist_lit.export import ONNX_SUFFIX, checked_model
 
 
 def latest_servable_run(logs: Path) -> Path:
@@ -74,9 +75,18 @@ def model_command_line(argv: Sequence[str], logs: Path) -> list[str]:
     return out
 
 
+def check_serve(cfg: DictConfig) -> Path:
+    """What ``serve.py`` refuses before the server loads: a config value, a missing extra, a
+    file it cannot serve. Returns the file to serve (``served_file``)."""
+    check(cfg, ServeOptions, required=("paths",))
+    require_extra("serve", "fastapi", "uvicorn")
+    return served_file(cfg)
+
+
 def served_file(cfg: DictConfig) -> Path:
     """The file the server loads: ``ckpt_path``, or with ``runtime=onnx`` the ``.onnx`` export
-    beside a checkpoint. A ``UserError`` when it is missing or not a model of this project."""
+    beside a checkpoint. A ``UserError`` when it is missing or not a model of this project
+    (``export.checked_model``: a checkpoint is read to tell)."""
     path = Path(str(cfg.ckpt_path))
     if path.suffix.lower() != ONNX_SUFFIX and cfg.runtime == "onnx":
         exported = path.with_suffix(ONNX_SUFFIX)
@@ -85,18 +95,12 @@ def served_file(cfg: DictConfig) -> Path:
                 f"runtime=onnx serves {exported}, which does not exist: make it with "
                 f"`python export.py ckpt_path={path} format=onnx`, or pass runtime=checkpoint"
             )
-        return exported
-    if path.suffix.lower() == ONNX_SUFFIX:
-        if not path.is_file():
-            raise UserError(
-                f"{path} does not exist: pass ckpt_path=<file.onnx> written by export.py"
-            )
-        return path
-    return path  # a checkpoint: loading it checks it, before the server starts
+        path = exported
+    return checked_model(path)
 
 
 class ServeLimits(Node):
-    """``serve.limits``: what one request may send (``server.py``)."""
+    """``serve.limits``: what one request may send (``inputs.py``)."""
 
     max_body_bytes: Annotated[int, Field(ge=1024)]
     max_pixels: Annotated[int, Field(ge=28 * 28)]

@@ -2,9 +2,9 @@
 
 hydra-optuna-sweeper opens a stored study (``load_if_exists``) but then runs ``n_trials`` more,
 numbers its jobs from 0 in every sweep dir, and a trial a kill left RUNNING stays so for ever.
-This sweeper prepares the study first (``mnist_lit.sweeps.studies.resume_study``: interrupted trials
-failed and queued again, the trials done counted), then lets the plugin run only what is left,
-with job numbers equal to trial numbers. ``hydra_plugins.mnist_lit_sweeper`` builds it.
+This sweeper prepares the study first (``studies.resume_study``: interrupted trials failed and
+queued again, the trials done counted), then lets the plugin run only what is left, with job
+numbers equal to trial numbers. ``hydra_plugins.mnist_lit_sweeper`` builds it.
 """
 
 from __future__ import annotations

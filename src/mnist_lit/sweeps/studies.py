@@ -7,9 +7,9 @@ are queued to run again, and the sweep runs what is left of ``n_trials``, counte
 study. The jobs of every sweep dir of a study are numbered as its trials, and each sweep dir has
 an ``optuna_study.yaml`` naming the study, from which ``report.py`` reports every trial of it.
 
-The sweeper is ``hydra_plugins.mnist_lit_sweeper.resumable_optuna.ResumableOptunaSweeper`` (Hydra
-loads sweepers only from the ``hydra_plugins`` package); what it does is here. Nothing here
-imports optuna until a search runs.
+The sweeper is ``optuna_sweeper.ResumableOptunaSweeper``, which Hydra builds through
+``hydra_plugins.mnist_lit_sweeper`` (it loads sweepers only from the ``hydra_plugins`` package);
+what it does is here. Nothing here imports optuna until a search runs.
 """
 
 from __future__ import annotations

@@ -1,0 +1,261 @@
+"""``logger=mlflow``: Lightning's ``MLFlowLogger`` that keeps one MLflow run per run dir.
+
+The run's MLflow run id is kept in ``<run dir>/trackers.json``, so ``resume=`` goes on with the
+same MLflow run; a sweep's jobs are child runs of one parent run per sweep dir. Everything that
+writes runs on rank 0 only. mlflow is imported only once a logger is built.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from filelock import FileLock
+from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities import rank_zero_only
+from pydantic import Field
+
+from mnist_lit.config import Options
+from mnist_lit.errors import FAILED, UserError, atomic_write_bytes, require_extra
+from mnist_lit.trackers.run import (
+    TrackedRun,
+    check_arguments,
+    flat_params,
+    not_logged_yet,
+    tracked_run,
+)
+
+#: in a sweep dir: the MLflow parent run that the sweep's jobs are children of
+PARENT_RUN_FILE = "mlflow_parent_run.json"
+#: the longest MLflow param value (MLflow's limit)
+MLFLOW_MAX_PARAM_LENGTH = 6000
+
+
+class MLflowArguments(Options):
+    """``conf/logger/mlflow.yaml``: what MLflow would refuse only once the run has trained."""
+
+    experiment_name: Annotated[str, Field(min_length=1, max_length=500)]
+    run_name: str | None = None
+    tracking_uri: str | None = None
+    artifact_location: str | None = None
+    tags: dict[str, str] | None = None
+    log_model: bool | Literal["all"] = False
+    prefix: str = ""
+    run_dir: str
+    ckpt_path: str | None = None
+
+
+@contextmanager
+def _store_lock(tracking_uri: str) -> Iterator[None]:
+    """Around the first calls to a SQLite store: parallel jobs would create its tables at once."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)  # SQLite makes the file, not its folder
+    with FileLock(db.with_name(db.name + ".lock")):
+        yield
+
+
+class TrackedMLFlowLogger(MLFlowLogger):
+    """Lightning's ``MLFlowLogger`` for one run dir: its run is created on first use with the
+    run's tags and composed config as params, as a child of its sweep's parent run; a resumed
+    run goes on with the stopped run's MLflow run, and its params are never changed (MLflow
+    refuses that: a value given anew on resume is kept as a ``resume.changed.<key>`` tag).
+    The run's last finalize uploads the best checkpoint, the config and ``metrics.json``.
+
+    ``run_dir``, ``run_tags`` and ``ckpt_path``: the run's dir, its ``tags`` and the checkpoint it
+    resumes from (``conf/logger/mlflow.yaml`` interpolates them).
+    """
+
+    def __init__(
+        self,
+        experiment_name: str = "mnist-lit",
+        run_name: str | None = None,
+        tracking_uri: str | None = None,
+        artifact_location: str | None = None,
+        run_dir: str | Path = ".",
+        run_tags: Any = None,
+        ckpt_path: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        require_extra("trackers", "mlflow")
+        given = {
+            "experiment_name": experiment_name,
+            "run_name": run_name,
+            "tracking_uri": tracking_uri,
+            "artifact_location": artifact_location,
+            "run_dir": str(run_dir),
+            "ckpt_path": ckpt_path,
+            **kwargs,
+        }
+        check_arguments("logger.mlflow", MLflowArguments, given)
+        self.tracked: TrackedRun = tracked_run(run_dir, run_tags, ckpt_path)
+        self.experiment_name = experiment_name
+        self.tracking_uri = tracking_uri
+        self.artifact_location = artifact_location
+        saved = self.tracked.saved_ids("mlflow")
+        if saved.get("run_id"):
+            kwargs["run_id"] = saved["run_id"]
+        self.resumes_run = bool(saved.get("run_id"))
+        if kwargs.get("tags") is not None:
+            kwargs["tags"] = {str(k): str(v) for k, v in kwargs["tags"].items()}
+        with _store_lock(self._tracking_uri_or_default()):  # its client may open the store
+            super().__init__(
+                experiment_name=experiment_name,
+                run_name=run_name or self.tracked.name,
+                tracking_uri=tracking_uri,
+                artifact_location=artifact_location,
+                **kwargs,
+            )
+        self._started = False
+        self._uploaded = False
+        #: on resume: the last step each metric was logged at by the stopped run
+        self.logged_steps: dict[str, int] = {}
+        self.parent_run_id: str | None = None
+
+    @property
+    def experiment(self) -> Any:
+        """The ``MlflowClient``; its first use on rank 0 creates or reopens the MLflow run."""
+        if self._started or rank_zero_only.rank != 0:  # type: ignore[attr-defined]
+            return super().experiment
+        self._started = True
+        from mlflow.exceptions import MlflowException
+
+        uri = self._tracking_uri_or_default()
+        try:
+            with _store_lock(uri):
+                if not self.resumes_run:
+                    self.tags = self._new_run_tags()
+                client = super().experiment  # creates the run, or finds the stopped one
+            self._start_tracked_run(client)
+        except MlflowException as err:
+            reason = str(err).strip().splitlines()[0]
+            raise UserError(
+                f"logger.mlflow: the MLflow store {uri} failed ({reason}): check "
+                "logger.mlflow.tracking_uri (a resumed run needs the store that holds its run)",
+                exit_code=FAILED,
+            ) from None
+        return client
+
+    def _tracking_uri_or_default(self) -> str:
+        import mlflow
+
+        return str(self.tracking_uri or mlflow.get_tracking_uri())
+
+    def _new_run_tags(self) -> dict[str, Any]:
+        """The run's tags, and its sweep's parent run (the experiment made first if new)."""
+        from mlflow import MlflowClient
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+        client = MlflowClient(self.tracking_uri)
+        found = client.get_experiment_by_name(self.experiment_name)
+        experiment_id = (
+            found.experiment_id
+            if found is not None
+            else client.create_experiment(
+                self.experiment_name, artifact_location=self.artifact_location
+            )
+        )
+        tags = {tag: "" for tag in self.tracked.tags} | dict(self.tags or {})
+        if self.tracked.sweep_dir is not None:
+            self.parent_run_id = sweep_parent_run(
+                client, experiment_id, self.tracked.sweep_dir, self.tracked
+            )
+            tags[MLFLOW_PARENT_RUN_ID] = self.parent_run_id
+        return tags
+
+    def _start_tracked_run(self, client: Any) -> None:
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+        assert self.run_id is not None
+        run = client.get_run(self.run_id)
+        self.parent_run_id = run.data.tags.get(MLFLOW_PARENT_RUN_ID)
+        if self.tracked.resumed_at is not None:
+            client.update_run(self.run_id, status="RUNNING")
+            self.logged_steps = logged_steps(client, self.run_id)
+        if self.parent_run_id is not None:
+            client.update_run(self.parent_run_id, status="RUNNING")
+        self.tracked.remember_ids(
+            "mlflow",
+            {
+                "run_id": self.run_id,
+                "experiment_id": self.experiment_id,
+                "tracking_uri": self._tracking_uri_or_default(),
+            },
+        )
+        self.log_hyperparams(self.tracked.config)
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any) -> None:
+        """Params as MLflow keeps them: new keys logged, a changed value kept as a tag."""
+        from mlflow.entities import Param, RunTag
+
+        flat = flat_params(dict(vars(params) if not isinstance(params, Mapping) else params))
+        given = {k: str(v)[:MLFLOW_MAX_PARAM_LENGTH] for k, v in flat.items()}
+        logged = self.experiment.get_run(self.run_id).data.params
+        new = [Param(k, v) for k, v in given.items() if k not in logged]
+        changed = [
+            RunTag(f"resume.changed.{k}", f"{logged[k]} -> {v}")
+            for k, v in given.items()
+            if k in logged and logged[k] != v
+        ]
+        for start in range(0, max(len(new), 1), 100):  # MLflow takes 100 params per call
+            batch = new[start : start + 100]
+            self.experiment.log_batch(self.run_id, params=batch, tags=changed if not start else [])
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        _ = self.experiment  # a resumed run reads what the stopped run logged when it starts
+        super().log_metrics(not_logged_yet(metrics, step, self.logged_steps), step)
+
+    @rank_zero_only
+    def finalize(self, status: str = "success") -> None:
+        """End the run; at the run's end (``metrics.json`` written) upload its files first."""
+        if not self._initialized:  # never started: no MLflow run to end
+            return
+        results = self.tracked.new_results() if status == "success" else None
+        if results is not None and not self._uploaded:
+            self._uploaded = True
+            upload_artifacts(self.experiment, str(self.run_id), self.tracked.run_dir, results)
+        super().finalize(status)
+        if self.parent_run_id is not None and status in ("success", "finished"):
+            # a sweep's parent ends with the last job that ends
+            self.experiment.set_terminated(self.parent_run_id, "FINISHED")
+
+
+def upload_artifacts(client: Any, run_id: str, run_dir: Path, results: Mapping[str, Any]) -> None:
+    """The best checkpoint (``checkpoints/``), ``config_tree.txt``, ``metrics.json`` and the
+    config Hydra saved (``.hydra/``) as the MLflow run's artifacts."""
+    if results.get("best_ckpt") and Path(results["best_ckpt"]).is_file():
+        client.log_artifact(run_id, str(results["best_ckpt"]), "checkpoints")
+    for name in ("config_tree.txt", "metrics.json"):
+        if (run_dir / name).is_file():
+            client.log_artifact(run_id, str(run_dir / name))
+    for path in sorted((run_dir / ".hydra").glob("*.yaml")):
+        client.log_artifact(run_id, str(path), ".hydra")
+
+
+def logged_steps(client: Any, run_id: str) -> dict[str, int]:
+    """The last step each metric of an MLflow run was logged at, read back from the store."""
+    keys = client.get_run(run_id).data.metrics
+    return {key: max(m.step for m in client.get_metric_history(run_id, key)) for key in keys}
+
+
+def sweep_parent_run(client: Any, experiment_id: str, sweep_dir: Path, run: TrackedRun) -> str:
+    """The MLflow run that a sweep's jobs are children of, created by the first job to ask.
+
+    Its id is kept in the sweep dir, under a file lock: parallel jobs (other processes, other
+    nodes sharing the dir) all find the one run.
+    """
+    path = sweep_dir / PARENT_RUN_FILE
+    with FileLock(sweep_dir / f".{PARENT_RUN_FILE}.lock"):
+        if path.is_file():
+            return str(json.loads(path.read_text())["run_id"])
+        tags = {tag: "" for tag in run.tags} | {"sweep_dir": str(sweep_dir)}
+        parent = client.create_run(experiment_id, run_name=sweep_dir.name, tags=tags)
+        atomic_write_bytes(path, json.dumps({"run_id": parent.info.run_id}).encode())
+        return str(parent.info.run_id)
