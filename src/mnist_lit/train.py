@@ -169,13 +169,10 @@ def build_logger(logger_cfg: DictConfig, resumed_at: int | None) -> Logger:
     finds, so a resumed run writes its own beside it. The trackers (``mnist_lit.trackers``)
     find the resumed run themselves.
     """
-    target = str(logger_cfg._target_)
-    if (
-        resumed_at is not None
-        and target == f"{TensorBoardLogger.__module__}.{TensorBoardLogger.__name__}"
-    ):
+    name = str(logger_cfg._target_).rsplit(".", 1)[-1]
+    if resumed_at is not None and name == TensorBoardLogger.__name__:
         return instantiate(logger_cfg, purge_step=resumed_at)
-    if resumed_at is not None and target == f"{CSVLogger.__module__}.{CSVLogger.__name__}":
+    if resumed_at is not None and name == CSVLogger.__name__:
         version = f"{logger_cfg.get('version') or ''}/resumed_at_step_{resumed_at:07d}"
         return instantiate(logger_cfg, version=version.lstrip("/"))
     return instantiate(logger_cfg)
@@ -219,6 +216,8 @@ def built_from(key: str) -> Iterator[None]:
         raise
     except (InstantiationException, TypeError, ValueError, KeyError, OmegaConfBaseException) as err:
         cause = err.__cause__ if err.__cause__ is not None else err  # Hydra wraps the class's error
+        if isinstance(cause, UserError):  # a class's own one-line refusal (the trackers')
+            raise cause from None
         reason = first_line(cause, skip="Error in call to target").rstrip(":.")
         raise UserError(
             f"{key}: {reason}: fix the value in conf/{key}/ or on the command line"

@@ -23,7 +23,7 @@ from wandb.proto import wandb_internal_pb2
 from wandb.sdk.internal import datastore
 
 from mnist_lit.config import PROJECT_ROOT
-from mnist_lit.trackers.loggers import TRACKERS_FILE
+from mnist_lit.trackers import TRACKERS_FILE
 
 from ..conftest import QUICK, run_cli
 from .conftest import RESUMABLE_RUN, kill_after
@@ -129,7 +129,7 @@ def test_a_run_and_its_resume_in_every_tracker(tmp_path: Path, mnist_data_dir: P
     run = client.get_run(tracker_ids(straight)["mlflow"]["run_id"])
     assert run.info.status == "FINISHED" and run.info.run_name == "straight"
     assert {"tracked": "", "resume-test": ""}.items() <= run.data.tags.items()
-    assert run.data.params["model._target_"] == "mnist_lit.models.MLP"
+    assert run.data.params["model._target_"] == "mnist_lit.models.mlp.MLP"
     assert run.data.params["trainer.max_epochs"] == "2"
     history = mlflow_histories(client, run.info.run_id)
     assert [step for step, _ in history["val/acc"]] == [7, 15]  # one per epoch
@@ -220,7 +220,7 @@ def test_a_2x2_multirun_is_one_parent_run_with_a_child_per_job(
             o.split("=", 1) for o in yaml.safe_load((job / ".hydra/overrides.yaml").read_text())
         )
         model, optimizer = overrides["model"], overrides["optimizer"]
-        assert child.data.params["model._target_"] == f"mnist_lit.models.{model.upper()}"
+        assert child.data.params["model._target_"] == f"mnist_lit.models.{model}.{model.upper()}"
         assert child.data.params["optimizer._target_"].lower() == f"torch.optim.{optimizer}"
         assert child.data.metrics["test/acc"] == _metrics(job)["metrics"]["test/acc"]
         # logger=many: TensorBoard and CSV beside it

@@ -388,17 +388,16 @@ def test_tracker_values_are_checked_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"did you mean 'logger\.mlflow\.experiment_name'"):
         precheck("train", ["logger=mlflow", "logger.mlflow.experimnt_name=x"])
     # a tracker checks its own arguments when the trainer is built: before any data or run
-    cfg = compose_config("train", ["logger=wandb", "logger.wandb.offline=yes"], tmp_path / "run")
+    run_dir = tmp_path / "logs" / "run"
+    cfg = compose_config("train", ["logger=wandb", "logger.wandb.offline=yes"], run_dir)
     with pytest.raises(UserError, match=r"^logger\.wandb\.offline='yes' is invalid") as err:
         build_trainer(cfg)
     assert len(str(err.value).splitlines()) == 1 and err.value.exit_code == 2
-    cfg = compose_config("train", ["logger=mlflow", "logger.mlflow.experiment_name="], tmp_path)
+    cfg = compose_config("train", ["logger=mlflow", "logger.mlflow.experiment_name="], run_dir)
     with pytest.raises(UserError, match=r"^logger\.mlflow\.experiment_name='' is invalid"):
         build_trainer(cfg)
-    assert not (tmp_path / "run" / "wandb").exists()
-    cfg = compose_config(
-        "train", ["logger=wandb", "+logger.wandb.notes=for wandb.init"], tmp_path / "run"
-    )
+    assert not (tmp_path / "logs" / "mlflow").exists()  # no store opened
+    cfg = compose_config("train", ["logger=wandb", "+logger.wandb.notes=for wandb.init"], run_dir)
     (logger,) = build_trainer(cfg).loggers
     assert logger._wandb_init["notes"] == "for wandb.init"
 
