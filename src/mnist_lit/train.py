@@ -51,6 +51,7 @@ HPARAM_METRICS = ("val/acc_best", "val/loss", "train/acc", "train/loss", "test/a
 def train(cfg: DictConfig) -> float | None:
     """Fit, test the best checkpoint, log hparams and final metrics, return the optimized metric."""
     quiet_known_noise()
+    check_ckpt_path(cfg)  # before any output: a bad checkpoint is the one line printed
     output_dir = Path(cfg.paths.output_dir)
     if rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # set from the environment
         print_config(cfg, save_to=output_dir / "config_tree.txt")
@@ -61,7 +62,6 @@ def train(cfg: DictConfig) -> float | None:
     with built_from("model"):
         model = build_model(cfg)
         instantiate(cfg.optimizer)(params=model.parameters())  # its own checks, before any work
-    check_ckpt_path(cfg)
     if cfg.get("compile"):  # Lightning trains and checkpoints the compiled module as the plain one
         model = cast(LitClassifier, torch.compile(model))
     if not cfg.get("ckpt_path") and (requeued := requeued_checkpoint(output_dir)):
