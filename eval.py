@@ -11,15 +11,13 @@ from omegaconf import DictConfig
 
 from mnist_lit.cli import hydra_refusals
 from mnist_lit.config import check
-from mnist_lit.errors import reported_errors
+from mnist_lit.errors import checkpoint_file, reported_errors
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
     with reported_errors(unstarted_run_dir=cfg.paths.output_dir):
         check(cfg)
-        from mnist_lit.checkpoints import checkpoint_file
-
         checkpoint_file(cfg.ckpt_path)  # a wrong path, answered before torch loads
         from mnist_lit.eval import evaluate
 

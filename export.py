@@ -11,19 +11,16 @@ import hydra
 from omegaconf import DictConfig
 
 from mnist_lit.cli import hydra_refusals
-from mnist_lit.config import check
-from mnist_lit.errors import reported_errors, require_extra
-from mnist_lit.export import ExportOptions
+from mnist_lit.errors import reported_errors
+from mnist_lit.export import check_export
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     with reported_errors(unstarted_run_dir=cfg.paths.output_dir):
-        check(cfg, ExportOptions, required=("data", "paths"))
-        require_extra("export", "onnx", "onnxscript", "onnxruntime")
-        from mnist_lit.export.export import export, output_of
+        check_export(cfg)  # never onto the checkpoint it reads: refused before any work
+        from mnist_lit.export.export import export
 
-        output_of(cfg)  # never onto the checkpoint it reads: refused before any work
         export(cfg)
 
 

@@ -11,15 +11,14 @@ import hydra
 from omegaconf import DictConfig
 
 from mnist_lit.cli import hydra_refusals
-from mnist_lit.config import check
 from mnist_lit.errors import reported_errors
-from mnist_lit.export import PredictOptions
+from mnist_lit.export import check_predict
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
     with reported_errors(unstarted_run_dir=cfg.paths.output_dir):
-        check(cfg, PredictOptions, required=("data", "paths"))
+        check_predict(cfg)  # a bad value or model: one line before any image is read
         from mnist_lit.export.predict import predict
 
         predict(cfg)

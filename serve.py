@@ -11,19 +11,18 @@ import hydra
 from omegaconf import DictConfig
 
 from mnist_lit.cli import hydra_refusals
-from mnist_lit.config import PROJECT_ROOT, check
-from mnist_lit.errors import reported_errors, require_extra
-from mnist_lit.serving import ServeOptions, model_command_line
+from mnist_lit.config import PROJECT_ROOT
+from mnist_lit.errors import reported_errors
+from mnist_lit.serving import check_serve, model_command_line
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="serve")
 def main(cfg: DictConfig) -> None:
     with reported_errors(unstarted_run_dir=cfg.paths.output_dir):
-        check(cfg, ServeOptions, required=("paths",))
-        require_extra("serve", "fastapi", "uvicorn")
+        model = check_serve(cfg)  # a bad value or file: one line before the server loads
         from mnist_lit.serving.server import serve
 
-        serve(cfg)
+        serve(cfg, model)
 
 
 if __name__ == "__main__":

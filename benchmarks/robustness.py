@@ -3,7 +3,7 @@
 ``python benchmarks/robustness.py --model NAME=RUN_DIR_OR_CKPT [--model ...] [--check-set DIR]
 [--seed 0] [--per-category 300] [--out DIR]``
 
-The check set (``check_set``: pen strokes and typed digits, thin, thick,
+The check set (``check_set.py``, beside this file: pen strokes and typed digits, thin, thick,
 off-centre, rotated, blurry, coarse, scanned) is generated into ``--check-set`` unless it is
 already there. Every image goes through exactly what ``predict.py`` and the server do to a file:
 ``mnist_lit.export.predictors.load_predictor(ckpt).prepare(bytes)``, then ``.probabilities(batch)``.
@@ -134,7 +134,7 @@ def render(results: list[Result], check_set: Path, seed: int, command: str) -> s
         "# Robustness: accuracy on digits that are not from MNIST",
         "",
         f"Check set: {total} images in {check_set} (seed {seed}, "
-        "`python -m check_set`), prepared by `mnist_lit.export.predictors` exactly as "
+        "`python benchmarks/check_set.py`), prepared by `mnist_lit.export.predictors` exactly as "
         "`predict.py` prepares a file.",
         "",
         f"Command: `{command}`",

@@ -25,8 +25,9 @@ from torch import nn
 
 from mnist_lit import models
 from mnist_lit.classifier import LitClassifier
+from mnist_lit.config import plain_dict
 from mnist_lit.data.download import DatasetSpec
-from mnist_lit.errors import UserError, first_line
+from mnist_lit.errors import UserError, checkpoint_file, first_line
 
 
 def _classes(module: Any, base: type | tuple[type, ...]) -> dict[str, type]:
@@ -68,21 +69,6 @@ _ALLOWED_WHERE = {
     "optimizer": "torch.optim",
     "scheduler": "torch.optim.lr_scheduler",
 }
-
-
-def checkpoint_file(ckpt_path: str | Path) -> Path:
-    """``ckpt_path`` if it is a file; a ``UserError`` with a checkpoint to pass instead if not."""
-    path = Path(ckpt_path)
-    if path.is_dir():
-        found = sorted(path.glob("*.ckpt")) + sorted(path.glob("checkpoints/*.ckpt"))
-        last = [p for p in found if p.name == "last.ckpt"]
-        suggestion = str((last or found)[0]) if found else f"{path}/<file>.ckpt"
-        raise UserError(f"checkpoint {path} is a folder, not a file: pass ckpt_path={suggestion}")
-    if not path.is_file():
-        raise UserError(
-            f"checkpoint {path} does not exist: pass ckpt_path=<run dir>/checkpoints/<file>.ckpt"
-        )
-    return path
 
 
 #: how every "not a checkpoint of this project" message ends
@@ -350,3 +336,18 @@ def _unreadable(path: Path, err: Exception) -> str:
 
 def _is_state_dict(obj: object) -> bool:
     return isinstance(obj, dict) and bool(obj) and all(torch.is_tensor(v) for v in obj.values())
+
+
+def check_ckpt_path(cfg: DictConfig) -> None:
+    """``ckpt_path`` must be a checkpoint training can go on from: of this data set, with the
+    optimizer's state, and weights that fit the configured network."""
+    if not cfg.get("ckpt_path"):
+        return
+    problem = checkpoint_problem(
+        str(cfg.ckpt_path),
+        dataset=dataset_of_config(cfg.data),
+        resume=True,
+        net=plain_dict(cfg.model),
+    )
+    if problem is not None:  # (Lightning's own ckpt_path=last would look in this new run dir)
+        raise UserError(f"{problem}; to go on with a run: resume=<run dir> or resume=last")

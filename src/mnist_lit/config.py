@@ -1,9 +1,9 @@
 """The config: where ``conf/`` is, its resolvers, and the check of its values before any work.
 
 ``check(cfg)`` refuses the first value that cannot work, in one line naming the key: types and
-ranges come from the pydantic models below, found by each node's ``_target_``. A class with no
-model here (a network you add) checks its own arguments when it is built, and ``train.py``
-reports that as one line too. Nothing here imports torch or Lightning.
+ranges come from the pydantic models of ``schema.py``, found by each node's ``_target_``. A class
+with no model there (a network you add) checks its own arguments when it is built, and
+``train.py`` reports that as one line too. Nothing here imports torch or Lightning.
 """
 
 from __future__ import annotations
@@ -11,22 +11,15 @@ from __future__ import annotations
 import difflib
 import itertools
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    model_validator,
-)
+from pydantic import BaseModel, ValidationError
 
 from mnist_lit.errors import UserError
+from mnist_lit.schema import OPTIONS, TARGETS, Options
 
 PROJECT_ROOT = next(
     (p for p in Path(__file__).resolve().parents if (p / "conf" / "train.yaml").is_file()),
@@ -71,198 +64,6 @@ def plain_dict(node: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
 
 
-# ----------------------------------------------------------------------------- value models
-
-Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # the largest seed numpy takes
-Count = Annotated[int, Field(ge=1)]
-NonNegative = Annotated[float, Field(ge=0)]
-Positive = Annotated[float, Field(gt=0)]
-Probability = Annotated[float, Field(ge=0, lt=1)]
-Fraction = Annotated[float, Field(ge=0, le=1)]
-Batches = Annotated[int, Field(ge=0)] | Fraction  # Lightning: an int counts, a float is a share
-
-
-def _not_zero(epochs: int) -> int:
-    if epochs == 0:
-        raise ValueError("0 epochs trains nothing: use 1 or more, or -1 for no limit")
-    return epochs
-
-
-def _decimal(value: Any) -> Any:
-    if isinstance(value, int) and not isinstance(value, bool):
-        raise ValueError(f"write it as a decimal number ({value}.0): torch takes no int here")
-    return value
-
-
-class Node(BaseModel):
-    """A config node: strict types (``"16"`` is not 16), no unknown keys; built on first use."""
-
-    model_config = ConfigDict(strict=True, defer_build=True, extra="forbid")
-
-
-class Augment(Node):
-    """``data.augment``: ``data/augment.py``'s ``DigitAugment`` (0 turns an effect off)."""
-
-    shift: NonNegative
-    degrees: NonNegative
-    scale: Probability
-    thicken: NonNegative
-    thin: NonNegative
-    blur: NonNegative
-    low_res: Probability
-    contrast: NonNegative
-    faint: Probability
-    noise: NonNegative
-    p: Annotated[float, Field(gt=0, le=1)]
-
-
-class Data(Node):
-    """``conf/data/*.yaml``: ``MNISTDataModule`` and its subclasses."""
-
-    data_dir: str
-    batch_size: Count
-    eval_batch_size: Count
-    val_size: Count
-    split_seed: Seed
-    shuffle_seed: Seed
-    mean: Fraction
-    std: Positive
-    augment: Augment | None
-    on_device: bool
-
-
-class Network(Node):
-    dropout: Probability
-    batchnorm: bool
-    width: Positive
-    num_classes: Count
-
-
-class CNN(Network):
-    channels: list[Count] = Field(min_length=1, max_length=4)  # each block halves 28 px
-    hidden: Count
-    convs_per_block: Count
-    in_channels: Count
-    image_size: Count
-
-
-class MLP(Network):
-    hidden_sizes: list[Count]
-    in_features: Count
-
-
-class Optimizer(Node):
-    lr: Positive
-    weight_decay: NonNegative
-    fused: bool | None
-
-
-class Adam(Optimizer):
-    betas: list[Probability] = Field(min_length=2, max_length=2)
-    eps: Positive
-    amsgrad: bool
-
-
-class SGD(Optimizer):
-    momentum: Probability
-    dampening: Probability
-    nesterov: bool
-
-    @model_validator(mode="before")
-    @classmethod
-    def nesterov_needs_momentum(cls, values: Any) -> Any:  # torch refuses it only once training
-        nesterov = isinstance(values, dict) and values.get("nesterov") is True
-        if nesterov and (not values.get("momentum", 0) or values.get("dampening", 0)):
-            raise ValueError("nesterov=true needs momentum > 0 and dampening=0")
-        return values
-
-
-class OneCycle(Node):
-    max_lr: Positive
-    pct_start: Annotated[Fraction, BeforeValidator(_decimal)]
-    div_factor: Positive
-    final_div_factor: Positive
-    anneal_strategy: Literal["cos", "linear"]
-    three_phase: bool
-    total_steps: Count
-
-
-class Cosine(Node):
-    eta_min: NonNegative
-    T_max: Count
-
-
-class Step(Node):
-    step_size: Count
-    gamma: Positive
-
-
-class Trainer(Node):
-    """The Trainer arguments our configs set; Lightning checks the rest when it is built."""
-
-    model_config = ConfigDict(extra="allow")
-
-    max_epochs: Annotated[int, Field(ge=-1), AfterValidator(_not_zero)] | None
-    max_steps: Annotated[int, Field(ge=-1)]
-    check_val_every_n_epoch: Count | None
-    log_every_n_steps: Annotated[int, Field(ge=0)] | None
-    limit_train_batches: Batches | None
-    limit_val_batches: Batches | None
-    limit_test_batches: Batches | None
-    val_check_interval: Batches | None
-    overfit_batches: Batches
-    deterministic: bool | Literal["warn"] | None
-    accumulate_grad_batches: Count = 1
-    num_sanity_val_steps: Annotated[int, Field(ge=-1)] | None = None
-    enable_progress_bar: bool | None = None
-    enable_model_summary: bool | None = None
-    enable_checkpointing: bool | None = None
-    use_distributed_sampler: bool = True
-    sync_batchnorm: bool = False
-
-
-class Options(BaseModel):
-    """A command's own top-level keys; the groups are checked by their ``_target_``."""
-
-    model_config = ConfigDict(strict=True, defer_build=True, extra="ignore")
-
-
-class TrainOptions(Options):
-    seed: Seed
-    test: bool
-    ckpt_path: str | None
-    stop_at: Annotated[float, Field(gt=0, le=1)] | None
-    compile: bool
-    optimized_metric: str
-    tags: list[Annotated[str, Field(pattern=r"^[\w.\- ]{1,64}$")]] | str = []
-
-
-class EvalOptions(Options):
-    seed: Seed
-    ckpt_path: str
-
-
-#: the model that checks a node, by its ``_target_``
-TARGETS: dict[str, type[Node]] = {
-    "mnist_lit.data.MNISTDataModule": Data,
-    "mnist_lit.data.fashion_mnist.FashionMNISTDataModule": Data,
-    "mnist_lit.models.cnn.CNN": CNN,
-    "mnist_lit.models.mlp.MLP": MLP,
-    "torch.optim.Adam": Adam,
-    "torch.optim.AdamW": Adam,
-    "torch.optim.SGD": SGD,
-    "torch.optim.lr_scheduler.OneCycleLR": OneCycle,
-    "torch.optim.lr_scheduler.CosineAnnealingLR": Cosine,
-    "torch.optim.lr_scheduler.StepLR": Step,
-    "lightning.pytorch.Trainer": Trainer,
-}
-#: each command's own keys, and the groups it cannot run without
-OPTIONS: dict[str, tuple[type[Options], tuple[str, ...]]] = {
-    "train": (TrainOptions, ("data", "model", "optimizer", "trainer", "paths")),
-    "eval": (EvalOptions, ("data", "trainer", "paths")),
-}
-
-
 # ----------------------------------------------------------------------------- checking
 
 
@@ -276,6 +77,9 @@ def check(
     """
     if options is None:
         options, required = OPTIONS.get(str(cfg.get("task_name")), (Options, ()))
+    missing = [k for k in cfg if k != "hydra" and OmegaConf.is_missing(cfg, k)]
+    if missing:
+        raise UserError(f"{missing[0]} is required: set it on the command line, {missing[0]}=...")
     for group in required:
         if not cfg.get(group):
             raise UserError(f"{group} is required (set to null or deleted): {group}=<option>")

@@ -83,6 +83,21 @@ def require_extra(extra: str, *modules: str) -> None:
         )
 
 
+def checkpoint_file(ckpt_path: str | Path) -> Path:
+    """``ckpt_path`` if it is a file; a ``UserError`` with a checkpoint to pass instead if not."""
+    path = Path(ckpt_path)
+    if path.is_dir():
+        found = sorted(path.glob("*.ckpt")) + sorted(path.glob("checkpoints/*.ckpt"))
+        last = [p for p in found if p.name == "last.ckpt"]
+        suggestion = str((last or found)[0]) if found else f"{path}/<file>.ckpt"
+        raise UserError(f"checkpoint {path} is a folder, not a file: pass ckpt_path={suggestion}")
+    if not path.is_file():
+        raise UserError(
+            f"checkpoint {path} does not exist: pass ckpt_path=<run dir>/checkpoints/<file>.ckpt"
+        )
+    return path
+
+
 def first_line(err: BaseException, skip: str = "") -> str:
     """An error's first line of text (past a heading that starts with ``skip``)."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]

@@ -51,7 +51,10 @@ HPARAM_METRICS = ("val/acc_best", "val/loss", "train/acc", "train/loss", "test/a
 def train(cfg: DictConfig) -> float | None:
     """Fit, test the best checkpoint, log hparams and final metrics, return the optimized metric."""
     quiet_known_noise()
-    check_ckpt_path(cfg)  # before any output: a bad checkpoint is the one line printed
+    if cfg.get("ckpt_path"):  # before any output: a bad checkpoint is the one line printed
+        from mnist_lit.checkpoints import check_ckpt_path
+
+        check_ckpt_path(cfg)
     output_dir = Path(cfg.paths.output_dir)
     if rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # set from the environment
         print_config(cfg, save_to=output_dir / "config_tree.txt")
@@ -121,23 +124,6 @@ def build_model(cfg: DictConfig) -> LitClassifier:
         optimizer=plain_dict(cfg.optimizer),
         scheduler=plain_dict(cfg.scheduler) if cfg.scheduler else None,
     )
-
-
-def check_ckpt_path(cfg: DictConfig) -> None:
-    """``ckpt_path`` must be a checkpoint training can go on from: of this data set, with the
-    optimizer's state, and weights that fit the configured network."""
-    from mnist_lit.checkpoints import checkpoint_problem, dataset_of_config
-
-    if not cfg.get("ckpt_path"):
-        return
-    problem = checkpoint_problem(
-        str(cfg.ckpt_path),
-        dataset=dataset_of_config(cfg.data),
-        resume=True,
-        net=plain_dict(cfg.model),
-    )
-    if problem is not None:  # (Lightning's own ckpt_path=last would look in this new run dir)
-        raise UserError(f"{problem}; to go on with a run: resume=<run dir> or resume=last")
 
 
 def build_trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
@@ -325,23 +311,11 @@ def finish_logging(
 
 
 def print_config(cfg: DictConfig, save_to: Path) -> None:
-    """Print the resolved config, group by group, and save it as text."""
-    from rich.console import Console
-    from rich.syntax import Syntax
-    from rich.tree import Tree
-
-    tree = Tree("config", style="bold")
-    for key, value in cfg.items():
-        text = (
-            OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
-        )
-        tree.add(str(key), style="bold cyan").add(
-            Syntax(text.rstrip(), "yaml", background_color="default")
-        )
-    console = Console(record=True)
-    console.print(tree)
+    """Print the resolved config (Hydra's own node left out) and save it as text."""
+    text = OmegaConf.to_yaml({k: v for k, v in cfg.items() if k != "hydra"}, resolve=True)
+    print(text)
     save_to.parent.mkdir(parents=True, exist_ok=True)
-    save_to.write_text(console.export_text())
+    save_to.write_text(text)
 
 
 def quiet_known_noise() -> None:

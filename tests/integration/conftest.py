@@ -70,7 +70,7 @@ def train_cfg(tmp_path: Path, mnist_data_dir: Path) -> Iterator:
 
 
 SMALL_CNN = {
-    "_target_": "mnist_lit.models.CNN",
+    "_target_": "mnist_lit.models.cnn.CNN",
     "channels": [16, 32],
     "hidden": 64,
     "dropout": 0.1,

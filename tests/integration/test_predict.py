@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from mnist_lit.predict import classify
 from PIL import Image
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from mnist_lit.config import PROJECT_ROOT
+from mnist_lit.export.predict import classify
 from mnist_lit.export.predictors import load_predictor
 from mnist_lit.export.preprocess import mnist_like
 

@@ -4,12 +4,18 @@ scores the run on a generated check set through the predictors ``predict.py`` us
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
-from check_set import CATEGORIES, generate
+
+from mnist_lit.config import PROJECT_ROOT
 
 from ..conftest import QUICK, error_line, run_cli
+
+# the check set is the robustness benchmark's, beside it in benchmarks/, not the package's
+sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
+from check_set import CATEGORIES, generate
 
 
 @pytest.fixture(scope="module")

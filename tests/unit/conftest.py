@@ -27,10 +27,10 @@ from omegaconf import DictConfig
 from mnist_lit.classifier import LitClassifier
 from mnist_lit.cli import hydra_refusals, sweep_jobs
 from mnist_lit.config import check
-from mnist_lit.errors import UserError
 from mnist_lit.data import MNIST, MNISTDataModule
 from mnist_lit.data.download import DatasetSpec
 from mnist_lit.data.wheel import idx_bytes
+from mnist_lit.errors import UserError
 
 from ..conftest import QUICK, compose_config
 
@@ -213,30 +213,29 @@ def edited(source: Path, target: Path, edit) -> Path:
 
 def precheck(config_name: str, argv: Sequence[str]) -> list[DictConfig]:
     """What a command checks before its work, in-process: Hydra's refusals of the command line
-    (``cli.hydra_refusals``), each job's values (``config.check``, with the extras' own models)
-    and its checkpoint: to resume from (train) or to load (the others). Raises the
-    ``UserError`` the command would print; returns each job's config."""
-    from mnist_lit.checkpoints import checkpoint_problem, dataset_of_config
-    from mnist_lit.export import ExportOptions, PredictOptions
-    from mnist_lit.train import check_ckpt_path
+    (``cli.hydra_refusals``), then each job's values and checkpoint as its entry point checks
+    them (train: ``config.check`` and ``checkpoints.check_ckpt_path``; eval: the checkpoint to
+    load; the extras: their own ``check_<command>``). Raises the ``UserError`` the command
+    would print; returns each job's config."""
+    from mnist_lit.checkpoints import check_ckpt_path, checkpoint_problem, dataset_of_config
+    from mnist_lit.export import check_export, check_predict
+    from mnist_lit.serving import check_serve
 
-    options = {
-        "predict": (PredictOptions, ("data", "paths")),
-        "export": (ExportOptions, ("data", "paths")),
-    }.get(config_name, (None, ()))
     configs = []
     with hydra_refusals(config_name, list(argv)):
         for job in sweep_jobs([a for a in argv if not a.startswith("-")]):
-            cfg = compose_config(config_name, job, Path("/nonexistent/run"))
-            check(cfg, *options)
-            configs.append(cfg)
+            configs.append(compose_config(config_name, job, Path("/nonexistent/run")))
     for cfg in configs:
-        if config_name == "train" and cfg.get("ckpt_path"):
+        if config_name in ("predict", "export", "serve"):
+            {"predict": check_predict, "export": check_export, "serve": check_serve}[config_name](
+                cfg
+            )
+            continue
+        check(cfg)
+        if config_name == "train":
             check_ckpt_path(cfg)
-        elif config_name != "train":
-            problem = checkpoint_problem(str(cfg.ckpt_path), dataset=dataset_of_config(cfg.data))
-            if problem is not None:
-                raise UserError(problem)
+        elif problem := checkpoint_problem(cfg.ckpt_path, dataset=dataset_of_config(cfg.data)):
+            raise UserError(problem)
     return configs
 
 

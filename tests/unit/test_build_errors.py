@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from mnist_lit.train import built_from
 from mnist_lit.errors import UserError
 from mnist_lit.eval import evaluate
-from mnist_lit.train import train
+from mnist_lit.train import built_from, train
 
 from ..conftest import compose_config
 from .conftest import precheck

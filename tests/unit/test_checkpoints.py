@@ -15,6 +15,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from mnist_lit.callbacks.training import AtomicCheckpointIO
 from mnist_lit.checkpoints import (
     ALLOWED_TARGETS,
     allowed_class,
@@ -23,7 +24,6 @@ from mnist_lit.checkpoints import (
     read_checkpoint,
     trained_on,
 )
-from mnist_lit.callbacks.training import AtomicCheckpointIO
 from mnist_lit.classifier import LitClassifier
 from mnist_lit.errors import UserError
 from mnist_lit.train import checkpoint_step

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from mnist_lit.checkpoints import check_ckpt_path
 from mnist_lit.cli import ddp_rank_argv, sweep_jobs
 from mnist_lit.errors import (
     BAD_INPUT,
@@ -19,7 +20,7 @@ from mnist_lit.errors import (
     reported_errors,
     require_extra,
 )
-from mnist_lit.train import built_from, check_ckpt_path
+from mnist_lit.train import built_from
 
 from ..conftest import compose_config, error_line
 

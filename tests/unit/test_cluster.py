@@ -180,12 +180,12 @@ def test_every_job_of_the_slurm_launcher_stops_and_requeues_when_preempted(
 ) -> None:
     out = dry_run(capsys, "seed=1,2")
     assert sbatch_flags(out)["signal"] == "USR2@120"
-    assert "# preemption: SLURM's USR2, 120 s before a preemption or the time limit" in out
-    assert f"(callbacks.slurm_requeue: {cluster.REQUEUE_CALLBACK})" in out
+    assert "# ---- preemption: SLURM signals USR2 120 s before a preemption or the time" in out
+    assert f"# (callbacks.slurm_requeue: {cluster.REQUEUE_CALLBACK})\n" in out
     assert f"{slurm.__name__}.{RequeueOnPreemption.__qualname__}" == cluster.REQUEUE_CALLBACK
 
     out = dry_run(capsys, "seed=1,2", "callbacks.slurm_requeue=null")
-    assert "# preemption: jobs [0, 1] have no mnist_lit.cluster.slurm.RequeueOnPreemption" in out
+    assert "# jobs [0, 1] have no mnist_lit.cluster.slurm.RequeueOnPreemption callback" in out
 
 
 def _targets(node: Any) -> list[str]:
@@ -326,10 +326,8 @@ def test_a_preempted_run_stops_after_its_step_with_a_checkpoint(
 ) -> None:
     """train.py's work, preempted at step 3 (SIGUSR2, submitit's): it stops there as on SIGTERM,
     with the checkpoint a resume needs, and leaves the requeue for when the process ends."""
-    cfg = train_cfg(
-        "callbacks=[default,slurm_requeue]",
-        f"+callbacks.preempt={{_target_: {__name__}.SignalAtStep, step: 3, signum: 12}}",
-    )
+    preempt = f"{{_target_: {__name__}.SignalAtStep, step: 3, signum: {int(signal.SIGUSR2)}}}"
+    cfg = train_cfg("callbacks=[default,slurm_requeue]", f"+callbacks.preempt={preempt}")
     with pytest.raises(UserError) as caught:
         train(cfg)
     run_dir = Path(cfg.paths.output_dir)

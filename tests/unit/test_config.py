@@ -11,9 +11,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from pydantic import BaseModel
 
-from mnist_lit.config import CONFIG_DIR, OPTIONS, TARGETS
+from mnist_lit.config import CONFIG_DIR
 from mnist_lit.config import check as validate
 from mnist_lit.errors import UserError
+from mnist_lit.schema import OPTIONS, TARGETS
 from mnist_lit.train import build_model, build_trainer
 
 from ..conftest import compose_config

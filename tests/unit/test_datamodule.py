@@ -7,9 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from mnist_lit.data import EpochShuffleSampler
 
-from mnist_lit.data import MNISTDataModule
+from mnist_lit.data import EpochShuffleSampler, MNISTDataModule
 
 from .conftest import SYNTHETIC, TEST_N, TRAIN_N, VAL_N, SyntheticDataModule, synthetic_split
 

@@ -16,7 +16,7 @@ from mnist_lit.train import train
 
 from .conftest import QUICK, SYNTHETIC_FILES, VAL_N, compose_config
 
-NETWORK = '''
+NETWORK = """
 from torch import Tensor, nn
 
 
@@ -28,9 +28,9 @@ class Tiny(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         return self.layers(images)
-'''
+"""
 
-DATA_SET = '''
+DATA_SET = """
 from typing import ClassVar
 
 from mnist_lit.data import MNISTDataModule
@@ -42,7 +42,7 @@ BARS = DatasetSpec(name="bars", title="Bars", raw_subdir="Bars/raw", gz_md5={{}}
 class BarsDataModule(MNISTDataModule):
     spec: ClassVar[DatasetSpec] = BARS
     train_total = 300
-'''
+"""
 
 
 @pytest.fixture

@@ -257,9 +257,7 @@ def test_bad_values_are_refused_before_any_work(
     assert caught.value.exit_code == 2 and key in str(caught.value)
 
 
-def test_a_model_it_cannot_use_is_refused_before_any_work(
-    tiny_ckpts: dict, tmp_path: Path
-) -> None:
+def test_a_model_it_cannot_use_is_refused_before_any_work(tiny_ckpts: dict, tmp_path: Path) -> None:
     (tmp_path / "bytes.ckpt").write_bytes(b"not a checkpoint")
     refusals = {
         tmp_path / "missing.ckpt": "missing.ckpt does not exist",

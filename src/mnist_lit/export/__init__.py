@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field
 
-from mnist_lit.config import Count, Node, Options, Positive, check
+from mnist_lit.config import check
 from mnist_lit.errors import UserError, require_extra
+from mnist_lit.schema import Count, Node, Options, Positive
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -62,7 +63,8 @@ def check_export(cfg: DictConfig) -> None:
     """What ``export.py`` refuses before it exports: a config value, a missing extra, an output
     onto the checkpoint it reads, a checkpoint it cannot use."""
     check(cfg, ExportOptions, required=("data", "paths"))
-    require_extra("export", "onnx", "onnxscript", "onnxruntime")
+    if cfg.format == "onnx":  # TorchScript needs torch alone
+        require_extra("export", "onnx", "onnxscript", "onnxruntime")
     output_of(cfg)
     checked_model(cfg.ckpt_path, cfg.data, onnx=False)
 

@@ -20,9 +20,10 @@ from omegaconf import DictConfig
 from pydantic import Field
 
 from mnist_lit.cli import override_key, run_dirs
-from mnist_lit.config import Count, Node, Options, check
+from mnist_lit.config import check
 from mnist_lit.errors import UserError, require_extra
 from mnist_lit.export import ONNX_SUFFIX, checked_model
+from mnist_lit.schema import Count, Node, Options
 
 
 def latest_servable_run(logs: Path) -> Path:

@@ -12,8 +12,9 @@
 Every image goes through ``Predictor.prepare``, the very preprocessing of ``predict.py``. Bad
 input is answered, never raised (``inputs.py``): a body over ``max_body_bytes`` is 413 before it
 is read; not an image, too many pixels, no digit, malformed JSON or form data is 400 with
-``{"error": "<one line>"}``. Each worker process runs its requests one at a time on the event loop: preparing and
-classifying an image takes about a millisecond, less than handing it to a thread would.
+``{"error": "<one line>"}``. Each worker process runs its requests one at a time on the event
+loop: preparing and classifying an image takes about a millisecond, less than handing it to a
+thread would.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 from pydantic import Field
 
-from mnist_lit.config import Options
 from mnist_lit.errors import FAILED, UserError, atomic_write_bytes, require_extra
+from mnist_lit.schema import Options
 from mnist_lit.trackers.run import (
     TrackedRun,
     check_arguments,

@@ -20,8 +20,9 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from mnist_lit.config import Options, check
+from mnist_lit.config import check
 from mnist_lit.errors import UserError, atomic_write_bytes
+from mnist_lit.schema import Options
 from mnist_lit.train import RESULTS_FILE, checkpoint_step
 
 #: the ids of this run's tracker runs (MLflow's run id, W&B's run id and group), by tracker

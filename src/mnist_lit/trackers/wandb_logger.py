@@ -17,8 +17,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from pydantic import Field
 
 from mnist_lit.compat import wandb_history_rows
-from mnist_lit.config import Options
 from mnist_lit.errors import require_extra
+from mnist_lit.schema import Options
 from mnist_lit.trackers.run import TrackedRun, check_arguments, not_logged_yet, tracked_run
 
 
