@@ -82,6 +82,18 @@ def resume_command_line(argv: Sequence[str], logs: Path) -> list[str]:
             "resume=logs/train/runs/<time> or resume=logs/train/multiruns/<time>/<job>"
         )
     original = yaml.safe_load(overrides_file.read_text()) or []
+    if not isinstance(original, list) or not all(isinstance(o, str) for o in original):
+        raise UserError(
+            f"resume={where}: {overrides_file} is not a list of overrides: start a new run"
+        )
+    for override in original:  # a run dir is data: replay only what a user types for train.py
+        key, _, value = override.partition("=")
+        if key.lstrip("+~").startswith("hydra") or "_target_" in override or "${" in value:
+            raise UserError(
+                f"resume={where}: its .hydra/overrides.yaml holds {override!r}, which a resume "
+                "does not replay (Hydra's own keys, _target_ and interpolations can run code): "
+                "start a new run with the overrides you want"
+            )
     extra = [a for a in argv if override_key(a) != "resume"]
     replaced = {override_key(a) for a in extra if "=" in a} | {"ckpt_path", "hydra.run.dir"}
     kept = [o for o in original if override_key(o) not in replaced]

@@ -12,13 +12,14 @@ import os
 import signal
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
 import lightning as L
 import torch
+from filelock import FileLock, Timeout
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -70,13 +71,11 @@ def train(cfg: DictConfig) -> float | None:
     if not cfg.get("ckpt_path") and (requeued := requeued_checkpoint(output_dir)):
         with open_dict(cfg):  # a SLURM sweep job run again after its preemption
             cfg.ckpt_path = requeued
-    trainer = build_trainer(cfg)
-    if trainer.is_global_zero:
-        accept_resumed_config(output_dir)
-        if job := slurm_job_id():  # a requeued job finds its run by it
-            atomic_write_bytes(output_dir / SLURM_JOB_FILE, job.encode())
+    trainer = build_trainer(cfg, extra=[ResumeAccepted(output_dir)])
+    if trainer.is_global_zero and (job := slurm_job_id()):  # a requeued job finds its run by it
+        atomic_write_bytes(output_dir / SLURM_JOB_FILE, job.encode())
 
-    with processes_of_this_job(trainer, output_dir):
+    with one_writer(output_dir, trainer), processes_of_this_job(trainer, output_dir):
         started = time.perf_counter()
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -126,8 +125,9 @@ def build_model(cfg: DictConfig) -> LitClassifier:
     )
 
 
-def build_trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
-    """The Trainer with the callbacks and loggers the config names (``null`` ones dropped)."""
+def build_trainer(cfg: DictConfig, extra: Sequence[L.Callback] = (), **kwargs: Any) -> L.Trainer:
+    """The Trainer with the callbacks and loggers the config names (``null`` ones dropped), and
+    the ``extra`` callbacks of the caller's."""
     with built_from("callbacks"):
         callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     chosen = [c for c in (cfg.get("logger") or {}).values() if c]
@@ -139,7 +139,11 @@ def build_trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
     )
     with built_from("trainer"):
         trainer = instantiate(
-            cfg.trainer, callbacks=callbacks, logger=loggers or False, precision=precision, **kwargs
+            cfg.trainer,
+            callbacks=[*callbacks, *extra],
+            logger=loggers or False,
+            precision=precision,
+            **kwargs,
         )
     # deterministic algorithms fill each new tensor with NaN first, a debugging aid that costs a
     # share of every CPU step; correct kernels write before they read, so results are the same
@@ -208,6 +212,38 @@ def built_from(key: str) -> Iterator[None]:
         raise UserError(
             f"{key}: {reason}: fix the value in conf/{key}/ or on the command line"
         ) from None
+
+
+class ResumeAccepted(L.Callback):
+    """A resumed run's overrides become its own once its fit passed its checks (the schedule's,
+    ``LitClassifier.on_fit_start``): a refused resume leaves ``.hydra/`` as it was."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            accept_resumed_config(self.run_dir)
+
+
+@contextmanager
+def one_writer(run_dir: Path, trainer: L.Trainer) -> Iterator[None]:
+    """One process trains in a run dir at a time (its DDP ranks are that one): a second
+    ``resume=`` of the same run is refused in one line instead of writing beside the first."""
+    if not trainer.is_global_zero:
+        yield
+        return
+    lock = FileLock(run_dir / ".train.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise UserError(
+            f"another process is training in {run_dir}: wait for it, or stop it first"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @contextmanager

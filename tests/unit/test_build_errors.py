@@ -29,8 +29,8 @@ CASES = [
     pytest.param("trainer.devices=0", "trainer", "devices=0", id="devices"),
     pytest.param("trainer.accelerator=gpuu", "trainer", "gpuu", id="accelerator"),
     pytest.param("trainer.precision=15", "trainer", "15", id="precision"),
-    pytest.param("+trainer.val_check_interval=1.5", "trainer", "val_check_interval", id="val_check_interval"),
-    pytest.param("+trainer.val_check_interval=x", "trainer", "val_check_interval", id="val_check_interval type"),
+    pytest.param("trainer.val_check_interval=1.5", "trainer", "val_check_interval", id="val_check_interval"),
+    pytest.param("trainer.val_check_interval=x", "trainer", "val_check_interval", id="val_check_interval type"),
     pytest.param("+trainer.fast_dev_run=-1", "trainer", "fast_dev_run", id="fast_dev_run"),
     pytest.param("+trainer.accumulate_grad_batches=0", "trainer", "accumulate_grad_batches", id="accumulate_grad_batches"),
     # callbacks (built with the trainer)

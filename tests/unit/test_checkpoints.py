@@ -306,20 +306,20 @@ def test_checkpoint_problem_names_the_file_and_the_cause(
 
 def test_atomic_checkpoint_io_writes_a_whole_file_and_no_temporary(tmp_path: Path) -> None:
     path = tmp_path / "checkpoints" / "step.ckpt"
-    AtomicCheckpointIO().save_checkpoint({"global_step": 7, "w": torch.ones(3)}, path)
+    AtomicCheckpointIO(str(tmp_path)).save_checkpoint({"global_step": 7, "w": torch.ones(3)}, path)
     assert checkpoint_step(path) == 7
     assert [p.name for p in path.parent.iterdir()] == ["step.ckpt"]
 
 
 def test_atomic_checkpoint_io_keeps_the_old_file_when_a_save_fails(tmp_path: Path) -> None:
     path = tmp_path / "last.ckpt"
-    AtomicCheckpointIO().save_checkpoint({"global_step": 1}, path)
+    AtomicCheckpointIO(str(tmp_path)).save_checkpoint({"global_step": 1}, path)
     with pytest.raises(Exception):  # noqa: B017 (whatever pickle raises for a lambda)
-        AtomicCheckpointIO().save_checkpoint({"global_step": 2, "f": lambda: 0}, path)
+        AtomicCheckpointIO(str(tmp_path)).save_checkpoint({"global_step": 2, "f": lambda: 0}, path)
     assert checkpoint_step(path) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
     with pytest.raises(TypeError):
-        AtomicCheckpointIO().save_checkpoint({}, path, storage_options={"x": 1})
+        AtomicCheckpointIO(str(tmp_path)).save_checkpoint({}, path, storage_options={"x": 1})
 
 
 def test_the_checkpoints_normalization_replaces_the_configs(

@@ -6,6 +6,7 @@ appear."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -104,3 +105,78 @@ def test_the_check_before_any_work_refuses_it(crafted: tuple[Path, Path]) -> Non
 def test_the_untouched_checkpoint_loads(tiny_ckpts: dict) -> None:
     """The check refuses only what a crafted file adds: train.py's own checkpoints pass."""
     assert checkpoint_problem(tiny_ckpts["full"], resume=True) is None
+
+
+# ----------------------------------------------------------------------------- paths in states
+
+
+def _crafted_states(checkpoint: dict, paths: list[str]) -> None:
+    """Every path a ModelCheckpoint's state holds set to ``paths``, which are not the run's."""
+    for state in checkpoint["callbacks"].values():
+        if "best_k_models" in state:
+            state["best_k_models"] = {path: torch.tensor(0.0) for path in paths}
+            state["best_model_path"] = state["kth_best_model_path"] = paths[0]
+            state["last_model_path"] = paths[-1]
+
+
+@pytest.mark.parametrize("dirpath", ["as saved", "elsewhere"])
+def test_paths_in_a_checkpoints_callback_states_touch_nothing_outside_the_run(
+    dirpath: str, train_cfg, tmp_path: Path
+) -> None:
+    """A resume checkpoint whose checkpoint callbacks name files and folders outside the run:
+    Lightning would restore them and remove them as stale; each is left as it was, for every
+    checkpoint callback of the default list, and the run goes on and tests its own best."""
+    from mnist_lit.train import train
+
+    quick = ("model=mlp", "scheduler=none", "callbacks.early_stopping=null")
+    cfg = train_cfg(*quick, "trainer.max_epochs=1")
+    train(cfg)
+    run = Path(cfg.paths.output_dir)
+    victim_file, victim_dir = tmp_path / "yours.txt", tmp_path / "your-folder"
+    victim_file.write_text("keep me")
+    (victim_dir / "inside").mkdir(parents=True)
+    # inside the run's checkpoints to Lightning's eye (it compares paths as written): outside
+    escape = run / "checkpoints" / ".." / ".."
+    outside = [str(escape / "yours.txt"), str(escape / "your-folder"), str(victim_file)]
+
+    def craft(checkpoint: dict) -> None:
+        _crafted_states(checkpoint, outside)
+        if dirpath == "elsewhere":
+            for state in checkpoint["callbacks"].values():
+                if "dirpath" in state:
+                    state["dirpath"] = str(tmp_path)
+
+    crafted = edited(run / "checkpoints" / "last.ckpt", run / "checkpoints" / "crafted.ckpt", craft)
+    resumed = train_cfg(*quick, "trainer.max_epochs=2", f"ckpt_path={crafted}")
+    train(resumed)
+    assert victim_file.read_text() == "keep me" and (victim_dir / "inside").is_dir()
+    best = json.loads((run / "metrics.json").read_text())["best_ckpt"]
+    assert Path(best).resolve().is_relative_to(run.resolve())
+
+
+def test_paths_are_rerooted_in_this_runs_checkpoints_or_dropped(tmp_path: Path) -> None:
+    """A moved or copied run dir finds its own files; nothing leads out of it."""
+    from mnist_lit.callbacks.training import AtomicCheckpointIO
+
+    run = tmp_path / "copy"
+    io = AtomicCheckpointIO(str(run))
+    here = run / "checkpoints" / "resume" / "step_0000003.ckpt"
+    assert io.inside(f"/old/run/checkpoints/resume/{here.name}") == ""  # no such file here
+    here.parent.mkdir(parents=True)
+    here.write_bytes(b"")
+    assert io.inside(f"/old/run/checkpoints/resume/{here.name}") == str(here.resolve())
+    assert io.inside({"dirpath": "/old/run/checkpoints/x"}) == {
+        "dirpath": str((run / "checkpoints" / "x").resolve())  # a folder: it need not exist
+    }
+    assert io.inside("/etc/passwd") == "" and io.inside("/tmp/x.ckpt") == ""
+    assert io.inside("/old/checkpoints/../../etc/passwd") == ""
+    (run / "checkpoints" / "b.ckpt").write_bytes(b"")
+    assert io.inside({"/etc/passwd": 1, "/a/checkpoints/b.ckpt": 2}) == {
+        str((run / "checkpoints" / "b.ckpt").resolve()): 2
+    }
+    assert io.inside("val/acc") == "val/acc" and io.inside(3) == 3  # not paths
+    victim = tmp_path / "yours.ckpt"
+    victim.write_text("keep me")
+    io.remove_checkpoint(victim)  # Lightning's removal of a stale file: only inside the run
+    io.remove_checkpoint(tmp_path)
+    assert victim.read_text() == "keep me"

@@ -298,3 +298,61 @@ def test_a_requeued_sweep_job_resumes_from_its_checkpoint(
 ) -> None:
     run = _slurm_run(tiny_ckpts, tmp_path, "0", "4242")
     assert requeued_checkpoint(run) == str(run / "checkpoints" / "resume" / "step_0000003.ckpt")
+
+
+# ----------------------------------------------------------------------------- a run dir is data
+
+
+@pytest.mark.parametrize(
+    "saved",
+    [
+        "hydra.callbacks.x._target_=builtins.print",
+        "+hydra.job.env_set.X=1",
+        "+model._target_=builtins.exec",
+        "model.dropout=${oc.env:HOME}",
+    ],
+)
+def test_a_saved_run_that_would_run_code_is_refused(
+    saved: str, tiny_ckpts: dict, tmp_path: Path
+) -> None:
+    """resume= replays only what a user types for train.py: Hydra's own keys, a _target_ or an
+    interpolation written into .hydra/overrides.yaml is refused in one line, nothing run."""
+    run = make_run(tmp_path, "run", ["seed=1", saved], {"last.ckpt": tiny_ckpts["full"]})
+    message = _refused([f"resume={run}"], tmp_path)
+    assert saved in message and "does not replay" in message
+
+
+def test_a_refused_resume_leaves_the_runs_overrides_and_an_accepted_one_takes_them(
+    train_cfg,
+) -> None:
+    """The schedule check refuses a resume once fitting starts; .hydra/ is left as it was. A
+    resume that trains makes its overrides the run's."""
+    from mnist_lit.train import train
+
+    cfg = train_cfg("model=mlp", "trainer.max_epochs=1")
+    train(cfg)
+    run = Path(cfg.paths.output_dir)
+    (run / ".hydra" / "resume").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("- trainer.max_epochs=1\n")
+    (run / ".hydra" / "resume" / "overrides.yaml").write_text("- trainer.max_epochs=3\n")
+    last = run / "checkpoints" / "last.ckpt"
+    with pytest.raises(UserError, match="OneCycleLR was planned"):
+        train(train_cfg("model=mlp", "trainer.max_epochs=3", f"ckpt_path={last}"))
+    assert resume_overrides(run) == ["trainer.max_epochs=1"]
+    (run / ".hydra" / "resume" / "overrides.yaml").write_text("- scheduler=none\n")
+    train(train_cfg("model=mlp", "trainer.max_epochs=2", "scheduler=none", f"ckpt_path={last}"))
+    assert resume_overrides(run) == ["scheduler=none"]
+
+
+def test_two_trainings_in_one_run_dir_are_refused(train_cfg) -> None:
+    from filelock import FileLock
+
+    from mnist_lit.train import train
+
+    cfg = train_cfg("model=mlp", "trainer.max_epochs=1")
+    run = Path(cfg.paths.output_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    with FileLock(run / ".train.lock"), pytest.raises(UserError) as caught:
+        train(cfg)
+    assert caught.value.exit_code == 2 and "another process is training" in str(caught.value)
+    assert not (run / "checkpoints").exists()

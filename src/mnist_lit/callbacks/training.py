@@ -174,8 +174,23 @@ class StepCheckpoint(ModelCheckpoint):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint IO, but written to a temporary file in the checkpoint's own folder
-    and renamed (Lightning's moves one from /tmp: a copy, that a kill can cut short)."""
+    """Lightning's checkpoint IO for one run dir, ``run_dir``, with three differences:
+
+    - a checkpoint is written to a temporary file beside it and renamed (Lightning's moves one
+      from /tmp: a copy, that a kill can cut short);
+    - it is read weights-only, whatever the caller asks (a checkpoint is data, never code);
+    - every path it carries in a callback's state (``ModelCheckpoint``'s best, last and top-k
+      files, its ``dirpath``) is taken as relative to the ``checkpoints/`` folder it was saved
+      in and re-rooted in this run's, or dropped when it would leave this run dir. Lightning
+      restores those paths as they are and later removes the "stale" files they name: a crafted
+      checkpoint must not name yours. A moved or copied run dir so finds its own files.
+
+    Lightning's removal of a stale checkpoint removes only a file inside ``run_dir``.
+    """
+
+    def __init__(self, run_dir: str) -> None:
+        super().__init__()
+        self.run_dir = Path(run_dir).resolve()
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
@@ -189,6 +204,34 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(
         self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
-        """Weights-only, whatever the caller asks: a checkpoint is data, never code to run."""
         where = {} if map_location is None else {"map_location": map_location}
-        return super().load_checkpoint(path, weights_only=True, **where)
+        checkpoint = super().load_checkpoint(path, weights_only=True, **where)
+        states = checkpoint.get("callbacks")
+        if isinstance(states, dict):
+            checkpoint["callbacks"] = {key: self.inside(state) for key, state in states.items()}
+        return checkpoint
+
+    def inside(self, value: Any, exists: bool = True) -> Any:
+        """``value`` with each path in it re-rooted in this run's checkpoints, at any depth (a
+        path: a string that is absolute or names a .ckpt). One that would leave the run dir, or
+        names no file there (but a ``dirpath``), becomes ``""``, or is left out as a key."""
+        if isinstance(value, dict):
+            kept = {
+                self.inside(key): self.inside(item, exists=key != "dirpath")
+                for key, item in value.items()
+            }
+            return {key: item for key, item in kept.items() if key != ""}
+        if not isinstance(value, str) or not (value.startswith("/") or value.endswith(".ckpt")):
+            return value
+        parts = Path(value).parts
+        if "checkpoints" not in parts:
+            return ""
+        last = len(parts) - 1 - parts[::-1].index("checkpoints")
+        rerooted = (self.run_dir / "checkpoints").joinpath(*parts[last + 1 :]).resolve()
+        inside = rerooted.is_relative_to(self.run_dir) and (rerooted.is_file() or not exists)
+        return str(rerooted) if inside else ""
+
+    def remove_checkpoint(self, path: Any) -> None:
+        target = Path(path).resolve()
+        if target.is_relative_to(self.run_dir) and target.is_file():
+            target.unlink()
