@@ -14,20 +14,22 @@ from omegaconf import DictConfig
 
 from mnist_lit.cli import check_sweep, hydra_refusals, train_command_line
 from mnist_lit.config import check
-from mnist_lit.errors import reported_errors
+from mnist_lit.errors import checkpoint_file, reported_errors
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     with reported_errors(unstarted_run_dir=cfg.paths.output_dir):
         check(cfg)  # before torch loads: a bad value is one line at once
+        if cfg.get("ckpt_path"):
+            checkpoint_file(cfg.ckpt_path)  # a wrong path too
         from mnist_lit.train import train
 
         return train(cfg)
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises its refusals for hydra_refusals
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its refusals, for hydra_refusals
     with reported_errors():
         sys.argv[1:] = train_command_line(sys.argv[1:])  # resume=, DDP ranks, requeued SLURM jobs
         with hydra_refusals("train", sys.argv[1:]):

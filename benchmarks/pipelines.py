@@ -1,11 +1,11 @@
 """What the benchmark runs: the project's pipeline, Lightning alone, the plain loop, the
-pytorch/examples pipeline and recipe, ``experiment=fast``, a default run and eval.py's path."""
+pytorch/examples pipeline, a default run and eval.py's path (part 3's recipes:
+time_to_accuracy.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import shutil
 import statistics
 import sys
@@ -16,17 +16,12 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from mnist_lit.hardware import instantiate_trainer, resolve_precision
 from omegaconf import DictConfig, open_dict
 from timing import (
-    AccuracyEvery,
-    AccuracyRun,
-    Clock,
     Plan,
     StepWindow,
     accuracy_of,
@@ -35,13 +30,12 @@ from timing import (
     seconds_of_steps,
 )
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from mnist_lit.checkpoints import dataset_of_config, load_checkpoint
-from mnist_lit.config import CONFIG_DIR, PROJECT_ROOT, validate
-from mnist_lit.sweeps.report import RUN_SUMMARY_FILE
-from mnist_lit.train import build_model, build_trainer
+from mnist_lit.checkpoints import load_checkpoint
+from mnist_lit.config import CONFIG_DIR, PROJECT_ROOT, check
+from mnist_lit.train import RESULTS_FILE, build_model, build_trainer, resolve_precision
 
 #: conf/paths/default.yaml's data_dir: the project's pipelines and torchvision's MNIST share it
 DATA_DIR = PROJECT_ROOT / "data"
@@ -73,6 +67,9 @@ PIPELINE_OVERRIDES = {
 }
 #: the progress bar is output, not training: off in every timed fit (and stated in the report)
 NO_PROGRESS_BAR = ("callbacks.progress_bar=null", "+trainer.enable_progress_bar=false")
+#: what a run needs to write ``startup_seconds`` (launch to first step) into its metrics.json:
+#: the StartupTime callback, not in the default list (conf/callbacks/startup_time.yaml)
+WITH_STARTUP_TIME = "callbacks=[default,startup_time]"
 
 
 @contextlib.contextmanager
@@ -96,7 +93,7 @@ def compose_config(config_name: str, overrides: list[str], output_dir: Path) -> 
         cfg.hydra.runtime.output_dir = str(output_dir)
         cfg.hydra.job.num = 0
     HydraConfig.instance().set_config(cfg)
-    validate(cfg)
+    check(cfg)
     return cfg
 
 
@@ -199,92 +196,24 @@ def run_pipeline(
     return timed * batch_size / seconds
 
 
-# --------------------------------------------------------- part 3: time to 99.0 % accuracy
-
-
-class ExamplesNet(nn.Module):
-    """pytorch/examples' MNIST ``Net``: two 3x3 convs, max-pool, dropout, two linear layers."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 3, 1)
-        self.conv2 = nn.Conv2d(32, 64, 3, 1)
-        self.dropout1 = nn.Dropout(0.25)
-        self.dropout2 = nn.Dropout(0.5)
-        self.fc1 = nn.Linear(9216, 128)
-        self.fc2 = nn.Linear(128, 10)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
-        x = F.relu(self.fc1(torch.flatten(self.dropout1(x), 1)))
-        return F.log_softmax(self.fc2(self.dropout2(x)), dim=1)
-
-
-def examples_time_to_accuracy(plan: Plan, data_dir: Path) -> AccuracyRun:
-    """The pytorch/examples recipe, test accuracy every half epoch, until 99.0 % or the cap."""
-    torch.manual_seed(EXAMPLES_SEED)
-    train_loader = examples_loader(data_dir, 64, plan.examples_workers)
-    test_set: Any = examples_dataset(data_dir, train=False)
-    if plan.tta_test_images:
-        test_set = Subset(test_set, range(plan.tta_test_images))
-    test_loader = DataLoader(test_set, batch_size=1000, num_workers=plan.examples_workers)
-    model = ExamplesNet()
-    optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
-    per_epoch = min(len(train_loader), plan.tta_batches or len(train_loader))
-    every = math.ceil(per_epoch / 2)
-    run, clock = AccuracyRun(), Clock()
-    for epoch in range(plan.examples_max_epochs):
-        model.train()
-        clock.start()
-        for done, (images, labels) in enumerate(train_loader, start=1):
-            optimizer.zero_grad()
-            F.nll_loss(model(images), labels).backward()
-            optimizer.step()
-            if done % every and done < per_epoch:
-                continue
-            clock.stop()
-            if run.add(epoch + done / per_epoch, clock.seconds, accuracy_of(model, test_loader)):
-                return run
-            if done == per_epoch:
-                break
-            clock.start()
-        scheduler.step()
-    return run
-
-
-def fast_time_to_accuracy(plan: Plan, run_dir: Path, log_path: Path) -> AccuracyRun:
-    """``experiment=fast`` through the project's Trainer, test accuracy every quarter epoch."""
-    overrides = ["experiment=fast", "trainer=cpu", *NO_PROGRESS_BAR]
-    if plan.tta_batches:
-        overrides += [
-            f"+trainer.limit_train_batches={plan.tta_batches}",
-            "+trainer.limit_val_batches=1",
-        ]
-    cfg = compose_config("train", overrides, run_dir)
-    L.seed_everything(cfg.seed, verbose=False)
-    with library_output_to(log_path):
-        datamodule = instantiate(cfg.data)
-        model = build_model(cfg)
-        trainer = build_trainer(cfg)
-        test_batches = math.ceil((plan.tta_test_images or 10_000) / cfg.data.eval_batch_size)
-        every = AccuracyEvery(4, lambda: islice(datamodule.test_dataloader(), test_batches))
-        trainer.callbacks.append(every)
-        trainer.fit(model, datamodule=datamodule)
-    return every.run
-
-
 # ---------------------------------------------------------- part 4: evaluation and memory
 
 
 def default_run(plan: Plan, run_dir: Path) -> dict[str, Any]:
-    """``python train.py trainer.max_epochs=1`` in a subprocess: its peak RSS, times, test acc."""
-    command = [sys.executable, "train.py", "trainer.max_epochs=1", *plan.default_run_extra]
+    """``python train.py trainer.max_epochs=1`` in a subprocess: its peak RSS, times, test acc,
+    and its launch to first step (the ``startup_time`` callback added for it)."""
+    command = [
+        sys.executable,
+        "train.py",
+        "trainer.max_epochs=1",
+        WITH_STARTUP_TIME,
+        *plan.default_run_extra,
+    ]
     log_path = run_dir.with_suffix(".log")
     usage = run_for_peak_rss([*command, f"hydra.run.dir={run_dir}"], PROJECT_ROOT, log_path)
     if usage["returncode"] != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({usage['returncode']}): see {log_path}")
-    summary = json.loads((run_dir / RUN_SUMMARY_FILE).read_text())
+    summary = json.loads((run_dir / RESULTS_FILE).read_text())
     return {
         "command": " ".join(["python", *command[1:]]),
         "peak_rss_bytes": usage["peak_rss_bytes"],
@@ -301,11 +230,12 @@ def eval_throughput(plan: Plan, ckpt_path: str, run_dir: Path, log_path: Path) -
     """Test-set images/s of a trained model, through eval.py's path and as bare forward passes."""
     cfg = compose_config("eval", ["trainer=cpu", f"ckpt_path={ckpt_path}"], run_dir)
     with library_output_to(log_path):
-        model = load_checkpoint(cfg.ckpt_path, dataset=dataset_of_config(cfg.data))
+        model = load_checkpoint(cfg.ckpt_path, data_cfg=cfg.data)  # as eval.py loads it
         datamodule = instantiate(cfg.data)
         limit = {"limit_test_batches": plan.eval_batches} if plan.eval_batches else {}
-        # eval.py's trainer (no logger); its progress bar is output, not evaluation: off
-        trainer = instantiate_trainer(cfg.trainer, logger=False, enable_progress_bar=False, **limit)
+        # eval.py's trainer (eval.yaml names no callbacks or logger); its progress bar is output,
+        # not evaluation: off
+        trainer = build_trainer(cfg, enable_progress_bar=False, **limit)
 
         accuracies: list[float] = []
 

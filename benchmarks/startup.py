@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
+from pipelines import WITH_STARTUP_TIME
 from timing import run_for_peak_rss
 from torchvision.datasets.mnist import read_image_file
 
 from mnist_lit.config import PROJECT_ROOT
-from mnist_lit.sweeps.report import RUN_SUMMARY_FILE
+from mnist_lit.train import RESULTS_FILE
 
 #: the commands that must answer without torch (issue 15: within 1 s), by their names below
 ANSWERED_WITHOUT_TORCH = (
@@ -60,8 +61,11 @@ def command_lines(onnx: Path, ckpt: Path, image: Path, work_dir: Path) -> dict[s
         "predict.py on the checkpoint, one image": [
             "predict.py", f"ckpt_path={ckpt}", f"images={image}", logs,
         ],
+        # with the startup_time callback: its metrics.json holds its launch to first step; each
+        # run in a run dir of its own, as a user's (<log_dir>/train/runs/<time>[_N])
         "train.py debug=fast_dev_run": [
-            "train.py", "debug=fast_dev_run", f"hydra.run.dir={work_dir / 'fast_dev_run'}",
+            "train.py", "debug=fast_dev_run", WITH_STARTUP_TIME,
+            f"paths.log_dir={work_dir / 'fast_dev_run'}",
         ],
     }  # fmt: skip
 
@@ -107,10 +111,10 @@ def measure_startup(
     for name, argv in command_lines(onnx, ckpt, image, work_dir).items():
         commands[name] = wall_seconds(argv, repeats, log)
         say(f"{name}: {commands[name]['median_s']:.2f} s (exit {commands[name]['exit_codes']})")
-    # each repeat ran in a dir of its own (fast_dev_run, fast_dev_run_1, ...)
+    # each repeat ran in a run dir of its own
     first_steps = [
         json.loads(path.read_text()).get("startup_seconds")
-        for path in sorted(work_dir.glob(f"fast_dev_run*/{RUN_SUMMARY_FILE}"))
+        for path in sorted(work_dir.glob(f"fast_dev_run/train/runs/*/{RESULTS_FILE}"))
     ]
     first_steps = [seconds for seconds in first_steps if seconds is not None]
     rss = run_for_peak_rss(

@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps - args.warmup < 10:
         parser.error("--steps must exceed --warmup by at least 10")
 
-    settle_process()  # as make bench does: malloc pinned, deterministic, no GPU probe
+    settle_process()  # as make bench does: malloc pinned, deterministic, no NaN filling
     torch.set_num_threads(args.threads)
     clock = time.perf_counter if args.wall else time.process_time
     with tempfile.TemporaryDirectory() as tmp:

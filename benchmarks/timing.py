@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import gc
 import json
 import math
 import os
@@ -16,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,10 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 import torchvision
-from mnist_lit.console import quiet_known_noise
-from mnist_lit.hardware import skip_gpu_probe_without_gpu, skip_nan_filling
 from torch import Tensor, nn
 
-#: the test accuracy that part 3 times
-TARGET_ACC = 0.99
+from mnist_lit.train import quiet_known_noise
+
 GB = 1e9
 
 
@@ -140,23 +137,7 @@ def seconds_of_passes(one_pass: Callable[[], object], repeats: int) -> list[floa
     return seconds
 
 
-# ------------------------------------------------------------------- time to accuracy
-
-
-class Clock:
-    """Seconds of training alone: stopped while the test accuracy is evaluated."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self._started: float | None = None
-
-    def start(self) -> None:
-        self._started = time.perf_counter()
-
-    def stop(self) -> None:
-        if self._started is not None:
-            self.seconds += time.perf_counter() - self._started
-            self._started = None
+# ------------------------------------------------------------------- accuracy
 
 
 def accuracy_of(net: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]) -> float:
@@ -170,57 +151,6 @@ def accuracy_of(net: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]) -> flo
             total += len(labels)
     net.train(was_training)
     return correct / total
-
-
-@dataclass
-class AccuracyRun:
-    """Test accuracy at fixed points of a run, against training seconds alone."""
-
-    evals: list[dict[str, float]] = field(default_factory=list)
-    reached_s: float | None = None
-    reached_epoch: float | None = None
-    train_s: float = 0.0
-
-    def add(self, epoch: float, seconds: float, acc: float) -> bool:
-        """Record one evaluation; True once the target accuracy has been reached."""
-        self.evals.append({"epoch": epoch, "train_s": seconds, "acc": acc})
-        self.train_s = seconds
-        if self.reached_s is None and acc >= TARGET_ACC:
-            self.reached_s, self.reached_epoch = seconds, epoch
-        return self.reached_s is not None
-
-    def summary(self) -> str:
-        """One line for the progress output."""
-        if self.reached_s is None:
-            best = max((e["acc"] for e in self.evals), default=0.0)
-            return f"not reached after {self.train_s:.1f} s (best {best:.2%})"
-        return f"{self.reached_s:.1f} s (epoch {self.reached_epoch:.2f})"
-
-
-class AccuracyEvery(L.Callback):
-    """Test accuracy every ``1/per_epoch`` of an epoch, with the clock stopped meanwhile."""
-
-    def __init__(
-        self, per_epoch: int, test_batches: Callable[[], Iterable[tuple[Tensor, Tensor]]]
-    ) -> None:
-        self.per_epoch, self.test_batches = per_epoch, test_batches
-        self.run, self.clock = AccuracyRun(), Clock()
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.clock.start()
-
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
-    ) -> None:
-        total = int(trainer.num_training_batches)
-        done = idx + 1
-        if done % math.ceil(total / self.per_epoch) and done < total:
-            return
-        self.clock.stop()
-        accuracy = accuracy_of(pl_module, self.test_batches())
-        self.run.add(trainer.current_epoch + done / total, self.clock.seconds, accuracy)
-        if done < total:
-            self.clock.start()
 
 
 # ----------------------------------------------------------------------------- memory
@@ -279,15 +209,9 @@ def settle_process() -> bool:
     # the project's trainer turns this on (trainer.deterministic=true) for the whole process;
     # on from the start, every pipeline runs under the same setting whatever the order
     torch.use_deterministic_algorithms(True)
-    # the project's trainer does this too, process-wide (mnist_lit.hardware): without a GPU, no
-    # optimizer step probes for one. pytorch/examples never imports Lightning, which is what
-    # turns that probe on, so from the start no pipeline pays for it
-    skip_gpu_probe_without_gpu()
-    # and its deterministic algorithms leave out filling new tensors with NaN (a debugging aid)
-    skip_nan_filling()
-    # as every command does once its imports are done (cli.start_collecting): no collection walks
-    # the objects that importing torch and Lightning made
-    gc.freeze()
+    # and its build_trainer leaves out filling new tensors with NaN (a debugging aid of
+    # deterministic mode), process-wide too: so from the start, for every pipeline alike
+    torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
     return malloc_pinned
 
 

@@ -331,6 +331,10 @@ def finish_logging(
     params: dict[str, Any] = {"seed": cfg.seed, "trainer/max_epochs": cfg.trainer.get("max_epochs")}
     if tags := run_tags(cfg):
         params["tags"] = ", ".join(tags)
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    for group in ("model", "optimizer", "scheduler", "trainer"):
+        if choices.get(group):  # which file of the group, beside its values
+            params[f"{group}/choice"] = choices[group]
     for group in ("model", "optimizer", "scheduler", "data"):
         for key, value in (plain_dict(cfg[group]) if cfg.get(group) else {}).items():
             if key not in ("_partial_", "data_dir"):
