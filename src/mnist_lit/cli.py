@@ -244,6 +244,11 @@ def hydra_refusals(config_name: str, argv: Sequence[str]) -> Iterator[None]:
         key, _, value = override.partition("=")
         if key in ("hydra.run.dir", "hydra.sweep.dir") and not value.strip():
             raise UserError(f"{key} is empty: pass a folder for the run, or leave it out")
+        if key in ("hydra.run.dir", "hydra.sweep.dir") and "${" not in value:
+            try:
+                Path(value.strip("'\"")).mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise UserError(f"{key}={value}: cannot make it ({err.strerror})") from None
     try:
         yield
     except MissingConfigException as err:

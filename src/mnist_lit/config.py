@@ -83,8 +83,10 @@ def check(
     for group in required:
         if not cfg.get(group):
             raise UserError(f"{group} is required (set to null or deleted): {group}=<option>")
+        if group != "paths" and "_target_" not in cfg[group]:
+            raise UserError(f"{group}._target_ is required: choose a {group} with {group}=<option>")
     values = _resolved(cfg)
-    _check("", options, values)
+    _check("", options, values, whole=True)
     for path, node in _nodes_with_target(values):
         model = TARGETS.get(str(node["_target_"]))
         if model is not None:
@@ -120,15 +122,21 @@ def _nodes_with_target(node: Any, path: str = "") -> list[tuple[str, dict[str, A
     return found
 
 
-def _check(prefix: str, model: type[BaseModel], values: dict[str, Any]) -> None:
-    """Validate the keys ``values`` has (defaults live in the YAML and the classes)."""
+def _check(
+    prefix: str, model: type[BaseModel], values: dict[str, Any], whole: bool = False
+) -> None:
+    """Validate the keys ``values`` has (defaults live in the YAML and the classes); ``whole``:
+    every key of the model must be there (a command's own keys: one deleted is missing)."""
     try:
         model.model_validate(values)
     except ValidationError as err:
-        problems = [e for e in err.errors() if e["type"] != "missing"]
+        problems = [e for e in err.errors() if whole or e["type"] != "missing"]
         if not problems:
             return
         first = problems[0]
+        if first["type"] == "missing":
+            key = ".".join(str(part) for part in first["loc"])
+            raise UserError(f"{prefix}{key} is required: set it, {prefix}{key}=...") from None
         key, value = _walk(values, first["loc"])
         if first["type"] == "extra_forbidden":
             close = difflib.get_close_matches(key, list(model.model_fields), n=1)
@@ -169,6 +177,12 @@ def _check_combination(values: dict[str, Any]) -> None:
         raise UserError(
             "trainer.max_epochs=-1 (no limit) cannot go with a schedule planned over the whole "
             "run: set trainer.max_steps, or scheduler=none or scheduler=step"
+        )
+    chosen = values.get("callbacks") or {}
+    if not values.get("logger") and isinstance(chosen.get("lr_monitor"), dict):
+        raise UserError(
+            "callbacks.lr_monitor logs the learning rate, which needs a logger: choose one "
+            "(logger=tensorboard) or set callbacks.lr_monitor=null"
         )
     stoppers = [
         f"callbacks.{name}"

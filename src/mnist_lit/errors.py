@@ -79,7 +79,7 @@ def require_extra(extra: str, *modules: str) -> None:
     if missing:
         raise UserError(
             f"this needs {', '.join(missing)}, from the '{extra}' extra: "
-            f"pip install -e '.[{extra}]' (or a make target that uses it, e.g. make {extra})"
+            f"pip install -e '.[{extra}]' (make test installs every extra)"
         )
 
 

@@ -23,6 +23,7 @@ from filelock import FileLock, Timeout
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -72,6 +73,11 @@ def train(cfg: DictConfig) -> float | None:
         with open_dict(cfg):  # a SLURM sweep job run again after its preemption
             cfg.ckpt_path = requeued
     trainer = build_trainer(cfg, extra=[ResumeAccepted(output_dir)])
+    if trainer.world_size > 1 and parallel_jobs() > 1:  # a joblib worker's main script is joblib's
+        raise UserError(
+            "DDP (trainer=ddp) cannot run inside hydra/launcher=parallel: Lightning starts the "
+            "extra ranks by running the main script again; use the default launcher"
+        )
     if trainer.is_global_zero and (job := slurm_job_id()):  # a requeued job finds its run by it
         atomic_write_bytes(output_dir / SLURM_JOB_FILE, job.encode())
 
@@ -204,7 +210,14 @@ def built_from(key: str) -> Iterator[None]:
         yield
     except UserError:
         raise
-    except (InstantiationException, TypeError, ValueError, KeyError, OmegaConfBaseException) as err:
+    except (
+        InstantiationException,
+        MisconfigurationException,
+        TypeError,
+        ValueError,
+        KeyError,
+        OmegaConfBaseException,
+    ) as err:
         cause = err.__cause__ if err.__cause__ is not None else err  # Hydra wraps the class's error
         if isinstance(cause, UserError):  # a class's own one-line refusal (the trackers')
             raise cause from None
@@ -250,18 +263,14 @@ def one_writer(run_dir: Path, trainer: L.Trainer) -> Iterator[None]:
 def processes_of_this_job(trainer: L.Trainer, output_dir: Path) -> Iterator[None]:
     """The job's processes share the cores; a run stopped by SIGTERM or Ctrl-C ends in one line
     that says how to resume it; what DDP leaves in this process is cleared for the next job."""
-    launch_env = (
-        "MASTER_ADDR",
-        "MASTER_PORT",
-        "NODE_RANK",
-        "LOCAL_RANK",
-        "WORLD_SIZE",
-        JOB_DIR_ENV,
-    )
+    launch_env = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+    launch_env += (JOB_DIR_ENV, "OMP_NUM_THREADS")
     saved_env, saved_threads = {k: os.environ.get(k) for k in launch_env}, torch.get_num_threads()
     share_cpu_cores(trainer)
-    if trainer.world_size > 1:  # the ranks Lightning starts join this job's dir (cli.ddp_rank_argv)
-        os.environ[JOB_DIR_ENV] = str(output_dir)
+    if trainer.world_size > 1:
+        rank, ranks, threads = trainer.global_rank, trainer.world_size, torch.get_num_threads()
+        log.info("rank %d of %d: %d CPU threads", rank, ranks, threads)
+        os.environ[JOB_DIR_ENV] = str(output_dir)  # the ranks Lightning starts join this job's dir
     try:
         yield
     except SystemExit:  # how Lightning ends fit or test on SIGTERM and Ctrl-C, once it saved
@@ -290,16 +299,19 @@ def share_cpu_cores(trainer: L.Trainer) -> None:
     cluster = getattr(trainer.strategy, "cluster_environment", None)
     if cluster is not None and cluster.creates_processes_externally:
         return  # a launcher (torchrun, SLURM) gave each rank its count
-    n_jobs = (
-        OmegaConf.select(cast(DictConfig, HydraConfig.get()), "launcher.n_jobs")
-        if HydraConfig.initialized()
-        else 1
-    )
-    processes = (n_jobs if isinstance(n_jobs, int) and n_jobs > 1 else 1) * trainer.num_devices
+    processes = parallel_jobs() * trainer.num_devices
     if processes > 1 and not (processes == trainer.num_devices and "OMP_NUM_THREADS" in os.environ):
         threads = max(1, (os.cpu_count() or 1) // processes)
         torch.set_num_threads(threads)
         os.environ["OMP_NUM_THREADS"] = str(threads)  # what the DDP ranks it starts inherit
+
+
+def parallel_jobs() -> int:
+    """How many jobs the Hydra launcher runs side by side on this machine (``n_jobs``)."""
+    if not HydraConfig.initialized():
+        return 1
+    n_jobs = OmegaConf.select(cast(DictConfig, HydraConfig.get()), "launcher.n_jobs")
+    return n_jobs if isinstance(n_jobs, int) and n_jobs > 1 else 1
 
 
 def fit_results(

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from hydra.core.global_hydra import GlobalHydra
 
-from mnist_lit import cluster
+from mnist_lit.cluster import dry_run as cluster
 from mnist_lit.config import PROJECT_ROOT
 
 from ..conftest import error_line, run_cli
@@ -32,6 +32,7 @@ def test_train_cli_composes_both_configs() -> None:
     assert cfg["hydra"]["launcher"]["nodes"] == "${oc.select:trainer.num_nodes,1}"
     assert cfg["hydra"]["launcher"]["tasks_per_node"] == "${oc.select:trainer.devices,1}"
     assert cfg["trainer"]["num_nodes"] == 3 and cfg["trainer"]["strategy"] == "ddp"
+    assert cfg["callbacks"]["slurm_requeue"]["_target_"] == cluster.REQUEUE_CALLBACK
 
 
 def test_dry_run_submits_and_creates_nothing(tmp_path: Path) -> None:
@@ -46,6 +47,10 @@ def test_dry_run_submits_and_creates_nothing(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "#SBATCH --nodes=2" in result.stdout
+    assert "#SBATCH --signal=USR2@120" in result.stdout  # the preemption signal
+    assert (
+        "# (callbacks.slurm_requeue: mnist_lit.cluster.slurm.RequeueOnPreemption)" in result.stdout
+    )
     assert f"#SBATCH --output={tmp_path}/logs/train/multiruns/" in result.stdout
     assert not (tmp_path / "logs").exists()
 

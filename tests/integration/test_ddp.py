@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from mnist_lit.hardware import resolve_precision
 from torch.nn.functional import cross_entropy
 
 from mnist_lit.classifier import LitClassifier
 from mnist_lit.config import PROJECT_ROOT
 from mnist_lit.data import MNISTDataModule
+from mnist_lit.train import resolve_precision
 
 from ..conftest import QUICK, run_cli
 

@@ -1,5 +1,6 @@
 """A SLURM job preempted for real, as far as this machine allows: a run that believes it runs
-under SLURM (srun's variables, a stand-in ``scontrol`` that records its arguments) gets the
+under SLURM (srun's variables, a stand-in ``scontrol`` that records its arguments), with the
+callback an sbatch script of your own adds (``callbacks=[default,slurm_requeue]``), gets the
 preemption signal, saves a checkpoint, requeues itself, and the "requeued" job (the same command,
 ``SLURM_RESTART_COUNT=1``) resumes in the same run dir to the numbers of an uninterrupted run."""
 
@@ -22,7 +23,8 @@ from mnist_lit.config import PROJECT_ROOT
 from ..conftest import error_line
 from .conftest import RESUMABLE_RUN
 
-RUN = RESUMABLE_RUN
+#: what hydra/launcher=slurm adds to the callbacks, added by hand as in your own sbatch script
+RUN = [*RESUMABLE_RUN, "callbacks=[default,slurm_requeue]"]
 
 #: what srun sets for a one-task job (Lightning then uses its SLURMEnvironment)
 SRUN = {
@@ -81,9 +83,14 @@ def test_a_preempted_job_requeues_and_resumes_where_it_stopped(
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
 
-    assert process.returncode == 128 + signum, stderr[-2000:]
+    # it stops as SIGTERM stops a run, then requeues itself as the process ends
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
     line = error_line(stderr, alone=False)
-    assert "preempted" in line and "requeued SLURM job 4242" in line
+    assert line.startswith("error: stopped by SIGTERM at step ")
+    assert stderr.rstrip().splitlines()[-1] == (
+        f"[mnist-lit] preempted by SLURM ({signum.name}): requeued job 4242, which resumes in"
+        f" {preempted}"
+    )
     assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
     assert (preempted / "slurm_job_id").read_text() == "4242"
     assert not (preempted / "metrics.json").exists()

@@ -96,6 +96,12 @@ BAD_OVERRIDES = [
     case("train.py", "+trainer.limit_val_batches=0", "callbacks.early_stopping"),
     case("train.py", "ckpt_path=best", "best", "resume="),
     case("train.py", "hydra.run.dir=", "hydra.run.dir"),
+    case("train.py", "hydra.run.dir=/proc/x", "hydra.run.dir=/proc/x", "cannot make it"),
+    case("train.py", "~trainer debug=fast_dev_run", "trainer._target_"),
+    case("train.py", "~data._target_", "data._target_"),
+    case("train.py", "~logger", "callbacks.lr_monitor", "logger"),
+    case("train.py", "logger=[]", "callbacks.lr_monitor"),
+    case("train.py", "~seed", "seed is required"),
     # options, parsing, sweeps
     case("train.py", "model=cnnn", "model", "cnnn"),
     case("train.py", "model.dropout=[", "model.dropout=["),

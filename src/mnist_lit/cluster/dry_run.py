@@ -245,22 +245,21 @@ def _task_lines(
 
 def _preemption_lines(params: dict[str, Any], jobs: list[Job]) -> list[str]:
     """What SLURM's signal before a preemption or the time limit does to each job."""
-    delay = params.get("signal_delay_s")
-    unhandled = [num for num, job in enumerate(jobs) if job.requeue_callback is None]
+    delay, unhandled = params.get("signal_delay_s"), [j for j in jobs if not j.requeue_callback]
+    head = f"\n# ---- preemption: SLURM signals USR2 {delay} s before a preemption or the time"
     if not delay:
-        return ["# preemption: no signal before the end (hydra.launcher.signal_delay_s=0)"]
+        return ["", "# ---- preemption: no signal before the end (signal_delay_s=0) ----"]
     if unhandled:
+        numbers = [jobs.index(job) for job in unhandled]
         return [
-            f"# preemption: jobs {unhandled} have no {REQUEUE_CALLBACK} callback"
-            f" (callbacks.slurm_requeue=null?): SLURM's USR2 {delay} s before the end does not"
-            " stop them with a checkpoint"
+            f"{head} limit ----\n# jobs {numbers} have no {REQUEUE_CALLBACK} callback",
+            "# (callbacks.slurm_requeue=null): submitit requeues them at once, mid-step, without a",
+            "# checkpoint of that step",
         ]
-    key = jobs[0].requeue_callback if jobs else "slurm_requeue"
     return [
-        f"# preemption: SLURM's USR2, {delay} s before a preemption or the time limit, stops a"
-        " job after its training step",
-        f"# with a checkpoint (callbacks.{key}: {REQUEUE_CALLBACK}); the job then requeues"
-        " itself and resumes in its run dir",
+        f"{head} limit ----\n# each job then stops after its training step, with a checkpoint,",
+        "# and requeues itself to resume in its run dir",
+        f"# (callbacks.{jobs[0].requeue_callback}: {REQUEUE_CALLBACK})",
     ]
 
 
@@ -278,11 +277,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"unknown option {flags[0]}: pass Hydra overrides only (key=value, group=option)"
             )
         overrides = with_default_choices(args)
-        for override in overrides:
-            key, _, value = override.partition("=")
-            if key in ("hydra.run.dir", "hydra.sweep.dir") and not value.strip():
-                raise UserError(f"{key} is empty: pass a folder for the run, or leave it out")
-        with hydra_refusals("train", overrides):
+        with hydra_refusals("train", overrides):  # (an empty hydra.sweep.dir too)
             text = dry_run(overrides)  # composes and checks each job once
         print(text)
 
