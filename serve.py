@@ -26,7 +26,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises its refusals for hydra_refusals
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its refusals, for hydra_refusals
     with reported_errors():  # a run dir or `last` becomes its checkpoint file
         sys.argv[1:] = model_command_line(sys.argv[1:], PROJECT_ROOT / "logs" / "train")
         with hydra_refusals("serve", sys.argv[1:]):
