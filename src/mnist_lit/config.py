@@ -77,7 +77,7 @@ def check(
     """
     if options is None:
         options, required = OPTIONS.get(str(cfg.get("task_name")), (Options, ()))
-    missing = [k for k in cfg if k != "hydra" and OmegaConf.is_missing(cfg, k)]
+    missing = [str(k) for k in cfg if k != "hydra" and OmegaConf.is_missing(cfg, k)]
     if missing:
         raise UserError(f"{missing[0]} is required: set it on the command line, {missing[0]}=...")
     for group in required:

@@ -25,7 +25,12 @@ from mnist_lit.data import MNISTDataModule
 from ..conftest import DATA_DIR, error_line, run_cli
 
 #: the network of the checkpoints made here: not the default sizes of conf/model/cnn.yaml
-TINY_CNN = {"_target_": "mnist_lit.models.cnn.CNN", "channels": [8, 16], "hidden": 32, "dropout": 0.1}
+TINY_CNN = {
+    "_target_": "mnist_lit.models.cnn.CNN",
+    "channels": [8, 16],
+    "hidden": 32,
+    "dropout": 0.1,
+}
 FITS_TINY = ["model.channels=[8,16]", "model.hidden=32", "model.dropout=0.1"]
 
 

@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 
 from mnist_lit.cli import JOB_DIR_ENV, ddp_rank_argv
 from mnist_lit.errors import UserError
-from mnist_lit.train import processes_of_this_job, share_cpu_cores
+from mnist_lit.processes import processes_of_this_job, share_cpu_cores
 
 from ..conftest import compose_config
 
