@@ -26,4 +26,4 @@ def test_commands_refuse_bad_checkpoints_with_one_line(script: str, tmp_path: Pa
     assert result.returncode == 2, result.stderr
     line = error_line(result.stderr)
     assert str(bad) in line and "not a PyTorch checkpoint" in line
-    assert not (tmp_path / "logs").exists()
+    assert not list((tmp_path / "logs").rglob(".hydra")), "a run dir was left"
