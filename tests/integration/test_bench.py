@@ -14,8 +14,9 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import yaml
 
-from mnist_lit.config import PROJECT_ROOT
+from mnist_lit.config import CONFIG_DIR, PROJECT_ROOT
 
 from ..conftest import run_cli
 
@@ -110,9 +111,12 @@ def test_quick_bench_writes_every_table(tmp_path: Path) -> None:
             assert all(rate > 0 for rate in figures["repeats"][pipeline])
         assert figures["project_vs_examples"] > 0
         assert math.isfinite(figures["lightning_overhead_pct"])
-        assert figures["batch_size"] == 128  # conf/data/mnist.yaml
+        batch = yaml.safe_load((CONFIG_DIR / "data" / "mnist.yaml").read_text())["batch_size"]
+        assert figures["batch_size"] == batch  # the default data config's
         # the per-step time that the overhead percentage stands for
-        plain_ms, project_ms = (128e3 / figures["samples_per_s"][p] for p in ("plain", "lightning"))
+        plain_ms, project_ms = (
+            batch * 1e3 / figures["samples_per_s"][p] for p in ("plain", "lightning")
+        )
         assert figures["lightning_step_ms"] == pytest.approx(project_ms - plain_ms)
         assert math.isfinite(results["share"][model]["share_pct"])
     for recipe in ("examples", "fast"):
