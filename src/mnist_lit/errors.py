@@ -65,8 +65,8 @@ def reported_errors(unstarted_run_dir: str | Path | None = None) -> Iterator[Non
 
 def remove_unstarted_run_dir(run_dir: Path) -> None:
     """Remove a run dir that holds only what starting wrote into it (``.hydra/``, the log, the
-    printed config): a run refused before it trained. Anything else in it (a checkpoint, results, a file of yours)
-    keeps it."""
+    printed config): a run refused before it trained. Anything else in it (a checkpoint,
+    results, a file of yours) keeps it."""
     if not run_dir.is_dir():
         return
     started = (".hydra", "config_tree.txt")  # Hydra's files, and the config train.py printed
