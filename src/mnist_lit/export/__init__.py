@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import Field
 
 from mnist_lit.config import check
-from mnist_lit.errors import UserError, require_extra
+from mnist_lit.errors import UserError, checkpoint_file, require_extra
 from mnist_lit.schema import Count, Node, Options, Positive
 
 if TYPE_CHECKING:
@@ -86,10 +86,7 @@ def checked_model(
             )
         require_extra("export", "onnxruntime")
         return path
-    if not path.exists():  # checkpoints.checkpoint_file's line, before torch loads
-        raise UserError(
-            f"checkpoint {path} does not exist: pass ckpt_path=<run dir>/checkpoints/<file>.ckpt"
-        )
+    checkpoint_file(path)  # a missing file or a folder, refused before torch loads
     from mnist_lit.checkpoints import checkpoint_problem, dataset_of_config
 
     dataset = dataset_of_config(data_cfg) if data_cfg is not None else None

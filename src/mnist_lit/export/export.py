@@ -19,9 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import statistics
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -37,7 +35,7 @@ from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from mnist_lit.checkpoints import load_checkpoint, spec_of_config
 from mnist_lit.data.download import DatasetSpec, ensure_dataset
-from mnist_lit.errors import FAILED, UserError, first_line
+from mnist_lit.errors import FAILED, UserError, atomic_write, first_line
 from mnist_lit.export import output_of
 
 
@@ -195,20 +193,6 @@ def verify(
 
 
 # ----------------------------------------------------------------------------- the command
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` to a temporary file beside ``path``, renamed to ``path`` once whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(name))
-        os.chmod(name, 0o644)
-        os.replace(name, path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
 
 
 def export(cfg: DictConfig) -> dict[str, Any]:
