@@ -80,10 +80,14 @@ def train(cfg: DictConfig) -> float | None:
     with one_writer(output_dir, trainer), processes_of_this_job(trainer, output_dir):
         started = time.perf_counter()
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        fit_seconds = time.perf_counter() - started
+        startup = next((c for c in trainer.callbacks if isinstance(c, StartupTime)), None)  # type: ignore[attr-defined]
+        fit = {
+            "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
+            "fit_seconds": round(time.perf_counter() - started, 2),
+            "startup_seconds": round(startup.seconds, 2) if startup and startup.seconds else None,
+        }
         if trainer.is_global_zero:
-            fit_metrics, fit_seconds = fit_results(output_dir, fit_metrics, fit_seconds)
+            fit = fit_results(output_dir, fit)
         ckpt = trainer.checkpoint_callback
         best_ckpt = ckpt.best_model_path if isinstance(ckpt, ModelCheckpoint) else ""
         test_metrics: dict[str, float] = {}
@@ -91,19 +95,18 @@ def train(cfg: DictConfig) -> float | None:
             results = trainer.test(model, datamodule=datamodule, ckpt_path=best_ckpt or None)
             test_metrics = {k: float(v) for k, v in results[0].items()} if results else {}
 
-    metrics = {**fit_metrics, **test_metrics}
+    metrics = {**fit["metrics"], **test_metrics}
     optimized = metrics.get(cfg.optimized_metric)
     if not trainer.is_global_zero:
         return optimized
-    startup = next((c for c in trainer.callbacks if isinstance(c, StartupTime)), None)  # type: ignore[attr-defined]
     summary = {
         "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
         "seed": cfg.seed,
         "tags": run_tags(cfg),
         "metrics": metrics,
         "epochs": trainer.current_epoch,
-        "fit_seconds": round(fit_seconds, 2),
-        "startup_seconds": round(startup.seconds, 2) if startup and startup.seconds else None,
+        "fit_seconds": fit["fit_seconds"],
+        "startup_seconds": fit["startup_seconds"],
         "best_ckpt": best_ckpt,
     }
     atomic_write_bytes(output_dir / RESULTS_FILE, json.dumps(summary, indent=2).encode())
@@ -223,18 +226,20 @@ def built_from(key: str) -> Iterator[None]:
         ) from None
 
 
-def fit_results(
-    run_dir: Path, metrics: dict[str, float], seconds: float
-) -> tuple[dict[str, float], float]:
-    """Keep what a fit measured until the run's results are written; a resumed fit with nothing
-    left to do (killed during its test, or finished) gets those figures back."""
+def fit_results(run_dir: Path, fit: dict[str, Any]) -> dict[str, Any]:
+    """Keep what a fit measured (metrics, fit and start-up seconds) until the run's results are
+    written; a resumed fit with nothing left to do (killed during its test, or finished) gets the
+    figures back. The saved file is the run's own, but a damaged one is measured anew."""
     path = run_dir / FIT_RESULTS_FILE
-    if path.is_file():
-        saved = json.loads(path.read_text())
-        if not metrics or not any(k.startswith("val/") for k in metrics):
-            return saved["metrics"], saved["fit_seconds"]
-    atomic_write_bytes(path, json.dumps({"metrics": metrics, "fit_seconds": seconds}).encode())
-    return metrics, seconds
+    if not any(k.startswith("val/") for k in fit["metrics"]):
+        try:
+            saved = json.loads(path.read_text())
+            if isinstance(saved, dict) and isinstance(saved.get("metrics"), dict):
+                return {**fit, **{k: saved[k] for k in fit if k in saved}}
+        except (OSError, ValueError):
+            pass
+    atomic_write_bytes(path, json.dumps(fit).encode())
+    return fit
 
 
 def run_tags(cfg: DictConfig) -> list[str]:

@@ -152,21 +152,36 @@ def test_last_ckpt_holds_the_last_epoch(train_cfg) -> None:
     assert torch.load(last, weights_only=True)["global_step"] == 16  # 2 epochs of 8 batches
 
 
-@pytest.mark.parametrize("when", ["killed during its test", "finished"])
-def test_resuming_after_the_fit_ended_keeps_its_results(when: str, train_cfg) -> None:
+@pytest.mark.parametrize(
+    ("when", "options"),
+    [
+        ("killed during its test", ()),
+        ("finished", ()),
+        # validation inside the epoch, as experiment=speedrun has it, and the start-up figure
+        ("finished", ("trainer.val_check_interval=4", "callbacks=[default,startup_time]")),
+    ],
+)
+def test_resuming_after_the_fit_ended_keeps_its_results(
+    when: str, options: tuple[str, ...], train_cfg
+) -> None:
     """It fits nothing more and tests again: metrics.json holds the val, train and lr figures
-    and the fit time the fit measured (kept in fit_metrics.json), and the same test results."""
-    cfg = train_cfg("model=mlp", "trainer.max_epochs=2")
+    and the fit and start-up times the fit measured (kept in fit_metrics.json), and the same test
+    results."""
+    cfg = train_cfg("model=mlp", "trainer.max_epochs=2", *options)
     train(cfg)
     finished = _summary(cfg)
+    assert any(k.startswith("val/") for k in finished["metrics"])
     if when == "killed during its test":  # no results yet: metrics.json is written last
         (Path(cfg.paths.output_dir) / "metrics.json").unlink()
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    again = train_cfg("model=mlp", "trainer.max_epochs=2", f"ckpt_path={last}")
+    again = train_cfg("model=mlp", "trainer.max_epochs=2", *options, f"ckpt_path={last}")
     train(again)
     resumed = _summary(again)
     assert resumed["metrics"] == finished["metrics"]
     assert resumed["fit_seconds"] == finished["fit_seconds"]
+    assert resumed["startup_seconds"] == finished["startup_seconds"]
+    if "callbacks=[default,startup_time]" in options:
+        assert finished["startup_seconds"] > 0
 
 
 def test_a_run_killed_during_validation_resumes_with_that_validation(train_cfg) -> None:
