@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -125,6 +126,20 @@ def newest_intact_checkpoint(run_dir: Path) -> Path:
         f"{run_dir} has no checkpoint to resume from (it stopped before its first one): "
         "start a new run"
     )
+
+
+def best_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint a run's test used (``best_ckpt`` in its ``metrics.json``), looked up by
+    name in this run dir's ``checkpoints/``: the path saved there is absolute, so a copied run dir
+    still names the original's file, and a moved one a file that is gone."""
+    try:
+        best = json.loads((run_dir / "metrics.json").read_text()).get("best_ckpt")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(best, str) or not best:
+        return None
+    path = run_dir / "checkpoints" / Path(best).name
+    return path if path.is_file() else None
 
 
 def accept_resumed_config(run_dir: Path) -> None:

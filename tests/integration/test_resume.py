@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -82,6 +83,39 @@ def test_resume_cli_error_is_one_line(tmp_path: Path) -> None:
     result = run_cli("train.py", f"resume={tmp_path / 'nothing'}")
     assert result.returncode == 2
     assert f"resume={tmp_path / 'nothing'}" in error_line(result.stderr)
+
+
+def _files(run_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_a_copied_or_moved_run_dir_resumes_on_its_own_files(
+    tmp_path: Path, mnist_data_dir: Path
+) -> None:
+    """Checkpoints and metrics.json store absolute paths: a copy resumes from, tests and names its
+    own checkpoints and leaves the original's files as they were; a moved run resumes where it is
+    now and leaves nothing at its old place."""
+    first, copy, moved = tmp_path / "first", tmp_path / "copy", tmp_path / "moved"
+    run = [*QUICK, "model=mlp", "scheduler=none", "callbacks.test_images=null"]
+    done = run_cli("train.py", *run, f"paths.data_dir={mnist_data_dir}", f"hydra.run.dir={first}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    shutil.copytree(first, copy)
+    first.rename(moved)
+    untouched = _files(moved)
+
+    for run_dir in (copy, moved):
+        resumed = run_cli("train.py", f"resume={run_dir}", "trainer.max_epochs=2")
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        summary = json.loads((run_dir / "metrics.json").read_text())
+        assert Path(summary["best_ckpt"]).parent == run_dir / "checkpoints"
+        assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)[
+            "global_step"
+        ] == 16  # fmt: skip
+        if run_dir == copy:
+            assert _files(moved) == untouched
+    assert not first.exists()
+    assert _metrics(copy) == _metrics(moved)  # the same checkpoint, resumed the same way
 
 
 def _lr_column(metrics_csv: Path) -> dict[int, float]:

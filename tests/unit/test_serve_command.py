@@ -33,6 +33,21 @@ def test_a_run_dir_serves_its_best_checkpoint_else_last(tiny_ckpts: dict, tmp_pa
         run_checkpoint(tmp_path / "empty")
 
 
+def test_a_copied_run_dir_serves_its_own_best_checkpoint(tmp_path: Path) -> None:
+    """metrics.json names the best checkpoint by its absolute path: in a copy that is the
+    original's file, so it is looked up by name in the copy's checkpoints/."""
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    for run in (original, copy):
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "checkpoints" / "epoch_003.ckpt").write_bytes(b"")
+        best = original / "checkpoints" / "epoch_003.ckpt"
+        (run / "metrics.json").write_text(json.dumps({"best_ckpt": str(best)}))
+    assert run_checkpoint(copy) == copy / "checkpoints" / "epoch_003.ckpt"
+    (copy / "checkpoints" / "epoch_003.ckpt").unlink()
+    (copy / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert run_checkpoint(copy) == copy / "checkpoints" / "last.ckpt"
+
+
 def test_ckpt_path_last_is_the_run_started_last(tiny_ckpts: dict, tmp_path: Path) -> None:
     logs = tmp_path / "logs" / "train"
     run = logs / "runs" / "2026-01-01_00-00-00"

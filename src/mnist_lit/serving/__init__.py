@@ -11,7 +11,6 @@ file. Nothing here imports torch or FastAPI.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
@@ -19,7 +18,7 @@ from typing import Annotated, Literal
 from omegaconf import DictConfig
 from pydantic import Field
 
-from mnist_lit.cli import override_key, run_dirs
+from mnist_lit.cli import best_checkpoint, override_key, run_dirs
 from mnist_lit.config import check
 from mnist_lit.errors import UserError, require_extra
 from mnist_lit.export import ONNX_SUFFIX, checked_model
@@ -43,14 +42,8 @@ def latest_servable_run(logs: Path) -> Path:
 def run_checkpoint(run_dir: Path) -> Path:
     """The checkpoint of a run dir to serve: the one its test used (best ``val/acc``), or
     ``last.ckpt`` for a run that has not finished."""
-    metrics = run_dir / "metrics.json"
-    if metrics.is_file():
-        try:
-            best = json.loads(metrics.read_text()).get("best_ckpt")
-        except (OSError, ValueError, AttributeError):
-            best = None
-        if best and Path(best).is_file():
-            return Path(best)
+    if best := best_checkpoint(run_dir):
+        return best
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
         return last

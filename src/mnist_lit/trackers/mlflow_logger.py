@@ -18,6 +18,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 from pydantic import Field
 
+from mnist_lit.cli import best_checkpoint
 from mnist_lit.errors import FAILED, UserError, atomic_write_bytes, require_extra
 from mnist_lit.schema import Options
 from mnist_lit.trackers.run import (
@@ -220,18 +221,18 @@ class TrackedMLFlowLogger(MLFlowLogger):
         results = self.tracked.new_results() if status == "success" else None
         if results is not None and not self._uploaded:
             self._uploaded = True
-            upload_artifacts(self.experiment, str(self.run_id), self.tracked.run_dir, results)
+            upload_artifacts(self.experiment, str(self.run_id), self.tracked.run_dir)
         super().finalize(status)
         if self.parent_run_id is not None and status in ("success", "finished"):
             # a sweep's parent ends with the last job that ends
             self.experiment.set_terminated(self.parent_run_id, "FINISHED")
 
 
-def upload_artifacts(client: Any, run_id: str, run_dir: Path, results: Mapping[str, Any]) -> None:
+def upload_artifacts(client: Any, run_id: str, run_dir: Path) -> None:
     """The best checkpoint (``checkpoints/``), ``config_tree.txt``, ``metrics.json`` and the
     config Hydra saved (``.hydra/``) as the MLflow run's artifacts."""
-    if results.get("best_ckpt") and Path(results["best_ckpt"]).is_file():
-        client.log_artifact(run_id, str(results["best_ckpt"]), "checkpoints")
+    if best := best_checkpoint(run_dir):
+        client.log_artifact(run_id, str(best), "checkpoints")
     for name in ("config_tree.txt", "metrics.json"):
         if (run_dir / name).is_file():
             client.log_artifact(run_id, str(run_dir / name))
