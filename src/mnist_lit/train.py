@@ -81,7 +81,7 @@ def train(cfg: DictConfig) -> float | None:
         started = time.perf_counter()
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         startup = next((c for c in trainer.callbacks if isinstance(c, StartupTime)), None)  # type: ignore[attr-defined]
-        fit = {
+        fit: dict[str, Any] = {
             "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
             "fit_seconds": round(time.perf_counter() - started, 2),
             "startup_seconds": round(startup.seconds, 2) if startup and startup.seconds else None,
