@@ -20,6 +20,10 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 
 BAD_INPUT = 2
 FAILED = 1
@@ -54,6 +58,10 @@ def reported_errors(unstarted_run_dir: str | Path | None = None) -> Iterator[Non
     except OSError as err:
         if err.errno not in DISK_ERRORS:
             raise
+        # the files Hydra wrote at the start may be empty: a run dir with nothing else goes
+        run_dir = unstarted_run_dir or hydra_run_dir()
+        if run_dir is not None:
+            remove_unstarted_run_dir(Path(run_dir))
         where = f" {err.filename}" if err.filename else ""
         print(
             f"error: cannot write{where}: {err.strerror}: free some space or pass another "
@@ -61,6 +69,27 @@ def reported_errors(unstarted_run_dir: str | Path | None = None) -> Iterator[Non
             file=sys.stderr,
         )
         raise SystemExit(FAILED) from None
+
+
+#: the run dir of the Hydra run this process started (``RunDirAtStart``), until its job runs
+_run_dir_at_start: list[str] = []
+
+
+class RunDirAtStart(Callback):
+    """A Hydra callback (``conf/hydra/default.yaml``): notes the run dir before Hydra writes its
+    config files there, so that a full disk in those writes takes the empty files away again
+    (``reported_errors``); Hydra tells no one where that dir was once its write failed."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _run_dir_at_start.append(str(config.hydra.run.dir))
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _run_dir_at_start.clear()  # written: from here on main's own handler knows the dir
+
+
+def hydra_run_dir() -> str | None:
+    """The run dir of a Hydra run whose start failed, or None."""
+    return _run_dir_at_start[-1] if _run_dir_at_start else None
 
 
 def remove_unstarted_run_dir(run_dir: Path) -> None:

@@ -11,7 +11,10 @@ case of each kind, each a real ``python <script>.py`` (each spends seconds impor
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import subprocess
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,6 +24,7 @@ import torch
 
 from mnist_lit.classifier import LitClassifier
 from mnist_lit.data import MNISTDataModule
+from mnist_lit.errors import FAILED
 
 from ..conftest import DATA_DIR, error_line, run_cli
 
@@ -180,3 +184,32 @@ def test_help_lists_groups_and_examples() -> None:
     assert result.returncode == 0
     for text in ("model: cnn, mlp", "optimizer: adam, adamw, sgd", "python train.py -m"):
         assert text in result.stdout
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs, filled up; unmounted at the end whatever happened (root only)."""
+    mount_point = tmp_path / "full"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        with contextlib.suppress(OSError), (mount_point / "filler").open("wb") as filler:
+            filler.write(b"\0" * 1024 * 1024)
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_disk_full_at_the_start_leaves_no_empty_files(full_disk: Path) -> None:
+    """Hydra writes the config into the run dir before the task starts: on a full disk that
+    write fails, and the run dir with its empty config goes again."""
+    result = run_cli("train.py", f"hydra.run.dir={full_disk / 'run'}")
+    assert result.returncode == FAILED
+    assert "No space left on device" in error_line(result.stderr)
+    assert not (full_disk / "run").exists()
