@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import math
 import pkgutil
 import re
 import zipfile
@@ -232,15 +233,59 @@ def load_checkpoint(
         check_dataset(checkpoint, dataset, ckpt_path)
     model = build_model(checkpoint, ckpt_path)
     if data_cfg is not None:
-        use_trained_normalization(checkpoint, data_cfg)
+        use_trained_normalization(checkpoint, data_cfg, ckpt_path)
     return model
 
 
-def use_trained_normalization(checkpoint: dict[str, Any], data_cfg: DictConfig) -> None:
-    """Set ``data_cfg.mean`` and ``std`` to the checkpoint's, saying so when they differ."""
+def trained_normalization(
+    checkpoint: dict[str, Any], ckpt_path: str | Path = "checkpoint"
+) -> dict[str, float] | None:
+    """The ``mean`` and ``std`` the network was trained with (saved by our data module), or
+    None when the checkpoint records none. A std of 0 or a value that is not finite would turn
+    every input into nan or inf: refused."""
     hparams = checkpoint.get("datamodule_hyper_parameters") or {}
-    trained = {k: hparams.get(k) for k in ("mean", "std")}
-    if not all(type(v) in (int, float) and v == v for v in trained.values()):
+    trained = {k: hparams.get(k) if isinstance(hparams, dict) else None for k in ("mean", "std")}
+    if all(v is None for v in trained.values()):
+        return None
+    numbers = {
+        k: float(v)
+        for k, v in trained.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+    if len(numbers) < 2 or not all(map(math.isfinite, numbers.values())) or numbers["std"] <= 0:
+        raise UserError(
+            f"checkpoint {ckpt_path} records mean={trained['mean']} std={trained['std']}, which "
+            "cannot normalize an input (a finite mean and a std above 0): it was not saved by "
+            "this project's training; use one that was"
+        )
+    return numbers
+
+
+def check_normalization(
+    checkpoint: dict[str, Any], data: Mapping[str, Any], ckpt_path: str | Path
+) -> None:
+    """One line when training would go on from the checkpoint with another ``mean`` or ``std``
+    than its network learned with (every input shifted: the weights it learned no longer fit)."""
+    trained = trained_normalization(checkpoint, ckpt_path)
+    if trained is None:
+        return
+    differ = [k for k, v in trained.items() if k in data and float(data[k]) != v]
+    if differ:
+        fix = " ".join(f"data.{k}={trained[k]}" for k in trained)
+        raise UserError(
+            f"checkpoint {ckpt_path} was trained with "
+            + " ".join(f"{k}={trained[k]}" for k in differ)
+            + f", not the config's {' '.join(f'{k}={data[k]}' for k in differ)}: pass {fix}, "
+            "or ckpt_path=null to start fresh"
+        )
+
+
+def use_trained_normalization(
+    checkpoint: dict[str, Any], data_cfg: DictConfig, ckpt_path: str | Path = "checkpoint"
+) -> None:
+    """Set ``data_cfg.mean`` and ``std`` to the checkpoint's, saying so when they differ."""
+    trained = trained_normalization(checkpoint, ckpt_path)
+    if trained is None:
         return  # fitted without our data module: nothing to go by, the config's stand
     configured = {k: data_cfg.get(k) for k in trained}
     if configured != trained:
@@ -259,11 +304,13 @@ def checkpoint_problem(
     dataset: str | None = None,
     resume: bool = False,
     net: Mapping[str, Any] | None = None,
+    data: Mapping[str, Any] | None = None,
 ) -> str | None:
     """Why ``ckpt_path`` cannot be used, as one line with the fix; ``None`` when it can.
 
     It loads, builds its model and takes its weights, and (when asked) was trained on
-    ``dataset``, can resume training and fits the network ``net`` configures. It reads the file
+    ``dataset``, can resume training, fits the network ``net`` configures and was trained with
+    the ``mean`` and ``std`` of the ``data`` config. It reads the file
     and builds the model on the CPU, nothing else: quick enough to check before any work.
     """
     try:
@@ -271,6 +318,10 @@ def checkpoint_problem(
         if dataset is not None:
             check_dataset(checkpoint, dataset, ckpt_path)
         build_model(checkpoint, ckpt_path)
+        if data is not None:
+            check_normalization(checkpoint, data, ckpt_path)
+        else:
+            trained_normalization(checkpoint, ckpt_path)
         if resume:
             check_resumable(checkpoint, ckpt_path)
         if net is not None:
@@ -348,6 +399,7 @@ def check_ckpt_path(cfg: DictConfig) -> None:
         dataset=dataset_of_config(cfg.data),
         resume=True,
         net=plain_dict(cfg.model),
+        data=plain_dict(cfg.data),
     )
     if problem is not None:  # (Lightning's own ckpt_path=last would look in this new run dir)
         raise UserError(f"{problem}; to go on with a run: resume=<run dir> or resume=last")

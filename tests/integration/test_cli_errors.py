@@ -100,6 +100,7 @@ CLI_CASES = [
     case("eval.py", "ckpt_path={full} data=fashion_mnist", "{full}", "data=mnist"),
     case("train.py", "ckpt_path={full} model=mlp", "{full}", "mnist_lit.models.cnn.CNN", "mnist_lit.models.mlp.MLP"),
     case("train.py", "ckpt_path={full}", "{full}", "model.channels=[8,16]"),
+    case("train.py", "ckpt_path={full} data.std=0.5", "{full}", "data.std=0.3081"),
     case("train.py", "ckpt_path={weights} " + " ".join(FITS_TINY), "{weights}", "weights only"),
     case("train.py", "ckpt_path={full} data=fashion_mnist " + " ".join(FITS_TINY), "{full}", "data=mnist"),
     # one override of each kind

@@ -349,3 +349,36 @@ def test_a_checkpoint_without_statistics_keeps_the_configs(
     data_cfg.std = 0.2
     load_checkpoint(path, data_cfg=data_cfg)
     assert (data_cfg.mean, data_cfg.std) == (0.1, 0.2)
+
+
+@pytest.mark.parametrize(
+    "stats",
+    [{"std": 0.0}, {"std": -0.3}, {"std": float("inf")}, {"mean": float("nan")}, {"std": "x"}],
+    ids=["std 0", "std < 0", "std inf", "mean nan", "std text"],
+)
+def test_statistics_that_cannot_normalize_are_refused(
+    stats: dict, tiny_ckpts: dict, tmp_path: Path
+) -> None:
+    """A std of 0 or a value that is not a finite number would give nan probabilities: refused
+    wherever the checkpoint is read (eval and predict, and the check before training)."""
+    path = edited(
+        tiny_ckpts["full"],
+        tmp_path / "bad-stats.ckpt",
+        lambda c: c["datamodule_hyper_parameters"].update(stats),
+    )
+    data_cfg = OmegaConf.create({"_target_": "mnist_lit.data.MNISTDataModule", "mean": 0.1307})
+    data_cfg.std = 0.3081
+    assert "std" in _refused(path, data_cfg=data_cfg)
+    assert checkpoint_problem(path) is not None
+
+
+def test_training_on_from_a_checkpoint_needs_its_statistics(tiny_ckpts: dict) -> None:
+    """train.py ckpt_path=... with another mean or std than the checkpoint's would feed the
+    network inputs it never learned: refused, naming the values to pass."""
+    path = tiny_ckpts["full"]
+    trained = torch.load(path, weights_only=True)["datamodule_hyper_parameters"]
+    same = {"mean": trained["mean"], "std": trained["std"]}
+    assert checkpoint_problem(path, data=same) is None
+    problem = checkpoint_problem(path, data={**same, "std": 0.5})
+    assert problem is not None and f"data.std={trained['std']}" in problem
+    assert "data.mean" in problem  # the whole fix: both values to pass

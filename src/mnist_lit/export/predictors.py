@@ -147,6 +147,7 @@ def checkpoint_predictor(
         check_dataset,
         read_checkpoint,
         spec_of_config,
+        trained_normalization,
         trained_on,
         use_trained_normalization,
     )
@@ -161,17 +162,17 @@ def checkpoint_predictor(
                 "attribute): predicting needs its class names"
             )
         check_dataset(checkpoint, spec.name, path)
-        use_trained_normalization(checkpoint, data_cfg)
+        use_trained_normalization(checkpoint, data_cfg, path)
         mean, std = float(data_cfg.mean), float(data_cfg.std)
     else:
         spec = datasets()[trained_on(checkpoint) or "mnist"]
-        trained = checkpoint.get("datamodule_hyper_parameters") or {}
-        if not all(isinstance(trained.get(k), (int, float)) for k in ("mean", "std")):
+        trained = trained_normalization(checkpoint, path)
+        if trained is None:
             raise UserError(
                 f"checkpoint {path} does not record the mean and std it was trained with: "
                 "pass data=<its data set> (conf/data/) to use the config's"
             )
-        mean, std = float(trained["mean"]), float(trained["std"])
+        mean, std = trained["mean"], trained["std"]
     model = build_model(checkpoint, path)
     classes = model.hparams["num_classes"]
     if classes != len(spec.classes):
