@@ -6,6 +6,7 @@ without this package and the CLI: integration.)"""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,25 @@ def test_default_output_is_next_to_the_checkpoint(export_cfg, tmp_path: Path) ->
     ckpt = tmp_path / "run" / "checkpoints" / "epoch_005.ckpt"
     for fmt, name in (("onnx", "epoch_005.onnx"), ("torchscript", "epoch_005.pt")):
         assert output_of(export_cfg(f"ckpt_path={ckpt}", f"format={fmt}")) == ckpt.parent / name
+
+
+def test_an_export_never_overwrites_a_checkpoint(
+    export_cfg, tiny_ckpts: dict, tmp_path: Path
+) -> None:
+    """output= onto another checkpoint (or any file torch.save wrote) is refused before any
+    work, as is a name without the format's suffix; an earlier export is replaced."""
+    other = tmp_path / "other.ckpt"
+    shutil.copy(tiny_ckpts["full"], other)
+    saved_as_pt = tmp_path / "weights.pt"
+    shutil.copy(tiny_ckpts["full"], saved_as_pt)
+    for output, expected in ((other, "other.pt"), (saved_as_pt, "weights-exported.pt")):
+        with pytest.raises(UserError) as caught:
+            check_export(export_cfg(f"output={output}"))
+        assert caught.value.exit_code == 2 and expected in str(caught.value)
+    assert other.read_bytes() == tiny_ckpts["full"].read_bytes()
+    exported = tmp_path / "model.pt"
+    export(export_cfg(f"output={exported}"))
+    check_export(export_cfg(f"output={exported}"))  # an export again: allowed
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")  # the format's reader

@@ -9,6 +9,7 @@ imports torch: a missing file is answered before it loads.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -108,5 +109,28 @@ def output_beside(source: str | Path, output: str | None, suffix: str) -> Path:
 
 def output_of(cfg: DictConfig) -> Path:
     """Where the export goes: ``output``, or next to the checkpoint (``epoch_005.ckpt`` ->
-    ``epoch_005.onnx``); never onto the checkpoint it reads (a ``UserError`` if so)."""
-    return output_beside(cfg.ckpt_path, cfg.output, EXPORT_SUFFIXES[cfg.format])
+    ``epoch_005.onnx``). Never onto the checkpoint it reads, a file without the format's suffix
+    or another checkpoint (a ``UserError`` for each): an export replaces only an export."""
+    suffix = EXPORT_SUFFIXES[cfg.format]
+    path = output_beside(cfg.ckpt_path, cfg.output, suffix)
+    if path.suffix.lower() != suffix:
+        raise UserError(
+            f"output={path}: format={cfg.format} writes a {suffix} file: "
+            f"pass output={path.with_suffix(suffix)}"
+        )
+    if path.is_file() and is_torch_save_file(path):
+        raise UserError(
+            f"output={path} is a saved PyTorch file (a checkpoint?), which the export would "
+            f"overwrite: pass output={path.with_name(f'{path.stem}-exported{suffix}')}"
+        )
+    return path
+
+
+def is_torch_save_file(path: Path) -> bool:
+    """Whether ``path`` was written by ``torch.save`` (a zip with a ``data.pkl``); TorchScript
+    files, which export.py writes, hold their ``code/`` besides."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    return any(n.endswith("/data.pkl") for n in names) and not any("/code/" in n for n in names)
