@@ -210,3 +210,14 @@ def test_a_run_killed_during_validation_resumes_with_that_validation(train_cfg) 
     assert len(read_scalars(resumed_dir / "tensorboard")["val/acc"]) == 2  # epochs 0 and 1
     assert _summary(resumed)["metrics"] == _summary(straight)["metrics"]
     assert Path(_summary(resumed)["best_ckpt"]).name == Path(_summary(straight)["best_ckpt"]).name
+
+
+def test_max_steps_before_the_first_validation_ends_the_run(train_cfg) -> None:
+    """Early stopping (in the default callbacks) judges after validations only: a run that
+    max_steps ends before any validation finishes, tested, with no val metrics."""
+    cfg = train_cfg("model=mlp", "trainer.max_epochs=2", "+trainer.max_steps=3")
+    assert "early_stopping" in cfg.callbacks
+    train(cfg)
+    summary = _summary(cfg)
+    assert not any(k.startswith("val/") for k in summary["metrics"])
+    assert "test/acc" in summary["metrics"] and summary["best_ckpt"] == ""
