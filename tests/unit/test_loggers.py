@@ -8,6 +8,7 @@ import copy
 import importlib.util
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -416,3 +417,26 @@ def test_a_tracker_that_is_not_installed_is_one_line(
     ) as err:
         build_trainer(cfg)
     assert err.value.exit_code == 2 and len(str(err.value).splitlines()) == 1
+
+
+@pytest.mark.slow  # SQLite waits for the lock (about 20 s) before it gives up
+def test_a_damaged_or_locked_mlflow_store_is_one_line(tmp_path: Path) -> None:
+    """A file that is not SQLite is refused (exit 2, move it away); a store another process
+    holds locked fails in one line (exit 1, try again) instead of SQLAlchemy's traceback."""
+    damaged = tmp_path / "damaged.db"
+    damaged.write_bytes(b"not a database, " * 1000)
+    with pytest.raises(UserError) as caught:
+        TrackedMLFlowLogger(tracking_uri=f"sqlite:///{damaged}", run_dir=tmp_path / "run")
+    assert caught.value.exit_code == 2 and "move the file away" in str(caught.value)
+
+    store = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{store}"
+    TrackedMLFlowLogger(tracking_uri=uri, run_dir=tmp_path / "first")  # creates the tables
+    holder = sqlite3.connect(store, isolation_level=None, timeout=0)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(UserError) as caught:
+            TrackedMLFlowLogger(tracking_uri=uri, run_dir=tmp_path / "second").experiment  # noqa: B018
+        assert caught.value.exit_code == 1 and "locked" in str(caught.value)
+    finally:
+        holder.close()

@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from pydantic import Field
 
 from mnist_lit.cli import best_checkpoint
-from mnist_lit.errors import FAILED, UserError, atomic_write_bytes, require_extra
+from mnist_lit.errors import FAILED, UserError, atomic_write_bytes, first_line, require_extra
 from mnist_lit.schema import Options
 from mnist_lit.trackers.run import (
     TrackedRun,
@@ -59,6 +59,37 @@ def _store_lock(tracking_uri: str) -> Iterator[None]:
     db.parent.mkdir(parents=True, exist_ok=True)  # SQLite makes the file, not its folder
     with FileLock(db.with_name(db.name + ".lock")):
         yield
+
+
+@contextmanager
+def _store_errors(tracking_uri: str) -> Iterator[None]:
+    """A store MLflow cannot open or write as one line: a damaged or locked SQLite file, or a
+    server that fails (MLflow and SQLAlchemy raise them from deep inside, over 100 lines)."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except (MlflowException, SQLAlchemyError) as err:
+        reason = first_line(err).removeprefix("(sqlite3.OperationalError) ")
+        if "database is locked" in reason:
+            raise UserError(
+                f"logger.mlflow: the MLflow store {tracking_uri} is locked by another process "
+                "(a long query of `mlflow ui`, a stuck run): try again once it is done, or pass "
+                "logger.mlflow.tracking_uri=sqlite:///<another file>.db",
+                exit_code=FAILED,
+            ) from None
+        if isinstance(err, SQLAlchemyError):
+            raise UserError(
+                f"logger.mlflow: the MLflow store {tracking_uri} cannot be read ({reason}): move "
+                "the file away to start a new store, or pass "
+                "logger.mlflow.tracking_uri=sqlite:///<another file>.db"
+            ) from None
+        raise UserError(
+            f"logger.mlflow: the MLflow store {tracking_uri} failed ({reason}): check "
+            "logger.mlflow.tracking_uri (a resumed run needs the store that holds its run)",
+            exit_code=FAILED,
+        ) from None
 
 
 class TrackedMLFlowLogger(MLFlowLogger):
@@ -104,7 +135,8 @@ class TrackedMLFlowLogger(MLFlowLogger):
         self.resumes_run = bool(saved.get("run_id"))
         if kwargs.get("tags") is not None:
             kwargs["tags"] = {str(k): str(v) for k, v in kwargs["tags"].items()}
-        with _store_lock(self._tracking_uri_or_default()):  # its client may open the store
+        uri = self._tracking_uri_or_default()
+        with _store_errors(uri), _store_lock(uri):  # its client may open the store
             super().__init__(
                 experiment_name=experiment_name,
                 run_name=run_name or self.tracked.name,
@@ -124,22 +156,12 @@ class TrackedMLFlowLogger(MLFlowLogger):
         if self._started or rank_zero_only.rank != 0:  # type: ignore[attr-defined]
             return super().experiment
         self._started = True
-        from mlflow.exceptions import MlflowException
-
-        uri = self._tracking_uri_or_default()
-        try:
-            with _store_lock(uri):
+        with _store_errors(self._tracking_uri_or_default()):
+            with _store_lock(self._tracking_uri_or_default()):
                 if not self.resumes_run:
                     self.tags = self._new_run_tags()
                 client = super().experiment  # creates the run, or finds the stopped one
             self._start_tracked_run(client)
-        except MlflowException as err:
-            reason = str(err).strip().splitlines()[0]
-            raise UserError(
-                f"logger.mlflow: the MLflow store {uri} failed ({reason}): check "
-                "logger.mlflow.tracking_uri (a resumed run needs the store that holds its run)",
-                exit_code=FAILED,
-            ) from None
         return client
 
     def _tracking_uri_or_default(self) -> str:
@@ -197,21 +219,25 @@ class TrackedMLFlowLogger(MLFlowLogger):
 
         flat = flat_params(dict(vars(params) if not isinstance(params, Mapping) else params))
         given = {k: str(v)[:MLFLOW_MAX_PARAM_LENGTH] for k, v in flat.items()}
-        logged = self.experiment.get_run(self.run_id).data.params
-        new = [Param(k, v) for k, v in given.items() if k not in logged]
-        changed = [
-            RunTag(f"resume.changed.{k}", f"{logged[k]} -> {v}")
-            for k, v in given.items()
-            if k in logged and logged[k] != v
-        ]
-        for start in range(0, max(len(new), 1), 100):  # MLflow takes 100 params per call
-            batch = new[start : start + 100]
-            self.experiment.log_batch(self.run_id, params=batch, tags=changed if not start else [])
+        with _store_errors(self._tracking_uri_or_default()):
+            logged = self.experiment.get_run(self.run_id).data.params
+            new = [Param(k, v) for k, v in given.items() if k not in logged]
+            changed = [
+                RunTag(f"resume.changed.{k}", f"{logged[k]} -> {v}")
+                for k, v in given.items()
+                if k in logged and logged[k] != v
+            ]
+            for start in range(0, max(len(new), 1), 100):  # MLflow takes 100 params per call
+                batch = new[start : start + 100]
+                self.experiment.log_batch(
+                    self.run_id, params=batch, tags=changed if not start else []
+                )
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         _ = self.experiment  # a resumed run reads what the stopped run logged when it starts
-        super().log_metrics(not_logged_yet(metrics, step, self.logged_steps), step)
+        with _store_errors(self._tracking_uri_or_default()):
+            super().log_metrics(not_logged_yet(metrics, step, self.logged_steps), step)
 
     @rank_zero_only
     def finalize(self, status: str = "success") -> None:
@@ -219,13 +245,14 @@ class TrackedMLFlowLogger(MLFlowLogger):
         if not self._initialized:  # never started: no MLflow run to end
             return
         results = self.tracked.new_results() if status == "success" else None
-        if results is not None and not self._uploaded:
-            self._uploaded = True
-            upload_artifacts(self.experiment, str(self.run_id), self.tracked.run_dir)
-        super().finalize(status)
-        if self.parent_run_id is not None and status in ("success", "finished"):
-            # a sweep's parent ends with the last job that ends
-            self.experiment.set_terminated(self.parent_run_id, "FINISHED")
+        with _store_errors(self._tracking_uri_or_default()):
+            if results is not None and not self._uploaded:
+                self._uploaded = True
+                upload_artifacts(self.experiment, str(self.run_id), self.tracked.run_dir)
+            super().finalize(status)
+            if self.parent_run_id is not None and status in ("success", "finished"):
+                # a sweep's parent ends with the last job that ends
+                self.experiment.set_terminated(self.parent_run_id, "FINISHED")
 
 
 def upload_artifacts(client: Any, run_id: str, run_dir: Path) -> None:
