@@ -178,6 +178,17 @@ BAD = {
         400,
         "malformed JSON",
     ),
+    # json.loads raises RecursionError, not ValueError, for JSON nested this deep
+    "JSON nested 100,000 deep": (
+        dict(content=b"[" * 100_000, headers={"Content-Type": "application/json"}),
+        400,
+        "malformed JSON",
+    ),
+    "JSON image nested 100,000 deep": (
+        dict(content=b'{"image": ' + b"[" * 100_000, headers={"Content-Type": "application/json"}),
+        400,
+        "malformed JSON",
+    ),
     "JSON of another shape": (dict(json={"picture": "x"}), 400, "JSON must be"),
     "JSON image not a string": (dict(json={"images": [3]}), 400, "images[0] is not a base64"),
     "JSON image not base64": (dict(json={"image": "#!?"}), 400, "images[0] is not valid base64"),

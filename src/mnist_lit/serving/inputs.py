@@ -141,6 +141,8 @@ def json_images(body: bytes) -> tuple[list[bytes], bool]:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as err:
         raise BadRequest(f"malformed JSON: {first_line(err)}") from None
+    except RecursionError:  # json's parser recurses per level: [[[[... a few kB deep stops it
+        raise BadRequest("malformed JSON: nested too deeply") from None
     if isinstance(payload, dict) and isinstance(payload.get("image"), str):
         encoded, batch = [payload["image"]], False
     elif isinstance(payload, dict) and isinstance(payload.get("images"), list):
