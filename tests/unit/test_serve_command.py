@@ -95,6 +95,7 @@ def test_a_checkpoint_it_cannot_serve_is_refused_before_the_server_loads(
         ("runtime=tensorflow", "runtime"),
         ("limits.max_batch=0", "limits.max_batch"),
         ("limits.max_body_bytes=10", "limits.max_body_bytes"),
+        ("limits.max_request_pixels=10", "limits.max_request_pixels"),
         ("+limits.max_pixel=5", "limits.max_pixel"),
     ],
 )

@@ -106,6 +106,7 @@ class ServeLimits(Node):
     max_body_bytes: Annotated[int, Field(ge=1024)]
     max_pixels: Annotated[int, Field(ge=28 * 28)]
     max_batch: Count
+    max_request_pixels: Annotated[int, Field(ge=28 * 28)]
 
 
 class ServeOptions(Options):

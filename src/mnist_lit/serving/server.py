@@ -10,11 +10,12 @@
 - ``GET /``: ``static/index.html``, a canvas to draw on (no file from another site).
 
 Every image goes through ``Predictor.prepare``, the very preprocessing of ``predict.py``. Bad
-input is answered, never raised (``inputs.py``): a body over ``max_body_bytes`` is 413 before it
-is read; not an image, too many pixels, no digit, malformed JSON or form data is 400 with
-``{"error": "<one line>"}``. Each worker process runs its requests one at a time on the event
-loop: preparing and classifying an image takes about a millisecond, less than handing it to a
-thread would.
+input is answered, never raised (``inputs.py``): a body over ``max_body_bytes``, or images over
+``max_request_pixels`` in all, is 413 before they are read or decoded; not an image, too many
+pixels, no digit, malformed JSON or form data is 400 with ``{"error": "<one line>"}``. The event
+loop reads requests and answers; preparing and classifying a request's images runs on a thread
+(``WORK_THREADS`` at a time), so a large batch does not hold up ``/health`` or the requests
+behind it.
 """
 
 from __future__ import annotations
@@ -23,10 +24,14 @@ import json
 import logging
 import os
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -37,7 +42,14 @@ from starlette.exceptions import HTTPException
 from mnist_lit.errors import UserError
 from mnist_lit.export import ONNX_SUFFIX
 from mnist_lit.export.predictors import Predictor, describe, load_predictor, top_classes
-from mnist_lit.serving.inputs import BadRequest, BodyLimit, Limits, prepared_image, request_images
+from mnist_lit.serving.inputs import (
+    BadRequest,
+    BodyLimit,
+    Limits,
+    check_request_pixels,
+    prepared_image,
+    request_images,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +57,10 @@ STATIC_DIR = Path(__file__).parent / "static"
 #: how ``serve`` tells each uvicorn worker process what to load (they import this module anew)
 SETTINGS_ENV = "MNIST_LIT_SERVE_SETTINGS"
 TOP_K = 3
+#: requests a worker prepares and classifies at once, each on a thread: two, so one large
+#: request leaves a thread to the small ones; more would share the worker's one core all the
+#: same and multiply the images in memory at once
+WORK_THREADS = 2
 
 
 # ----------------------------------------------------------------------------- answers
@@ -66,15 +82,50 @@ def result(predictor: Predictor, probabilities: np.ndarray, pixels: np.ndarray) 
     }
 
 
+def answer(
+    predictor: Predictor, images: list[bytes], batch: bool, limits: Limits
+) -> dict[str, Any]:
+    """Prepare and classify a request's images (on a worker thread): one result, or for a
+    batch ``{"predictions": [...]}`` with ``{"error": ...}`` in place of an image refused."""
+    check_request_pixels(images, limits)
+    if not batch:
+        pixels = prepared_image(predictor, images[0], limits)
+        return result(predictor, predictor.probabilities(pixels[None])[0], pixels)
+    prepared: list[np.ndarray | str] = []
+    for data in images:
+        try:
+            prepared.append(prepared_image(predictor, data, limits))
+        except BadRequest as err:
+            prepared.append(str(err))
+    good = [p for p in prepared if isinstance(p, np.ndarray)]
+    probabilities = iter(predictor.probabilities(np.stack(good)) if good else [])
+    return {
+        "predictions": [
+            result(predictor, next(probabilities), p) if isinstance(p, np.ndarray) else {"error": p}
+            for p in prepared
+        ]
+    }
+
+
 def create_app(predictor: Predictor, limits: Limits | None = None) -> FastAPI:
     """The app serving ``predictor`` (an in-process ``TestClient`` can drive it too)."""
     limits = limits or Limits()
+    work: dict[str, anyio.CapacityLimiter] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # made in the event loop that uses it: a limiter belongs to one (older anyio cannot
+        # make one outside a loop at all)
+        work["threads"] = anyio.CapacityLimiter(WORK_THREADS)
+        yield
+
     app = FastAPI(
         title="mnist-lit",
         description="Classify a handwritten digit (or a Fashion-MNIST product) image.",
         # FastAPI's pages of the API load their scripts from a CDN: none, so nothing needs one
         docs_url=None,
         redoc_url=None,
+        lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
 
@@ -100,25 +151,10 @@ def create_app(predictor: Predictor, limits: Limits | None = None) -> FastAPI:
                 f"{len(images)} images in one request, over the limit of {limits.max_batch}: "
                 "send fewer"
             )
-        if not batch:
-            pixels = prepared_image(predictor, images[0], limits)
-            return result(predictor, predictor.probabilities(pixels[None])[0], pixels)
-        prepared: list[np.ndarray | str] = []
-        for data in images:
-            try:
-                prepared.append(prepared_image(predictor, data, limits))
-            except BadRequest as err:
-                prepared.append(str(err))
-        good = [p for p in prepared if isinstance(p, np.ndarray)]
-        probabilities = iter(predictor.probabilities(np.stack(good)) if good else [])
-        return {
-            "predictions": [
-                result(predictor, next(probabilities), p)
-                if isinstance(p, np.ndarray)
-                else {"error": p}
-                for p in prepared
-            ]
-        }
+        # off the event loop: decoding a large image takes a good part of a second
+        return await anyio.to_thread.run_sync(
+            answer, predictor, images, batch, limits, limiter=work["threads"]
+        )
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
