@@ -42,6 +42,7 @@ from starlette.exceptions import HTTPException
 from mnist_lit.errors import UserError
 from mnist_lit.export import ONNX_SUFFIX
 from mnist_lit.export.predictors import Predictor, describe, load_predictor, top_classes
+from mnist_lit.serving import check_worker_memory
 from mnist_lit.serving.inputs import (
     BadRequest,
     BodyLimit,
@@ -185,10 +186,15 @@ def loaded(model: Path) -> Predictor:
 def serve(cfg: DictConfig, model: Path) -> None:
     """Serve ``model`` (``served_file(cfg)``) on ``cfg.host``:``cfg.port`` until Ctrl-C or
     SIGTERM."""
+    import psutil
     import uvicorn
 
     limits = Limits(**cfg.limits)
     predictor = loaded(model)  # a bad file: one line, before listening
+    # this process holds what a worker will (the modules, the model): its size is a worker's
+    check_worker_memory(
+        cfg.workers, psutil.Process().memory_info().rss, psutil.virtual_memory().available
+    )
     print(
         f"[mnist-lit] serving {model} ({predictor.dataset}, {len(predictor.classes)} classes, "
         f"{'onnxruntime' if model.suffix.lower() == ONNX_SUFFIX else 'torch'}) at "
