@@ -20,10 +20,15 @@ behind it.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
+import signal
 import socket
+import sys
+import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
@@ -62,6 +67,8 @@ TOP_K = 3
 #: request leaves a thread to the small ones; more would share the worker's one core all the
 #: same and multiply the images in memory at once
 WORK_THREADS = 2
+#: prctl's option that has the kernel signal a process when its parent exits (linux/prctl.h)
+PR_SET_PDEATHSIG = 1
 
 
 # ----------------------------------------------------------------------------- answers
@@ -171,7 +178,33 @@ def create_app(predictor: Predictor, limits: Limits | None = None) -> FastAPI:
 def app_from_environment() -> FastAPI:
     """The app of one uvicorn worker, built from what ``serve`` put in ``SETTINGS_ENV``."""
     settings = json.loads(os.environ[SETTINGS_ENV])
+    end_with_parent(settings["parent"])  # first: loading the model takes a while
     return create_app(loaded(Path(settings["model"])), Limits(**settings["limits"]))
+
+
+def end_with_parent(parent: int) -> None:
+    """End this worker process when ``parent`` (``serve.py``) ends, however it ends.
+
+    uvicorn's supervisor stops its workers on Ctrl-C or SIGTERM, but a SIGKILL or a crash of
+    ``serve.py`` tells them nothing: they would serve on, orphaned, each with its model. On Linux
+    the kernel sends this process SIGKILL when its parent exits (``prctl(PR_SET_PDEATHSIG)``,
+    as no thread of ours needs to be scheduled for it); elsewhere a thread checks the parent
+    once a second. SIGKILL, not SIGTERM: with no supervisor left, nothing should wait on an
+    orderly shutdown (which a client sending slowly can hold open indefinitely).
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)  # the C library this process runs on
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
+            if os.getppid() != parent:  # it ended before the signal was asked for
+                os.kill(os.getpid(), signal.SIGKILL)
+            return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
 
 
 def loaded(model: Path) -> Predictor:
@@ -205,7 +238,8 @@ def serve(cfg: DictConfig, model: Path) -> None:
     if cfg.workers == 1:
         app: FastAPI | str = create_app(predictor, limits)
     else:  # each worker process builds its own app: uvicorn imports it by name
-        os.environ[SETTINGS_ENV] = json.dumps({"model": str(model), "limits": asdict(limits)})
+        settings = {"model": str(model), "limits": asdict(limits), "parent": os.getpid()}
+        os.environ[SETTINGS_ENV] = json.dumps(settings)
         app = "mnist_lit.serving.server:app_from_environment"
     uvicorn.run(
         app,
