@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -97,3 +98,48 @@ def error_line(stderr: str, alone: bool = True) -> str:
     if alone:
         assert lines == errors, f"expected only the error line on stderr, got:\n{stderr}"
     return errors[0]
+
+
+#: the metadata export.py writes into an ONNX file that predict.py and serve.py read
+ONNX_METADATA = {
+    "dataset": "mnist",
+    "classes": json.dumps([str(k) for k in range(10)]),
+    "box_size": "20",
+}
+
+
+def onnx_file(
+    path: Path,
+    *,
+    input_shape: Sequence[int | str] = ("batch", 1, 28, 28),
+    outputs: int = 10,
+    output_shape: Sequence[int | str] | None = None,
+    metadata: dict[str, str] | None = None,
+) -> Path:
+    """A tiny ONNX classifier written to ``path`` in seconds, no checkpoint or export needed:
+    ``logits = flatten(pixels) @ W`` with ``W`` of ``[pixels per image, outputs]`` (a fixed
+    pattern), ``export.py``'s metadata unless ``metadata`` replaces it. Each argument can make
+    it a file ``export.py`` never writes: another input shape, another number of logits, an
+    output shape it declares but does not give, bad metadata."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    features = int(np.prod([d for d in input_shape[1:] if isinstance(d, int)]))
+    weights = np.linspace(-1, 1, features * outputs, dtype=np.float32).reshape(features, outputs)
+    declared = output_shape if output_shape is not None else (input_shape[0], outputs)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", ["pixels"], ["flat"], axis=1),
+            helper.make_node("MatMul", ["flat", "W"], ["logits"]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, list(input_shape))],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, list(declared))],
+        initializer=[numpy_helper.from_array(weights, "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what onnxruntime of every supported version reads
+    helper.set_model_props(model, ONNX_METADATA if metadata is None else metadata)
+    onnx.save(model, path)
+    return path

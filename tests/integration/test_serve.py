@@ -1,16 +1,20 @@
 """The real ``python serve.py``: the same answers as ``predict.py`` for the same files, every bad
 input sent while other clients keep it busy (it answers each and keeps serving), a checkpoint
-or a run dir served as well as an ONNX file, and the command's one-line refusals. (The API in
-detail, in-process: tests/unit/test_serve.py; the page in a browser: test_page.py.)
+or a run dir served as well as an ONNX file, the command's one-line refusals, and its workers
+ending when it is killed. (The API in detail, in-process: tests/unit/test_serve.py; the page in a
+browser: test_page.py.)
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import io
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -19,13 +23,14 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import psutil
 import pytest
 from PIL import Image
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from mnist_lit.config import PROJECT_ROOT
 
-from ..conftest import error_line, run_cli
+from ..conftest import error_line, onnx_file, run_cli
 from .served import free_port, mnist_onnx, page_png, running_server, served_url
 
 __all__ = ["mnist_onnx", "served_url"]  # fixtures, used by name
@@ -259,3 +264,44 @@ def test_the_serving_benchmark_writes_its_report(mnist_onnx: Path, tmp_path: Pat
     results = json.loads((tmp_path / "serve_bench.json").read_text())
     assert [run["errors"] for run in results["served"]] == [0, 0]
     assert [run["label_mismatches"] for run in results["served"]] == [0, 0]
+
+
+def test_the_workers_end_when_serve_py_is_killed(tmp_path: Path) -> None:
+    """SIGKILL stops serve.py without a word to its workers: they must end by themselves, not
+    go on holding the port and a model each. (A tiny ONNX file: no model to train.)"""
+    log, model = tmp_path / "serve.log", onnx_file(tmp_path / "tiny.onnx")
+    command = [
+        sys.executable, str(PROJECT_ROOT / "serve.py"), f"ckpt_path={model}", "workers=2",
+        f"port={free_port()}", f"hydra.run.dir={tmp_path / 'run'}",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
+    with open(log, "w") as out:
+        # its own process group: whatever this test leaves behind is ended by it below
+        server = subprocess.Popen(
+            command, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True,
+        )  # fmt: skip
+    started: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 120
+        while log.read_text().count("Application startup complete") < 2:  # both workers serve
+            assert server.poll() is None, f"serve.py exited:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"the workers did not start:\n{log.read_text()}"
+            time.sleep(0.2)
+        started = psutil.Process(server.pid).children(recursive=True)
+        workers = [p for p in started if "spawn_main" in " ".join(p.cmdline())]
+        assert len(workers) == 2, [p.cmdline() for p in started]
+        server.kill()
+        server.wait()
+        # everything serve.py started (the workers, multiprocessing's resource tracker) ends
+        _, alive = psutil.wait_procs(started, timeout=30)
+        assert alive == [], [p.cmdline() for p in alive]
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        for process in started:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        with contextlib.suppress(ProcessLookupError):  # the group is empty: all ended
+            os.killpg(server.pid, signal.SIGKILL)

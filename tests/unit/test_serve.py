@@ -7,8 +7,10 @@ a browser: tests/integration/test_serve.py and test_page.py.)
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import re
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +29,9 @@ with warnings.catch_warnings():  # Starlette 1.x asks for httpx2 under it; httpx
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-LIMITS = Limits(max_body_bytes=200_000, max_pixels=1_000_000, max_batch=4)
+LIMITS = Limits(
+    max_body_bytes=200_000, max_pixels=1_000_000, max_batch=4, max_request_pixels=2_500_000
+)
 
 
 def png(image: Image.Image, fmt: str = "PNG") -> bytes:
@@ -75,7 +79,12 @@ def test_health_names_the_model_its_classes_and_the_limits(client: TestClient, t
     assert health["source"] == str(tiny_ckpts["full"])
     assert health["dataset"] == "mnist"
     assert health["classes"] == [str(k) for k in range(10)]
-    assert health["limits"] == {"max_body_bytes": 200_000, "max_pixels": 1_000_000, "max_batch": 4}
+    assert health["limits"] == {
+        "max_body_bytes": 200_000,
+        "max_pixels": 1_000_000,
+        "max_batch": 4,
+        "max_request_pixels": 2_500_000,
+    }
 
 
 def test_one_image_answers_label_class_probabilities_top3_and_the_input(
@@ -178,6 +187,17 @@ BAD = {
         400,
         "malformed JSON",
     ),
+    # json.loads raises RecursionError, not ValueError, for JSON nested this deep
+    "JSON nested 100,000 deep": (
+        dict(content=b"[" * 100_000, headers={"Content-Type": "application/json"}),
+        400,
+        "malformed JSON",
+    ),
+    "JSON image nested 100,000 deep": (
+        dict(content=b'{"image": ' + b"[" * 100_000, headers={"Content-Type": "application/json"}),
+        400,
+        "malformed JSON",
+    ),
     "JSON of another shape": (dict(json={"picture": "x"}), 400, "JSON must be"),
     "JSON image not a string": (dict(json={"images": [3]}), 400, "images[0] is not a base64"),
     "JSON image not base64": (dict(json={"image": "#!?"}), 400, "images[0] is not valid base64"),
@@ -228,6 +248,53 @@ def test_an_image_over_the_pixel_limit_is_refused_from_its_header(client: TestCl
         "the image is 1100x1000, over the limit of 1,000,000 pixels"
     )
     still_answers(client)
+
+
+def test_images_over_the_pixel_limit_of_a_request_in_all_are_413(client: TestClient) -> None:
+    # each at the limit of one image, three of them over the limit of a request: refused from
+    # their headers before any is decoded
+    big = png(stroke_image(size=1_000))
+    files = [("files", (f"{i}.png", big, "image/png")) for i in range(3)]
+    response = client.post("/predict", files=files)
+    assert response.status_code == 413, response.text
+    error = response.json()["error"]
+    assert error.startswith("the request's images have 3,000,000 pixels in all, over the limit")
+    assert "\n" not in error
+    # two are under it
+    answers = client.post("/predict", files=files[:2]).json()["predictions"]
+    assert [a["label"] for a in answers] == [answers[0]["label"]] * 2
+    still_answers(client)
+
+
+def test_the_model_runs_off_the_event_loop(predictor: Predictor) -> None:
+    """While a batch is being classified, health and a one-image request are answered: the
+    batch's model call waits, holding its thread, until the test has had both answers."""
+    inside, release = threading.Event(), threading.Event()
+    released: list[bool] = []
+
+    def run(pixels: np.ndarray) -> np.ndarray:
+        if len(pixels) > 1:  # the batch: wait (bounded, so a failing test ends)
+            inside.set()
+            released.append(release.wait(timeout=60))
+        return predictor.run(pixels)
+
+    blocking = dataclasses.replace(predictor, run=run)
+    with TestClient(create_app(blocking, LIMITS)) as client:
+        batch: list[int] = []
+        files = [("files", (f"{i}.png", DIGIT, "image/png")) for i in range(2)]
+        sender = threading.Thread(
+            target=lambda: batch.append(client.post("/predict", files=files).status_code)
+        )
+        sender.start()
+        try:
+            assert inside.wait(timeout=60), "the batch never reached the model"
+            assert client.get("/health").status_code == 200
+            assert client.post("/predict", content=DIGIT).status_code == 200
+        finally:
+            release.set()
+            sender.join(timeout=120)
+    # the batch was still waiting when the others were answered, and was then answered too
+    assert released == [True] and batch == [200]
 
 
 def test_a_huge_bomb_that_pil_refuses_to_open_is_400(predictor: Predictor) -> None:

@@ -7,6 +7,7 @@ tests/integration/test_serve.py.)
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 from pathlib import Path
@@ -14,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from mnist_lit.errors import UserError
-from mnist_lit.serving import check_serve, model_command_line, run_checkpoint, served_file
+from mnist_lit.serving import (
+    check_serve,
+    check_worker_memory,
+    model_command_line,
+    run_checkpoint,
+    served_file,
+    usable_cpus,
+)
 from mnist_lit.serving.server import check_port_free
 
 from ..conftest import compose_config
@@ -110,6 +118,7 @@ def test_a_checkpoint_it_cannot_serve_is_refused_before_the_server_loads(
         ("runtime=tensorflow", "runtime"),
         ("limits.max_batch=0", "limits.max_batch"),
         ("limits.max_body_bytes=10", "limits.max_body_bytes"),
+        ("limits.max_request_pixels=10", "limits.max_request_pixels"),
         ("+limits.max_pixel=5", "limits.max_pixel"),
     ],
 )
@@ -118,6 +127,31 @@ def test_serve_config_values_are_checked_before_any_work(
 ) -> None:
     with pytest.raises(UserError, match=re.escape(key)):
         check_serve(serve_cfg(tmp_path, f"ckpt_path={tiny_ckpts['full']}", override))
+
+
+def test_more_workers_than_the_cpus_this_process_may_use_is_refused(
+    tiny_ckpts: dict, tmp_path: Path
+) -> None:
+    cpus = usable_cpus()
+    assert 1 <= cpus <= (os.cpu_count() or 1)
+    with pytest.raises(UserError) as caught:
+        check_serve(serve_cfg(tmp_path, f"ckpt_path={tiny_ckpts['full']}", "workers=1000"))
+    assert caught.value.exit_code == 2
+    assert "workers=1000" in str(caught.value) and f"workers={cpus} or fewer" in str(caught.value)
+    ok = serve_cfg(tmp_path, f"ckpt_path={tiny_ckpts['full']}", f"workers={cpus}")
+    assert check_serve(ok) == tiny_ckpts["full"]
+
+
+def test_more_workers_than_memory_holds_is_refused() -> None:
+    gib = 2**30
+    check_worker_memory(4, per_worker=gib, available=4 * gib)
+    check_worker_memory(1, per_worker=8 * gib, available=gib)  # one: the process already loaded
+    with pytest.raises(UserError) as caught:
+        check_worker_memory(16, per_worker=gib, available=6 * gib + 1)
+    assert caught.value.exit_code == 2
+    assert "workers=16" in str(caught.value) and "workers=6 or fewer" in str(caught.value)
+    with pytest.raises(UserError, match="workers=1 "):
+        check_worker_memory(2, per_worker=gib, available=gib // 2)
 
 
 def test_a_port_in_use_is_one_line_before_uvicorn_starts() -> None:

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mnist_lit.errors import UserError
+from mnist_lit.errors import UserError, first_line
 from mnist_lit.export import ONNX_SUFFIX
 from mnist_lit.export.preprocess import prepare
 
@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 #: the preprocessing box of each data set (``DatasetSpec.box_size``), for ONNX files that do
 #: not carry it: the spec lives beside the data modules, which need torch
 BOX_SIZES = {"mnist": 20, "fashion_mnist": 28}
+#: what an ONNX model takes per image (``export.py``): ``[batch, *INPUT_SHAPE]``
+INPUT_SHAPE = (1, 28, 28)
+#: the most class names an ONNX file may have (this project's data sets have 10; ImageNet 1,000)
+MAX_CLASSES = 1000
 
 
 @dataclass
@@ -112,17 +116,107 @@ def onnx_predictor(
             f"{path} is not an ONNX model onnxruntime can run ({type(err).__name__}): "
             "pass a file that export.py wrote"
         ) from None
-    meta = session.get_modelmeta().custom_metadata_map
-    if "classes" not in meta or "dataset" not in meta:
-        raise UserError(f"{path} has no class names in its metadata: export it with export.py")
-    input_name = session.get_inputs()[0].name
+    classes, dataset, meta_box = onnx_metadata(session.get_modelmeta().custom_metadata_map, path)
+    input_name = checked_input(session, path)
 
     def run(pixels: np.ndarray) -> np.ndarray:
         return np.asarray(session.run(None, {input_name: pixels})[0])
 
-    dataset = meta["dataset"]
-    box = box_size or int(meta.get("box_size") or BOX_SIZES.get(dataset, 20))
-    return Predictor(json.loads(meta["classes"]), dataset, box, threshold, run, os.fspath(path))
+    check_output(run, len(classes), path)
+    box = box_size or meta_box or BOX_SIZES.get(dataset, 20)
+    return Predictor(classes, dataset, box, threshold, run, os.fspath(path))
+
+
+# ----------------------------------------------------------------------------- ONNX files
+# An .onnx file may come from anywhere: what predict.py and the server read of it is checked
+# when it loads, so a file export.py did not write is one line, not a traceback on every image
+# (a wrong shape), an answer per request that fails (bad class names) or a huge box per image
+# (box_size=12000 scales every image to 12000x12000 float32 pixels).
+
+
+def _refused(path: str | Path, problem: str) -> UserError:
+    return UserError(
+        f"ONNX file {path}: {problem}: pass a file that export.py wrote "
+        "(python export.py ckpt_path=<checkpoint> format=onnx)"
+    )
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    """``value`` as it may be quoted in one line: its first ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}..."
+
+
+def onnx_metadata(meta: Mapping[str, str], path: str | Path) -> tuple[list[str], str, int | None]:
+    """The class names, data set and box size (``None``: not given) an ONNX file's metadata
+    gives, each checked: a ``UserError`` naming the bad key."""
+    if not meta.get("classes") or not meta.get("dataset"):
+        raise UserError(f"{path} has no class names in its metadata: export it with export.py")
+    try:
+        classes = json.loads(meta["classes"])
+    except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
+        shown = _shown(meta["classes"])
+        raise _refused(path, f"its metadata classes={shown} is not JSON") from None
+    if (
+        not isinstance(classes, list)
+        or not 2 <= len(classes) <= MAX_CLASSES
+        or not all(isinstance(name, str) for name in classes)
+    ):
+        raise _refused(
+            path,
+            f"its metadata classes={_shown(meta['classes'])} is not a JSON list of 2 to "
+            f"{MAX_CLASSES:,} class names",
+        )
+    box = meta.get("box_size")
+    if box is None:
+        return classes, meta["dataset"], None
+    # the range predict.py's preprocess.box_size takes: the box must fit in the 28x28 input
+    if not (box.isascii() and box.isdigit() and 1 <= int(box) <= 28):
+        raise _refused(
+            path, f"its metadata box_size={_shown(box)} is not a whole number from 1 to 28"
+        )
+    return classes, meta["dataset"], int(box)
+
+
+def checked_input(session: Any, path: str | Path) -> str:
+    """The name of the session's one input, checked to be float32 ``[batch, 1, 28, 28]`` with
+    any batch size (a named dimension: predict.py sends many images at once)."""
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise _refused(path, f"it takes {len(inputs)} inputs, not one (pixels)")
+    (pixels,) = inputs
+    shape = list(pixels.shape or [])
+    fixed_ok = len(shape) == 4 and all(
+        not isinstance(d, int) or d == want for d, want in zip(shape[1:], INPUT_SHAPE, strict=True)
+    )
+    if pixels.type != "tensor(float)" or not fixed_ok or isinstance(shape[0], int):
+        shown = ", ".join("batch" if d is None else str(d) for d in shape)
+        raise _refused(
+            path,
+            f"its input is {pixels.type} [{shown}], not tensor(float) [batch, 1, 28, 28] with "
+            "any batch size",
+        )
+    return str(pixels.name)
+
+
+def check_output(run: Callable[[np.ndarray], np.ndarray], classes: int, path: str | Path) -> None:
+    """Run the model on two blank images: it must answer one float logit per class each.
+
+    Run rather than read from the file: a declared output shape may be named dimensions, or
+    not what the graph computes.
+    """
+    try:
+        logits = run(np.zeros((2, *INPUT_SHAPE), dtype=np.float32))
+    except Exception as err:  # onnxruntime raises its own exception types
+        raise _refused(
+            path, f"it fails on two blank images ({type(err).__name__}: {first_line(err)})"
+        ) from None
+    if logits.shape != (2, classes) or not np.issubdtype(logits.dtype, np.floating):
+        raise _refused(
+            path,
+            f"its output for 2 images is {logits.dtype} {list(logits.shape)}, not float "
+            f"[2, {classes}] (one logit for each of the {classes} classes in its metadata)",
+        )
 
 
 def checkpoint_predictor(

@@ -11,6 +11,7 @@ file. Nothing here imports torch or FastAPI.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
@@ -70,11 +71,46 @@ def model_command_line(argv: Sequence[str], logs: Path) -> list[str]:
 
 
 def check_serve(cfg: DictConfig) -> Path:
-    """What ``serve.py`` refuses before the server loads: a config value, a missing extra, a
-    file it cannot serve. Returns the file to serve (``served_file``)."""
+    """What ``serve.py`` refuses before the server loads: a config value, more workers than
+    CPUs, a missing extra, a file it cannot serve. Returns the file to serve (``served_file``).
+    (More workers than memory holds is refused once the model is loaded: ``check_worker_memory``.)
+    """
     check(cfg, ServeOptions, required=("paths",))
-    require_extra("serve", "fastapi", "uvicorn")
+    check_worker_cpus(cfg.workers, usable_cpus())
+    require_extra("serve", "fastapi", "uvicorn", "psutil")
     return served_file(cfg)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity (``taskset``, a container's cpuset), which
+    may be fewer than the machine has; the machine's count where there is no affinity (macOS)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def check_worker_cpus(workers: int, cpus: int) -> None:
+    """Refuse more workers than CPUs: a worker is a process with its own copy of the model, and
+    one per CPU already keeps them all busy, so more only take memory (1,000 took all of it)."""
+    if workers > cpus:
+        raise UserError(
+            f"workers={workers} is more than the {cpus} CPU(s) this process may use: pass "
+            f"workers={cpus} or fewer"
+        )
+
+
+def check_worker_memory(workers: int, per_worker: int, available: int) -> None:
+    """Refuse more workers than ``available`` bytes of memory hold at ``per_worker`` bytes each
+    (the serving process's own size with its model loaded, which each worker repeats). One
+    worker is the serving process itself, already loaded: never refused."""
+    fits = available // max(per_worker, 1)
+    if workers > 1 and workers > fits:
+        raise UserError(
+            f"workers={workers} would take about {workers * per_worker / 2**30:.1f} GiB "
+            f"({per_worker / 2**20:,.0f} MiB each, a copy of the model and the server), over "
+            f"the {available / 2**30:.1f} GiB of memory available: pass workers={max(fits, 1)} "
+            "or fewer, or free some memory"
+        )
 
 
 def served_file(cfg: DictConfig) -> Path:
@@ -99,6 +135,7 @@ class ServeLimits(Node):
     max_body_bytes: Annotated[int, Field(ge=1024)]
     max_pixels: Annotated[int, Field(ge=28 * 28)]
     max_batch: Count
+    max_request_pixels: Annotated[int, Field(ge=28 * 28)]
 
 
 class ServeOptions(Options):

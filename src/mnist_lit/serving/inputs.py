@@ -1,6 +1,7 @@
 """What one request sends, read and refused in one line: the body limit (413 before an
-oversized body is read), the image files of a raw body, a form or JSON, and each image prepared
-for the model with its pixel count checked before it is decoded (400 for anything else wrong).
+oversized body is read), the image files of a raw body, a form or JSON, the pixels of all its
+images together (413 over the limit of a request) and each image prepared for the model with its
+pixel count checked before it is decoded (400 for anything else wrong).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Limits:
     max_body_bytes: int = 4 * 2**20
     max_pixels: int = 4_000_000
     max_batch: int = 64
+    max_request_pixels: int = 8_000_000
 
 
 class BadRequest(Exception):
@@ -81,22 +83,52 @@ class BodyLimit:
 # ----------------------------------------------------------------------------- reading images
 
 
-def check_pixels(data: bytes, max_pixels: int) -> None:
-    """Refuse an image with over ``max_pixels`` from its header, before decoding it."""
-    size: tuple[int, int] | None
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """An image file's ``(width, height)`` from its header, nothing decoded; ``None`` when it
+    has so many pixels that PIL refuses to say how many. ``ValueError`` when it is no image
+    PIL knows (``prepare`` then says what is wrong with it)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            size = Image.open(io.BytesIO(data)).size
-    except Image.DecompressionBombError:  # so many pixels that PIL refuses to say how many
-        size = None
-    except Exception:  # not an image PIL knows: prepare() says what is wrong with it
+            return Image.open(io.BytesIO(data)).size
+    except Image.DecompressionBombError:
+        return None
+    except Exception as err:
+        raise ValueError(first_line(err)) from None
+
+
+def check_pixels(data: bytes, max_pixels: int) -> None:
+    """Refuse an image with over ``max_pixels`` from its header, before decoding it."""
+    try:
+        size = image_size(data)
+    except ValueError:  # not an image PIL knows: prepare() says what is wrong with it
         return
     if size is None or size[0] * size[1] > max_pixels:
         shown = f"{size[0]}x{size[1]}" if size else "far too large"
         raise BadRequest(
             f"the image is {shown}, over the limit of {max_pixels:,} pixels (a decompression "
             "bomb?): send a smaller image"
+        )
+
+
+def check_request_pixels(images: list[bytes], limits: Limits) -> None:
+    """413 for a request whose images have over ``max_request_pixels`` in all, from their
+    headers: preparing an image takes time in proportion to its pixels (about 40 ms a million
+    on one core), so this bounds the time one request holds a worker. An image refused on its
+    own (not an image, over ``max_pixels``) is never decoded and does not count."""
+    total = 0
+    for data in images:
+        try:
+            size = image_size(data)
+        except ValueError:
+            continue
+        if size is not None and size[0] * size[1] <= limits.max_pixels:
+            total += size[0] * size[1]
+    if total > limits.max_request_pixels:
+        raise BadRequest(
+            f"the request's images have {total:,} pixels in all, over the limit of "
+            f"{limits.max_request_pixels:,} per request: send fewer or smaller images",
+            413,
         )
 
 
@@ -141,6 +173,8 @@ def json_images(body: bytes) -> tuple[list[bytes], bool]:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as err:
         raise BadRequest(f"malformed JSON: {first_line(err)}") from None
+    except RecursionError:  # json's parser recurses per level: [[[[... a few kB deep stops it
+        raise BadRequest("malformed JSON: nested too deeply") from None
     if isinstance(payload, dict) and isinstance(payload.get("image"), str):
         encoded, batch = [payload["image"]], False
     elif isinstance(payload, dict) and isinstance(payload.get("images"), list):

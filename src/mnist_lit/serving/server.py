@@ -10,23 +10,33 @@
 - ``GET /``: ``static/index.html``, a canvas to draw on (no file from another site).
 
 Every image goes through ``Predictor.prepare``, the very preprocessing of ``predict.py``. Bad
-input is answered, never raised (``inputs.py``): a body over ``max_body_bytes`` is 413 before it
-is read; not an image, too many pixels, no digit, malformed JSON or form data is 400 with
-``{"error": "<one line>"}``. Each worker process runs its requests one at a time on the event
-loop: preparing and classifying an image takes about a millisecond, less than handing it to a
-thread would.
+input is answered, never raised (``inputs.py``): a body over ``max_body_bytes``, or images over
+``max_request_pixels`` in all, is 413 before they are read or decoded; not an image, too many
+pixels, no digit, malformed JSON or form data is 400 with ``{"error": "<one line>"}``. The event
+loop reads requests and answers; preparing and classifying a request's images runs on a thread
+(``WORK_THREADS`` at a time), so a large batch does not hold up ``/health`` or the requests
+behind it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
+import signal
 import socket
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -37,7 +47,15 @@ from starlette.exceptions import HTTPException
 from mnist_lit.errors import UserError
 from mnist_lit.export import ONNX_SUFFIX
 from mnist_lit.export.predictors import Predictor, describe, load_predictor, top_classes
-from mnist_lit.serving.inputs import BadRequest, BodyLimit, Limits, prepared_image, request_images
+from mnist_lit.serving import check_worker_memory
+from mnist_lit.serving.inputs import (
+    BadRequest,
+    BodyLimit,
+    Limits,
+    check_request_pixels,
+    prepared_image,
+    request_images,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +63,12 @@ STATIC_DIR = Path(__file__).parent / "static"
 #: how ``serve`` tells each uvicorn worker process what to load (they import this module anew)
 SETTINGS_ENV = "MNIST_LIT_SERVE_SETTINGS"
 TOP_K = 3
+#: requests a worker prepares and classifies at once, each on a thread: two, so one large
+#: request leaves a thread to the small ones; more would share the worker's one core all the
+#: same and multiply the images in memory at once
+WORK_THREADS = 2
+#: prctl's option that has the kernel signal a process when its parent exits (linux/prctl.h)
+PR_SET_PDEATHSIG = 1
 
 
 # ----------------------------------------------------------------------------- answers
@@ -66,15 +90,50 @@ def result(predictor: Predictor, probabilities: np.ndarray, pixels: np.ndarray) 
     }
 
 
+def answer(
+    predictor: Predictor, images: list[bytes], batch: bool, limits: Limits
+) -> dict[str, Any]:
+    """Prepare and classify a request's images (on a worker thread): one result, or for a
+    batch ``{"predictions": [...]}`` with ``{"error": ...}`` in place of an image refused."""
+    check_request_pixels(images, limits)
+    if not batch:
+        pixels = prepared_image(predictor, images[0], limits)
+        return result(predictor, predictor.probabilities(pixels[None])[0], pixels)
+    prepared: list[np.ndarray | str] = []
+    for data in images:
+        try:
+            prepared.append(prepared_image(predictor, data, limits))
+        except BadRequest as err:
+            prepared.append(str(err))
+    good = [p for p in prepared if isinstance(p, np.ndarray)]
+    probabilities = iter(predictor.probabilities(np.stack(good)) if good else [])
+    return {
+        "predictions": [
+            result(predictor, next(probabilities), p) if isinstance(p, np.ndarray) else {"error": p}
+            for p in prepared
+        ]
+    }
+
+
 def create_app(predictor: Predictor, limits: Limits | None = None) -> FastAPI:
     """The app serving ``predictor`` (an in-process ``TestClient`` can drive it too)."""
     limits = limits or Limits()
+    work: dict[str, anyio.CapacityLimiter] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # made in the event loop that uses it: a limiter belongs to one (older anyio cannot
+        # make one outside a loop at all)
+        work["threads"] = anyio.CapacityLimiter(WORK_THREADS)
+        yield
+
     app = FastAPI(
         title="mnist-lit",
         description="Classify a handwritten digit (or a Fashion-MNIST product) image.",
         # FastAPI's pages of the API load their scripts from a CDN: none, so nothing needs one
         docs_url=None,
         redoc_url=None,
+        lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
 
@@ -100,25 +159,10 @@ def create_app(predictor: Predictor, limits: Limits | None = None) -> FastAPI:
                 f"{len(images)} images in one request, over the limit of {limits.max_batch}: "
                 "send fewer"
             )
-        if not batch:
-            pixels = prepared_image(predictor, images[0], limits)
-            return result(predictor, predictor.probabilities(pixels[None])[0], pixels)
-        prepared: list[np.ndarray | str] = []
-        for data in images:
-            try:
-                prepared.append(prepared_image(predictor, data, limits))
-            except BadRequest as err:
-                prepared.append(str(err))
-        good = [p for p in prepared if isinstance(p, np.ndarray)]
-        probabilities = iter(predictor.probabilities(np.stack(good)) if good else [])
-        return {
-            "predictions": [
-                result(predictor, next(probabilities), p)
-                if isinstance(p, np.ndarray)
-                else {"error": p}
-                for p in prepared
-            ]
-        }
+        # off the event loop: decoding a large image takes a good part of a second
+        return await anyio.to_thread.run_sync(
+            answer, predictor, images, batch, limits, limiter=work["threads"]
+        )
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
@@ -134,7 +178,33 @@ def create_app(predictor: Predictor, limits: Limits | None = None) -> FastAPI:
 def app_from_environment() -> FastAPI:
     """The app of one uvicorn worker, built from what ``serve`` put in ``SETTINGS_ENV``."""
     settings = json.loads(os.environ[SETTINGS_ENV])
+    end_with_parent(settings["parent"])  # first: loading the model takes a while
     return create_app(loaded(Path(settings["model"])), Limits(**settings["limits"]))
+
+
+def end_with_parent(parent: int) -> None:
+    """End this worker process when ``parent`` (``serve.py``) ends, however it ends.
+
+    uvicorn's supervisor stops its workers on Ctrl-C or SIGTERM, but a SIGKILL or a crash of
+    ``serve.py`` tells them nothing: they would serve on, orphaned, each with its model. On Linux
+    the kernel sends this process SIGKILL when its parent exits (``prctl(PR_SET_PDEATHSIG)``,
+    as no thread of ours needs to be scheduled for it); elsewhere a thread checks the parent
+    once a second. SIGKILL, not SIGTERM: with no supervisor left, nothing should wait on an
+    orderly shutdown (which a client sending slowly can hold open indefinitely).
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)  # the C library this process runs on
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
+            if os.getppid() != parent:  # it ended before the signal was asked for
+                os.kill(os.getpid(), signal.SIGKILL)
+            return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
 
 
 def loaded(model: Path) -> Predictor:
@@ -149,10 +219,15 @@ def loaded(model: Path) -> Predictor:
 def serve(cfg: DictConfig, model: Path) -> None:
     """Serve ``model`` (``served_file(cfg)``) on ``cfg.host``:``cfg.port`` until Ctrl-C or
     SIGTERM."""
+    import psutil
     import uvicorn
 
     limits = Limits(**cfg.limits)
     predictor = loaded(model)  # a bad file: one line, before listening
+    # this process holds what a worker will (the modules, the model): its size is a worker's
+    check_worker_memory(
+        cfg.workers, psutil.Process().memory_info().rss, psutil.virtual_memory().available
+    )
     print(
         f"[mnist-lit] serving {model} ({predictor.dataset}, {len(predictor.classes)} classes, "
         f"{'onnxruntime' if model.suffix.lower() == ONNX_SUFFIX else 'torch'}) at "
@@ -163,7 +238,8 @@ def serve(cfg: DictConfig, model: Path) -> None:
     if cfg.workers == 1:
         app: FastAPI | str = create_app(predictor, limits)
     else:  # each worker process builds its own app: uvicorn imports it by name
-        os.environ[SETTINGS_ENV] = json.dumps({"model": str(model), "limits": asdict(limits)})
+        settings = {"model": str(model), "limits": asdict(limits), "parent": os.getpid()}
+        os.environ[SETTINGS_ENV] = json.dumps(settings)
         app = "mnist_lit.serving.server:app_from_environment"
     uvicorn.run(
         app,
