@@ -12,14 +12,12 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import cast
 
 import lightning as L
 import torch
 from filelock import FileLock, Timeout
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
 
+from mnist_lit.callbacks.cpu_threads import cpu_allowance, parallel_jobs
 from mnist_lit.cli import JOB_DIR_ENV, accept_resumed_config
 from mnist_lit.errors import INTERRUPTED, UserError
 
@@ -93,21 +91,14 @@ def processes_of_this_job(trainer: L.Trainer, output_dir: Path) -> Iterator[None
 
 
 def share_cpu_cores(trainer: L.Trainer) -> None:
-    """Each process that trains here gets its share of the cores: the jobs a parallel launcher
-    runs side by side, times the DDP ranks of each (2 ranks on 2 cores: 1 thread each)."""
+    """Each process that trains here gets its share of the CPUs it may use (``cpu_allowance``):
+    the jobs a parallel launcher runs side by side, times the DDP ranks of each (2 ranks on 2
+    cores: 1 thread each), also in the ranks it starts (``OMP_NUM_THREADS``)."""
     cluster = getattr(trainer.strategy, "cluster_environment", None)
     if cluster is not None and cluster.creates_processes_externally:
         return  # a launcher (torchrun, SLURM) gave each rank its count
     processes = parallel_jobs() * trainer.num_devices
     if processes > 1 and not (processes == trainer.num_devices and "OMP_NUM_THREADS" in os.environ):
-        threads = max(1, (os.cpu_count() or 1) // processes)
+        threads = max(1, cpu_allowance() // processes)
         torch.set_num_threads(threads)
         os.environ["OMP_NUM_THREADS"] = str(threads)  # what the DDP ranks it starts inherit
-
-
-def parallel_jobs() -> int:
-    """How many jobs the Hydra launcher runs side by side on this machine (``n_jobs``)."""
-    if not HydraConfig.initialized():
-        return 1
-    n_jobs = OmegaConf.select(cast(DictConfig, HydraConfig.get()), "launcher.n_jobs")
-    return n_jobs if isinstance(n_jobs, int) and n_jobs > 1 else 1

@@ -82,6 +82,7 @@ def train(cfg: DictConfig) -> float | None:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         startup = next((c for c in trainer.callbacks if isinstance(c, StartupTime)), None)  # type: ignore[attr-defined]
         fit: dict[str, Any] = {
+            "threads": torch.get_num_threads(),  # the CPU threads it ended with (cpu_threads)
             "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
             "fit_seconds": round(time.perf_counter() - started, 2),
             "startup_seconds": round(startup.seconds, 2) if startup and startup.seconds else None,
@@ -107,6 +108,7 @@ def train(cfg: DictConfig) -> float | None:
         "epochs": trainer.current_epoch,
         "fit_seconds": fit["fit_seconds"],
         "startup_seconds": fit["startup_seconds"],
+        "threads": fit["threads"],
         "best_ckpt": best_ckpt,
     }
     atomic_write_bytes(output_dir / RESULTS_FILE, json.dumps(summary, indent=2).encode())
