@@ -12,12 +12,14 @@ target and writes the report (report.py):
 4. test-set images/s through ``trainer.test``, and the peak RSS of a 1-epoch default run;
 5. start-up: each command's wall time (``--help``, refused command lines, predict on the ONNX
    file and on the checkpoint, ``debug=fast_dev_run``) beside the bare ``import torch`` /
-   ``import lightning`` floor and its peak RSS, measured in the same run (startup.py).
+   ``import lightning`` floor and its peak RSS, measured in the same run (startup.py);
+6. a machine that isn't idle: ``experiment=fast`` and the pytorch/examples pipeline idle, beside
+   one busy core and beside two busy processes (contention.py).
 
-``python benchmarks/bench.py [--quick] [--out DIR] [--examples-workers N]`` prints the tables
-(markdown) and writes them to ``DIR/bench.md`` with every raw figure in ``DIR/bench.json``
-(default ``logs/bench/<time>/``). ``--quick`` does a few batches of each, for the test suite: its
-figures mean nothing. The methodology: benchmarks/README.md.
+``python benchmarks/bench.py [--quick] [--out DIR] [--examples-workers N] [--baseline]`` prints
+the tables (markdown) and writes them to ``DIR/bench.md`` with every raw figure in
+``DIR/bench.json`` (default ``logs/bench/<time>/``). ``--quick`` does a few batches of each, for
+the test suite: its figures mean nothing. The methodology: benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from contention import measure_contention
 from pipelines import (
     DATA_DIR,
     EXAMPLES_WORKERS,
@@ -198,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
         help="DataLoader workers of the pytorch/examples side (default: %(default)s, as it runs "
         "on the CPU)",
     )
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="part 6 also runs the project with torch's own thread count (callbacks.cpu_threads="
+        "null), as before the thread policy (minutes more under load)",
+    )
     args = parser.parse_args(argv)
 
     plan = replace(QUICK if args.quick else FULL, examples_workers=args.examples_workers)
@@ -228,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     results["memory"] = measure_eval_and_memory(plan, work_dir)
     best_ckpt = results["memory"]["default_run"]["best_ckpt"]
     results["startup"] = measure_startup_part(plan, best_ckpt, work_dir)
+    say("part 6: training beside busy processes (idle, one busy core, two)")
+    results["contention"] = measure_contention(
+        DATA_DIR, work_dir / "contention", plan.quick, args.baseline, say
+    )
     env["load_end"] = os.getloadavg()[0]
     env["torch_threads_end"] = torch.get_num_threads()
     results["seconds"] = (datetime.now() - started).total_seconds()

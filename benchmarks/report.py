@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from contention import render_contention
 from pipelines import (
     EXAMPLES_SEED,
     EXAMPLES_SHUFFLE,
@@ -60,6 +61,32 @@ def checks(results: dict[str, Any]) -> list[Check]:
     )
     if "startup" in results:
         found += startup_checks(results["startup"], run)
+    if "contention" in results:
+        found += contention_checks(results["contention"])
+    return found
+
+
+def contention_checks(contention: dict[str, Any]) -> list[Check]:
+    """Part 6's targets: the project's slowdown under each load, and its lead kept."""
+    loads = contention["loads"]
+    found = [
+        Check(
+            f"experiment=fast fit, {load} / idle",
+            f"{loads[load]['project_slowdown']:.2f}x",
+            f"<= {limit:g}x",
+            loads[load]["project_slowdown"] <= limit,
+        )
+        for load, limit in (("one busy core", 2.5), ("two busy processes", 3.5))
+    ]
+    idle, busy = loads["idle"]["examples_over_project"], loads["one busy core"]
+    found.append(
+        Check(
+            "one busy core: examples / project seconds, against idle's",
+            f"{busy['examples_over_project']:.2f} (idle {idle:.2f})",
+            ">= idle's",
+            busy["examples_over_project"] >= idle,
+        )
+    )
     return found
 
 
@@ -193,6 +220,9 @@ def render(
     )
     if "startup" in results:
         lines += startup_section(results["startup"], run)
+    if "contention" in results:
+        lines += ["", "## A machine that isn't idle (part 6: benchmarks/contention.py)", ""]
+        lines += render_contention(results["contention"])
     lines += ["", "## Targets", ""]
     lines += table(
         ["check", "measured", "target", ""],

@@ -27,6 +27,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from mnist_lit.callbacks.cpu_threads import CPUThreads
 from mnist_lit.callbacks.training import StartupTime
 from mnist_lit.classifier import LitClassifier
 from mnist_lit.cli import (
@@ -82,7 +83,10 @@ def train(cfg: DictConfig) -> float | None:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         startup = next((c for c in trainer.callbacks if isinstance(c, StartupTime)), None)  # type: ignore[attr-defined]
         fit: dict[str, Any] = {
-            "threads": torch.get_num_threads(),  # the CPU threads it ended with (cpu_threads)
+            "threads": next(  # the CPU threads it trained with at the end (cpu_threads)
+                (c.used for c in trainer.callbacks if isinstance(c, CPUThreads) and c.used),  # type: ignore[attr-defined]
+                torch.get_num_threads(),
+            ),
             "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
             "fit_seconds": round(time.perf_counter() - started, 2),
             "startup_seconds": round(startup.seconds, 2) if startup and startup.seconds else None,

@@ -25,13 +25,15 @@ BENCH = BENCHMARKS / "bench.py"
 #: 2 x (pipeline ratio, Lightning overhead), time to 99 %, peak RSS, 7 commands answered without
 #: torch, predict on a checkpoint, first step (default run over the floor, and fast_dev_run's
 #: median against the 4 s aim), fast_dev_run, memory added. The project's share of a step is a
-#: reported figure, not a check.
-N_CHECKS = 18
+#: reported figure, not a check. Part 6: the slowdown beside one busy core and beside two busy
+#: processes, and the lead over pytorch/examples kept under load.
+N_CHECKS = 21
 SECTIONS = (
     "## Training throughput",
     "## Time to 99.0 % test accuracy",
     "## Evaluation and memory",
     "## Start-up",
+    "## A machine that isn't idle",
     "## Targets",
     "## How it was measured",
 )
@@ -143,6 +145,10 @@ def test_quick_bench_writes_every_table(tmp_path: Path) -> None:
     # each fast_dev_run's launch to first step, from its own run dir
     assert len(startup["fast_dev_run_startup_runs_s"]) == startup["repeats"]
     assert startup["fast_dev_run_startup_s"] > 0
+    loads = results["contention"]["loads"]
+    assert list(loads) == ["idle", "one busy core", "two busy processes"]
+    assert all(row["project_s"] > 0 and row["examples_s"] > 0 for row in loads.values())
+    assert loads["idle"]["project_slowdown"] == 1.0
 
 
 @pytest.mark.usefixtures("mnist_data_dir")

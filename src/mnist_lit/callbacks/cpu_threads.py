@@ -164,10 +164,14 @@ class CPUThreads(L.Callback):
         self.share = 1
         self.load: CoreLoad | None = None
         self.warned = False
+        self.before: int | None = None
+        #: the count training ended with (metrics.json's ``threads``)
+        self.used: int | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit" or trainer.accelerator.__class__.__name__ != "CPUAccelerator":
             return
+        self.before = torch.get_num_threads()
         processes = parallel_jobs() * trainer.num_devices
         self.share = max(1, cpu_allowance() // processes)
         if self.threads != "auto":
@@ -203,6 +207,13 @@ class CPUThreads(L.Callback):
                 current,
                 wanted,
             )
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """The process as it was: a notebook or a benchmark fits again in the same process."""
+        if stage == "fit" and self.before is not None:
+            self.used = torch.get_num_threads()
+            torch.set_num_threads(self.before)
+            self.before, self.load = None, None
 
     def state_dict(self) -> dict[str, Any]:
         return {"threads": torch.get_num_threads()}
