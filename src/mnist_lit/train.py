@@ -292,6 +292,14 @@ def print_config(cfg: DictConfig, save_to: Path) -> None:
 
 def quiet_known_noise() -> None:
     """Hide library messages that say nothing about this run."""
+    # `import lightning` gives its logger a console handler of its own and lets records go on to
+    # the root's too: under Hydra (whose handlers log to the console and train.log) each INFO
+    # line would be printed twice
+    if logging.getLogger().hasHandlers():
+        lightning_logger = logging.getLogger("lightning")
+        for handler in list(lightning_logger.handlers):
+            if type(handler) is logging.StreamHandler:
+                lightning_logger.removeHandler(handler)
     # Lightning advertises a cloud logger at every start
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         lambda record: "litlogger" not in record.getMessage()

@@ -125,6 +125,8 @@ def test_cli_run_and_multirun(tmp_path: Path, mnist_data_dir: Path) -> None:
     assert len(runs) == 1
     assert (runs[0] / ".hydra" / "config.yaml").is_file() and (runs[0] / "train.log").is_file()
     assert "[mnist-lit] model=mlp test/acc=" in single.stdout
+    output = single.stdout + single.stderr
+    assert output.count("Seed set to 42") == 1  # each of Lightning's INFO lines once
 
     sweep = run_cli(
         "train.py",
