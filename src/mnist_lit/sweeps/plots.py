@@ -125,13 +125,15 @@ def render_study_plots(sweep_dir: Path, metric: str) -> list[Path]:
 @contextmanager
 def optuna_view() -> Iterator[None]:
     """Within: Optuna's matplotlib views draw without changing the global style (they set
-    ggplot's) and without their "experimental" warning."""
+    ggplot's) and without warnings that need no action ("experimental", a flat axis)."""
     import matplotlib
     import optuna
 
     _pyplot()
     with matplotlib.rc_context(), warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # a param with one value so far (two trials, the same choice) has a flat axis: fine
+        warnings.filterwarnings("ignore", "Attempting to set identical low and high ylims")
         yield
 
 
