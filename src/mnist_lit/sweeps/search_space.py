@@ -10,7 +10,8 @@
   or ``shuffle(range(...))``, is a choice of the numbers it lists.
 
 Any other override (``model=mlp``, ``+trainer.limit_train_batches=40``) is passed as written to
-every trial. The same grammar and meanings as hydra-optuna-sweeper's, which this replaces.
+every trial. The grammar hydra-optuna-sweeper took, which this replaces (its ranges included
+``stop``; a range of floats was a stepped float there).
 """
 
 from __future__ import annotations
