@@ -118,9 +118,9 @@ def train(cfg: DictConfig) -> float | None:
     atomic_write_bytes(output_dir / RESULTS_FILE, json.dumps(summary, indent=2).encode())
     finish_logging(trainer.loggers, cfg, metrics, step=trainer.global_step)
     model_name = HydraConfig.get().runtime.choices.get("model") if HydraConfig.initialized() else ""
+    tested = f"test/acc={test_metrics['test/acc']:.4f} " if "test/acc" in test_metrics else ""
     print(
-        f"[mnist-lit] model={model_name} "
-        f"test/acc={test_metrics.get('test/acc', float('nan')):.4f} "
+        f"[mnist-lit] model={model_name} {tested}"
         f"{cfg.optimized_metric}={optimized if optimized is None else round(optimized, 4)} "
         f"best_ckpt={best_ckpt or '(none saved)'} run_dir={output_dir}"
     )

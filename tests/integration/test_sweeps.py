@@ -16,17 +16,19 @@ import yaml
 from mnist_lit.config import PROJECT_ROOT
 
 from ..conftest import QUICK, error_line, run_cli
+from .dashboard import dashboard_trials
 
 #: a job in seconds: few batches, no progress bar, no test unless asked
 SWEEP_QUICK = [o for o in QUICK if "progress" not in o]
 
 
-def run_sweep(log_dir: Path, *overrides: str) -> Path:
-    """Run ``python train.py <overrides>`` (quick jobs, logs under ``log_dir``); its sweep dir."""
+def run_sweep(log_dir: Path, *overrides: str) -> tuple[Path, str]:
+    """Run ``python train.py <overrides>`` (quick jobs, logs under ``log_dir``); its sweep dir
+    and what it printed."""
     result = run_cli("train.py", *overrides, *SWEEP_QUICK, f"paths.log_dir={log_dir}", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = (log_dir / "train" / "multiruns").iterdir()
-    return sweep
+    return sweep, result.stdout
 
 
 def job_metrics(sweep: Path) -> dict[str, dict]:
@@ -39,35 +41,73 @@ def job_metrics(sweep: Path) -> dict[str, dict]:
 
 @pytest.mark.slow
 def test_parallel_launcher_runs_jobs_side_by_side(tmp_path: Path, mnist_data_dir: Path) -> None:
-    sweep = run_sweep(tmp_path, "-m", "hydra/launcher=parallel", "model=mlp", "seed=1,2")
+    sweep, _ = run_sweep(tmp_path, "-m", "hydra/launcher=parallel", "model=mlp", "seed=1,2")
     metrics = job_metrics(sweep)
     assert sorted(metrics) == ["0", "1"]
     assert metrics["0"]["val/acc_best"] != metrics["1"]["val/acc_best"]  # two seeds
     assert "2 of 2 jobs finished" in (sweep / "report.md").read_text()
 
 
+SEARCH_SPACE = {
+    "optimizer.lr",
+    "optimizer.weight_decay",
+    "model.dropout",
+    "model.batchnorm",
+    "model.width",
+}
+
+
 @pytest.mark.slow
 def test_optuna_search_returns_the_best_trial(tmp_path: Path, mnist_data_dir: Path) -> None:
-    sweep = run_sweep(tmp_path, "hparams_search=optuna", "model=mlp", "hydra.sweeper.n_trials=3")
+    """A 3-trial search, 2 trials at a time: the best trial, the report with every Optuna view,
+    no nan test accuracy printed (trials are not tested), and the study as the current
+    optuna-dashboard serves it."""
+    sweep, out = run_sweep(
+        tmp_path,
+        "hparams_search=optuna",
+        "model=mlp",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.n_jobs=2",
+    )
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     values = {name: m["val/acc_best"] for name, m in job_metrics(sweep).items()}
     assert len(values) == 3
     assert best["best_value"] == pytest.approx(max(values.values()))
-    assert set(best["best_params"]) == {
-        "optimizer.lr",
-        "optimizer.weight_decay",
-        "model.dropout",
-        "model.batchnorm",
-        "model.width",
-    }
+    assert set(best["best_params"]) == SEARCH_SPACE
     report = (sweep / "report.md").read_text()
     assert "Sorted by val/acc_best" in report and "3 of 3 jobs finished" in report
+    for view in ("optimization_history", "param_importances", "parallel_coordinate"):
+        assert (sweep / f"{view}.png").stat().st_size > 1000, view
+    summaries = [line for line in out.splitlines() if line.startswith("[mnist-lit] model=")]
+    assert len(summaries) == 3 and not any("test/acc" in line for line in summaries), out
+
+    trials = dashboard_trials(
+        f"sqlite:///{tmp_path / 'optuna' / 'train_optuna.db'}", "train_optuna"
+    )
+    assert [t["state"] for t in trials] == ["Complete"] * 3
+    assert sorted(t["values"][0] for t in trials) == pytest.approx(sorted(values.values()))
+    assert all({p["name"] for p in t["params"]} == SEARCH_SPACE for t in trials)
+
+
+def test_a_study_file_that_is_not_a_database_is_one_line(tmp_path: Path) -> None:
+    """Before any trial: the file is named, with the fix (exit 2), and left as it was."""
+    study_file = tmp_path / "optuna" / "train_optuna.db"
+    study_file.parent.mkdir()
+    study_file.write_text("not a database\n")
+    result = run_cli(
+        "train.py", "hparams_search=optuna", "model=mlp", *SWEEP_QUICK, f"paths.log_dir={tmp_path}"
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = error_line(result.stderr, alone=False)
+    assert f"the Optuna study file {study_file} cannot be read (file is not a database)" in line
+    assert "move it away" in line and "hydra.sweeper.study_name=<name>" in line
+    assert study_file.read_text() == "not a database\n"
 
 
 @pytest.mark.slow
 def test_ablation_report_states_the_effects(tmp_path: Path, mnist_data_dir: Path) -> None:
     """The ablation grid cut to one model and two seeds: 8 jobs, and its report's effects."""
-    sweep = run_sweep(tmp_path, "experiment=ablation", "model=mlp", "seed=1,2")
+    sweep, _ = run_sweep(tmp_path, "experiment=ablation", "model=mlp", "seed=1,2")
     report = (sweep / "report.md").read_text()
     assert "8 of 8 jobs finished" in report
     assert "## Configs (mean ± std over seeds)" in report

@@ -219,3 +219,38 @@ def test_without_the_sweeps_extra_a_study_report_is_one_line(
     assert out.count("\n") == 1 and out.startswith("[mnist-lit] no sweep report: ")
     assert "optuna" in out and "pip install -e '.[sweeps]'" in out
     assert not (ablation / "report.md").exists()
+
+
+def test_an_optuna_studys_report_draws_every_optuna_view(tmp_path: Path) -> None:
+    """A study of 6 completed trials and a failed one: Optuna's history, parameter importances
+    and parallel coordinates are drawn, and the importances count the completed trials only."""
+    import optuna
+
+    from mnist_lit.sweeps.plots import importances_figure
+    from mnist_lit.sweeps.studies import open_storage, resume_study
+
+    storage = f"sqlite:///{tmp_path / 'search.db'}"
+    study = optuna.create_study(
+        study_name="search", storage=open_storage(storage), direction="maximize"
+    )
+    sweep = tmp_path / "sweep"
+    resume_study(study, storage, ["hparams_search=optuna"], 7, sweep)
+    for number in range(7):
+        trial = study.ask()
+        lr = trial.suggest_float("optimizer.lr", 1e-4, 1e-2, log=True)
+        batchnorm = trial.suggest_categorical("model.batchnorm", [True, False])
+        sampled = [f"optimizer.lr={lr}", f"model.batchnorm={batchnorm}"]
+        if number == 3:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            (sweep / "3" / ".hydra").mkdir(parents=True)
+            (sweep / "3" / ".hydra" / "overrides.yaml").write_text("[]\n")
+            continue
+        study.tell(trial, 0.9 + lr + 0.01 * batchnorm)
+        make_job(sweep, number, sampled, seed=42, test=0.9, val=0.9 + lr)
+
+    write_report(sweep)
+    for view in ("optimization_history", "param_importances", "parallel_coordinate"):
+        assert (sweep / f"{view}.png").stat().st_size > 1000, view
+    fig = importances_figure(study, "val/acc_best")
+    titles = [fig.axes[0].get_title(loc) for loc in ("left", "center", "right")]
+    assert titles == ["Parameter importances, 6 completed trials", "", ""]

@@ -5,17 +5,18 @@ search space for any model, and the sweeper Hydra builds from it, with or withou
 from __future__ import annotations
 
 import importlib.util
+import sqlite3
 from pathlib import Path
 
 import optuna
 import pytest
 import yaml
-from hydra.core.config_store import ConfigStore
 from hydra.core.plugins import Plugins
 from hydra.types import HydraContext
 from optuna.trial import TrialState
 
 from mnist_lit.errors import UserError
+from mnist_lit.sweeps import studies
 from mnist_lit.sweeps.jobs import load_jobs
 from mnist_lit.sweeps.studies import (
     STUDY_FILE,
@@ -26,6 +27,7 @@ from mnist_lit.sweeps.studies import (
     open_storage,
     resume_study,
     sqlite_file,
+    study_errors,
 )
 
 from ..conftest import compose_config
@@ -53,7 +55,6 @@ def _run_trial(study: optuna.Study, finish: bool = True) -> optuna.trial.Trial:
 
 
 def test_the_storage_opens_again_after_it_is_created(tmp_path: Path) -> None:
-    """Optuna 2.10 under SQLAlchemy 2 lost its schema stamp: the second open failed."""
     study, storage = _study(tmp_path)
     _run_trial(study)
     assert sqlite_file(storage) == tmp_path / "optuna" / "search.db"
@@ -127,11 +128,66 @@ def test_the_report_covers_every_trial_of_the_study(tmp_path: Path) -> None:
 
 
 def test_directions_as_optuna_names() -> None:
-    from hydra_plugins.hydra_optuna_sweeper.config import Direction
+    from optuna.study import StudyDirection
 
     assert directions("maximize") == ["maximize"]
-    assert directions(Direction.minimize) == ["minimize"]
-    assert directions(["maximize", Direction.minimize]) == ["maximize", "minimize"]
+    assert directions(StudyDirection.MINIMIZE) == ["minimize"]
+    assert directions(["maximize", StudyDirection.MINIMIZE]) == ["maximize", "minimize"]
+    with pytest.raises(UserError) as caught:
+        directions("maximise")
+    assert "hydra.sweeper.direction=maximise: minimize or maximize" in str(caught.value)
+
+
+# ------------------------------------------------------------------ a study file Optuna cannot use
+
+
+def _sqlite_of(tmp_path: Path) -> tuple[Path, str]:
+    path = tmp_path / "optuna" / "search.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path, f"sqlite:///{path}"
+
+
+def test_a_file_that_is_not_a_database_is_one_line(tmp_path: Path) -> None:
+    path, storage = _sqlite_of(tmp_path)
+    path.write_text("my notes, not a study\n")
+    with pytest.raises(UserError) as caught:
+        open_storage(storage)
+    line = str(caught.value)
+    assert caught.value.exit_code == 2
+    assert line.startswith(f"the Optuna study file {path} cannot be read (file is not a database)")
+    assert "move it away" in line and "hydra.sweeper.study_name=<name>" in line
+
+
+def test_a_study_of_an_older_optuna_names_the_upgrade(tmp_path: Path) -> None:
+    """A study file hydra-optuna-sweeper's Optuna 2.10 wrote (its schema stamp, v2.6.0.a)."""
+    path, storage = _sqlite_of(tmp_path)
+    _study(tmp_path)
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE alembic_version SET version_num = 'v2.6.0.a'")
+    with pytest.raises(UserError) as caught:
+        open_storage(storage)
+    assert caught.value.exit_code == 2
+    assert f"`optuna storage upgrade --storage {storage}`" in str(caught.value)
+
+
+def test_a_locked_study_file_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process holds the file's write lock (a sqlite3 shell in a transaction): opening
+    it, and a trial's write, fail in one line that says to try again (exit 1)."""
+    path, storage = _sqlite_of(tmp_path)
+    _study(tmp_path)
+    monkeypatch.setattr(studies, "LOCK_WAIT_S", 0.05)  # fail at once, not after 10 s
+    study = optuna.load_study(study_name="search", storage=open_storage(storage))
+    locker = sqlite3.connect(path, isolation_level=None)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")
+        for locked_call in (lambda: open_storage(storage), study.ask):
+            with pytest.raises(UserError) as caught, study_errors(storage):
+                locked_call()
+            assert caught.value.exit_code == 1
+            assert str(caught.value).startswith(f"the Optuna study file {path} is locked by")
+            assert "try again" in str(caught.value)
+    finally:
+        locker.close()
 
 
 # ----------------------------------------------------------------------------- the search's config
@@ -179,11 +235,11 @@ def test_the_search_is_built_when_it_starts(tmp_path: Path) -> None:
 
     cfg = compose_config("train", COMMAND, tmp_path / "run")
     sweeper = _build_sweeper(cfg)
-    assert isinstance(sweeper.search, ResumableOptunaSweeper)
-    search = sweeper.search.sweeper
+    search = sweeper.search
+    assert isinstance(search, ResumableOptunaSweeper)
     assert isinstance(search.sampler, optuna.samplers.TPESampler)
-    assert search.sampler._n_startup_trials == 5  # the project's sampler settings
-    assert (search.n_trials, search.direction) == (20, "maximize")
+    assert search.sampler_config.n_startup_trials == 5  # the project's sampler settings
+    assert (search.n_trials, search.n_jobs, search.direction) == (20, 1, "maximize")
     assert search.study_name == "train_optuna"
     assert sorted(search.params) == sorted(OPTIMIZER_SPACE + MODEL_SPACE)
 
@@ -191,15 +247,13 @@ def test_the_search_is_built_when_it_starts(tmp_path: Path) -> None:
 def test_without_the_sweeps_extra_a_search_fails_in_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Without hydra-optuna-sweeper: its configs are missing, and optuna cannot be imported. The
-    command composes all the same, Hydra builds the sweeper without building the Optuna sampler,
-    and the sweeper's setup, before any job, refuses in one line that names the extra."""
+    """Without optuna: the command composes all the same, Hydra builds the sweeper without
+    building the Optuna sampler, and the sweeper's setup, before any job, refuses in one line
+    that names the extra."""
     Plugins.instance()  # Hydra's plugin scan, done before the extra is taken away
-    monkeypatch.delitem(ConfigStore.instance().repo["hydra"]["sweeper"], "optuna.yaml")
     find_spec = importlib.util.find_spec
-    missing = ("optuna", "hydra_plugins.hydra_optuna_sweeper")
     monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name in missing else find_spec(name)
+        importlib.util, "find_spec", lambda name, *a: None if name == "optuna" else find_spec(name)
     )
     overrides = [*COMMAND, "hydra.sweeper.sampler._target_=not_installed.Sampler"]
     cfg = compose_config("train", overrides, tmp_path / "run")
@@ -207,5 +261,5 @@ def test_without_the_sweeps_extra_a_search_fails_in_one_line(
         _build_sweeper(cfg)
     line = str(caught.value)
     assert caught.value.exit_code == 2
-    assert "optuna, hydra_plugins.hydra_optuna_sweeper, from the 'sweeps' extra" in line
+    assert "this needs optuna, from the 'sweeps' extra" in line
     assert "pip install -e '.[sweeps]'" in line

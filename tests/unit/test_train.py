@@ -66,6 +66,13 @@ def test_a_run_leaves_its_checkpoints_summary_and_one_line(train_cfg, capsys) ->
     assert checkpoint["datamodule_hyper_parameters"]["dataset"] == "synthetic"
 
 
+def test_an_untested_run_prints_no_test_accuracy(train_cfg, capsys) -> None:
+    """``test=false`` (every Optuna trial): the summary line leaves test/acc out, not nan."""
+    train(train_cfg("model=mlp", "test=false"))
+    (line,) = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[mnist-lit]")]
+    assert re.match(r"\[mnist-lit\] model=mlp val/acc_best=[\d.]+ best_ckpt=", line), line
+
+
 @pytest.mark.parametrize("scheduler", ["onecycle", "cosine", "step", "none"])
 def test_every_scheduler_trains(scheduler: str, train_cfg) -> None:
     cfg = train_cfg(f"scheduler={scheduler}", "model=mlp", "trainer.max_epochs=2", "test=false")

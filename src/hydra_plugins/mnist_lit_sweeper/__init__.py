@@ -16,8 +16,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-#: what the Optuna search imports, all brought by the sweeps extra
-SEARCH_MODULES = ("optuna", "hydra_plugins.hydra_optuna_sweeper")
+#: what the Optuna search imports, brought by the sweeps extra
+SEARCH_MODULES = ("optuna",)
 
 
 class ResumableOptunaSweeper(Sweeper):

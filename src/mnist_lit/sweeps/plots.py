@@ -1,11 +1,13 @@
 """The sweep report's pictures: ``report.png`` (accuracy per config) and, for an Optuna study,
-Optuna's ``optimization_history.png`` and ``param_importances.png``."""
+Optuna's ``optimization_history.png``, ``param_importances.png`` and ``parallel_coordinate.png``."""
 
 from __future__ import annotations
 
 import logging
 import textwrap
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +15,7 @@ from mnist_lit.sweeps.jobs import Job, metric_names
 from mnist_lit.sweeps.stats import group_jobs
 
 if TYPE_CHECKING:
+    import optuna
     from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
@@ -86,49 +89,103 @@ def render_plot(jobs: list[Job], path: Path) -> None:
 
 
 def render_study_plots(sweep_dir: Path, metric: str) -> list[Path]:
-    """Optuna's views of the study a sweep dir belongs to: ``optimization_history.png`` and
-    ``param_importances.png`` (Optuna's mean-decrease-impurity importances, which need
-    scikit-learn); the ones the study cannot give yet (too few trials) are left out."""
+    """Optuna's views of the study a sweep dir belongs to: ``optimization_history.png`` once a
+    trial completed, ``param_importances.png`` and ``parallel_coordinate.png`` once two did; a
+    view Optuna cannot give (importances without scikit-learn) is left out with a warning."""
     from mnist_lit.sweeps.studies import load_study_of
 
     study = load_study_of(sweep_dir)
-    if study is None or not study.best_trials:
+    if study is None:
         return []
-    plt = _pyplot()
-    import matplotlib
     import optuna
-    from optuna.visualization import matplotlib as views
+    from optuna.trial import TrialState
 
+    completed = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    views = [("optimization_history.png", history_figure)] if completed else []
+    if completed >= 2:
+        views += [
+            ("param_importances.png", importances_figure),
+            ("parallel_coordinate.png", parallel_coordinate_figure),
+        ]
+    plt = _pyplot()
     written = []
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with matplotlib.rc_context(), warnings.catch_warnings():  # (it sets the ggplot style)
+    for name, draw in views:
+        try:
+            fig = draw(study, metric)
+        except (ImportError, RuntimeError, ValueError) as err:
+            log.warning("no %s: %s", name, str(err).splitlines()[0])
+            continue
+        fig.savefig(sweep_dir / name, dpi=120)
+        plt.close(fig)
+        written.append(sweep_dir / name)
+    return written
+
+
+@contextmanager
+def optuna_view() -> Iterator[None]:
+    """Within: Optuna's matplotlib views draw without changing the global style (they set
+    ggplot's) and without warnings that need no action ("experimental", a flat axis)."""
+    import matplotlib
+    import optuna
+
+    _pyplot()
+    with matplotlib.rc_context(), warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # a param with one value so far (two trials, the same choice) has a flat axis: fine
+        warnings.filterwarnings("ignore", "Attempting to set identical low and high ylims")
+        yield
+
+
+def history_figure(study: optuna.Study, metric: str) -> Figure:
+    """Optuna's optimization history: each trial's ``metric`` and the best so far."""
+    from optuna.visualization import matplotlib as views
+
+    with optuna_view():
         ax = views.plot_optimization_history(study, target_name=metric)
     ax.set_ylabel(metric)
-    path = sweep_dir / "optimization_history.png"
-    ax.figure.tight_layout()
-    ax.figure.savefig(path, dpi=120)
-    plt.close(ax.figure)
-    written.append(path)
-    try:
-        from optuna.importance import MeanDecreaseImpurityImportanceEvaluator
+    fig = figure_of(ax)
+    fig.tight_layout()
+    return fig
 
-        # (fANOVA, Optuna 2.10's default, fails under numpy 2; its matplotlib view of the
-        # importances under matplotlib 3.9, so the bars are drawn here)
-        importances = optuna.importance.get_param_importances(
-            study, evaluator=MeanDecreaseImpurityImportanceEvaluator(seed=0)
+
+def importances_figure(study: optuna.Study, metric: str) -> Figure:
+    """Optuna's parameter importances for ``metric`` over the completed trials (its
+    mean-decrease-impurity evaluator, a seeded random forest of scikit-learn's)."""
+    from optuna.importance import MeanDecreaseImpurityImportanceEvaluator
+    from optuna.trial import TrialState
+    from optuna.visualization import matplotlib as views
+
+    with optuna_view():
+        ax = views.plot_param_importances(
+            study, evaluator=MeanDecreaseImpurityImportanceEvaluator(seed=0), target_name=metric
         )
-    except (ImportError, RuntimeError, ValueError) as err:
-        log.warning("no param_importances.png: %s", str(err).splitlines()[0])
-        return written
-    fig, ax = plt.subplots(figsize=(6, 0.4 * len(importances) + 1.2))
-    names = list(importances)[::-1]
-    ax.barh(names, [importances[n] for n in names], color="tab:blue", alpha=0.8)
-    ax.set_xlabel(f"importance for {metric} (Optuna, mean decrease in impurity)")
-    ax.set_title(f"Parameter importances, {len(study.trials)} trials")
+    # failed and interrupted trials have no value: the importances are of the completed ones
+    completed = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    ax.set_title(f"Parameter importances, {completed} completed trials", loc="left")
+    ax.set_xlabel(f"importance for {metric} (mean decrease in impurity)")
+    fig = figure_of(ax)
+    fig.set_size_inches(6, 0.4 * len(ax.get_yticks()) + 1.6)
     fit_to_labels(fig, plot_width=4.0)
-    path = sweep_dir / "param_importances.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    written.append(path)
-    return written
+    return fig
+
+
+def parallel_coordinate_figure(study: optuna.Study, metric: str) -> Figure:
+    """Optuna's parallel coordinates: each completed trial as a line through its params."""
+    from optuna.visualization import matplotlib as views
+
+    with optuna_view():
+        ax = views.plot_parallel_coordinate(study, target_name=metric)
+    fig = figure_of(ax)
+    fig.set_size_inches(max(8.0, 1.6 * (len(ax.get_xticks()) + 1)), 5.0)
+    fig.tight_layout()
+    return fig
+
+
+def figure_of(ax: Any) -> Figure:
+    """The figure an Optuna view drew into."""
+    from matplotlib.figure import Figure
+
+    fig = ax.get_figure(root=True)
+    assert isinstance(fig, Figure), "Optuna draws into a figure of its own"
+    return fig

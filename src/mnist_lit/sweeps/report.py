@@ -8,7 +8,8 @@ into the sweep dir: ``report.md`` (jobs sorted by test accuracy; configs repeate
 grouped as mean ± std with n; the effect of each two-valued swept setting, paired by seed),
 ``report.csv`` (one row per job) and ``report.png`` (test accuracy per config). For an Optuna
 search (``studies.py``) the report covers every trial of the study, whichever sweep dir ran it,
-and adds Optuna's views: ``optimization_history.png`` and ``param_importances.png``.
+and adds Optuna's views: ``optimization_history.png``, ``param_importances.png`` and
+``parallel_coordinate.png``.
 
 Values are shown to 3 significant digits (a sampled ``optimizer.lr=0.000587``), accuracies in
 percent with 2 decimals; ``report.csv``, data for other programs, keeps every digit. The jobs are
@@ -101,8 +102,8 @@ def _study_line(sweep_dir: Path) -> str:
     return (
         f"Every trial of Optuna study `{record['study_name']}` (`{record['storage']}`), job"
         " number = trial number, whichever sweep dir ran it; best trial:"
-        " `optimization_results.yaml`, views: `optimization_history.png`,"
-        " `param_importances.png` (once 2 trials ended).\n\n"
+        " `optimization_results.yaml`, Optuna's views: `optimization_history.png`,"
+        " `param_importances.png` and `parallel_coordinate.png` (once 2 trials completed).\n\n"
     )
 
 

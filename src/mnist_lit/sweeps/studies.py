@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import yaml
 
-from mnist_lit.errors import UserError, atomic_write_bytes
+from mnist_lit.errors import FAILED, UserError, atomic_write_bytes, first_line
 
 if TYPE_CHECKING:
     import optuna
@@ -39,6 +38,8 @@ STUDY_FILE = "optuna_study.yaml"
 COMMAND_ATTR = "command"
 INTERRUPTED_ATTR = "interrupted"
 SWEEP_DIRS_ATTR = "sweep_dirs"
+#: seconds a study call waits for another process's lock on the SQLite file
+LOCK_WAIT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,18 @@ class Resumed:
     requeued: list[int]  #: trials a kill left running, whose parameters run again
 
 
-def directions(direction: Any) -> list[str]:
-    """``hydra.sweeper.direction`` (a name, a ``Direction`` or a list of them) as Optuna's names."""
+def directions(direction: Any) -> list[Literal["minimize", "maximize"]]:
+    """``hydra.sweeper.direction`` (a name, an enum of Optuna's or a list of them) as Optuna's
+    names."""
     listed = isinstance(direction, Sequence) and not isinstance(direction, str)
-    given = list(direction) if listed else [direction]
-    return [str(getattr(d, "name", d)) for d in given]
+    names = [str(getattr(d, "name", d)).lower() for d in (direction if listed else [direction])]
+    wrong = [name for name in names if name not in ("minimize", "maximize")]
+    if wrong or not names:
+        raise UserError(
+            f"hydra.sweeper.direction={direction}: minimize or maximize, or a list of them (one"
+            " per objective)"
+        )
+    return cast(list[Literal["minimize", "maximize"]], names)
 
 
 def sqlite_file(storage: str) -> Path | None:
@@ -65,21 +73,76 @@ def sqlite_file(storage: str) -> Path | None:
 
 
 def open_storage(storage: str) -> optuna.storages.RDBStorage:
-    """The study storage, its SQLite folder created and its schema version recorded.
-
-    Optuna 2.10 (the newest hydra-optuna-sweeper accepts) records the schema version with
-    alembic on a connection it never commits; SQLAlchemy 2 rolls that back, and every later open
-    fails (``assert version is not None``). An autocommit connection keeps it; afterwards the
-    storage opens as usual.
-    """
+    """The study storage, its SQLite folder created; a file Optuna cannot use is one line
+    (``study_errors``)."""
     import optuna
 
     path = sqlite_file(storage)
+    engine_kwargs: dict[str, Any] = {}
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists() or path.stat().st_size == 0:
-            optuna.storages.RDBStorage(storage, engine_kwargs={"isolation_level": "AUTOCOMMIT"})
-    return optuna.storages.RDBStorage(storage)
+        # how long a call waits for another process's write (the dashboard's notes, a sqlite3
+        # shell) before it fails as locked
+        engine_kwargs["connect_args"] = {"timeout": LOCK_WAIT_S}
+    with study_errors(storage):
+        return optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs)
+
+
+@contextmanager
+def study_errors(storage: str) -> Iterator[None]:
+    """Within: a study storage Optuna cannot open or write is a ``UserError`` of one line that
+    names the file and the fix, not SQLAlchemy's and Optuna's 80-200 lines.
+
+    A file that is not a database (or a damaged one) is ``BAD_INPUT``: move it away or use another
+    study; one written by Optuna < 3 (hydra-optuna-sweeper's) names Optuna's upgrade command; a
+    locked one is ``FAILED``: try again.
+    """
+    from optuna.exceptions import StorageInternalError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    path = sqlite_file(storage)
+    where = f"the Optuna study file {path}" if path is not None else f"the Optuna storage {storage}"
+    elsewhere = (
+        "pick another study with hydra.sweeper.study_name=<name> (or"
+        " hydra.sweeper.storage=sqlite:///<file>.db)"
+    )
+    try:
+        yield
+    except (SQLAlchemyError, StorageInternalError) as err:
+        reason = _database_reason(err)
+        if "locked" in reason:
+            raise UserError(
+                f"{where} is locked by another process (a long write of a dashboard or a"
+                " sqlite3 shell): try again once it is done",
+                exit_code=FAILED,
+            ) from None
+        if path is None:
+            raise UserError(
+                f"{where} failed ({reason}): check hydra.sweeper.storage", exit_code=FAILED
+            ) from None
+        raise UserError(
+            f"{where} cannot be read ({reason}): move it away to start the study anew, or"
+            f" {elsewhere}"
+        ) from None
+    except RuntimeError as err:
+        if "optuna storage upgrade" not in str(err):
+            raise
+        raise UserError(
+            f"{where} was written by an older Optuna ({first_line(err).split('. ')[0]}): upgrade"
+            f" it once with `optuna storage upgrade --storage {storage}` (Optuna < 3 cannot read"
+            f" it afterwards), or {elsewhere}"
+        ) from None
+
+
+def _database_reason(err: BaseException) -> str:
+    """The database's own words in an error SQLAlchemy (or Optuna around it) raised."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, SQLAlchemyError):
+        cause = cause.__cause__ or cause.__context__
+    text = first_line(cause or err)
+    return text.split(") ", 1)[1] if text.startswith("(") and ") " in text else text
 
 
 @contextmanager
@@ -113,7 +176,6 @@ def resume_study(
 ) -> Resumed:
     """Prepare ``study`` for this sweep: refuse another command's study, requeue the trials a
     kill left running, count what is done, and record ``sweep_dir`` as one of the study's."""
-    import optuna
     from optuna.trial import TrialState
 
     command = sorted(command)
@@ -130,9 +192,7 @@ def resume_study(
     requeued = []
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(frozen.number, state=TrialState.FAIL)
-        with warnings.catch_warnings():  # "experimental" since Optuna 1.2, in 2.10 as in 4.x
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.enqueue_trial(frozen.params)
+        study.enqueue_trial(frozen.params)
         requeued.append(frozen.number)
     interrupted = [*interrupted_trials(study), *requeued]
     study.set_user_attr(INTERRUPTED_ATTR, interrupted)
@@ -164,9 +224,10 @@ def load_study_of(sweep_dir: Path) -> optuna.Study | None:
 
     record: dict[str, Any] = yaml.safe_load(record_file.read_text())
     try:
-        return optuna.load_study(
-            study_name=record["study_name"], storage=open_storage(record["storage"])
-        )
+        with study_errors(record["storage"]):
+            return optuna.load_study(
+                study_name=record["study_name"], storage=open_storage(record["storage"])
+            )
     except KeyError:
         raise UserError(
             f"{record_file} names study {record.get('study_name')!r}, which"
