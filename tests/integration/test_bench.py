@@ -84,7 +84,7 @@ def test_quick_bench_writes_every_table(tmp_path: Path) -> None:
     out = tmp_path / "bench"
     command = [sys.executable, str(BENCH), "--quick", "--out", str(out)]  # reads data/MNIST
     done = subprocess.run(
-        command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600, check=False
+        command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900, check=False
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
