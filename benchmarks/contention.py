@@ -6,8 +6,9 @@ one process that keeps a core busy, and beside two; every run a fresh process, a
 it. Each slowdown is against the same pipeline idle; the ratio is the examples' seconds over the
 project's under the same load (above the idle ratio: the project kept its lead). With
 ``--baseline``, the project once more with torch's own thread count
-(``callbacks.cpu_threads=null``), as before the thread policy. The busy processes are started
-and ended here.
+(``callbacks.cpu_threads=null``), as before the thread policy, over its first 100 batches (the
+whole epoch took over 15 minutes beside one busy core). The busy processes are started and ended
+here, also when this is stopped by SIGTERM.
 
 ``python benchmarks/contention.py [--quick] [--baseline]`` prints the table; bench.py calls
 ``measure_contention``. ``python benchmarks/contention.py examples --steps N`` times the
@@ -34,6 +35,8 @@ PROJECT_ROOT = HERE.parent
 LOADS = {"idle": 0, "one busy core": 1, "two busy processes": 2}
 #: no single run of the table may take longer (a machine far slower than expected)
 RUN_TIMEOUT = 900
+#: the baseline's fit: its first batches only (torch's own threads beside busy processes crawl)
+BASELINE_BATCHES = 100
 
 
 @contextlib.contextmanager
@@ -71,9 +74,13 @@ def project_fit(run_dir: Path, data_dir: Path, quick: bool, baseline: bool = Fal
         f"hydra.run.dir={run_dir}",
     ]
     if quick:
-        command += ["+trainer.limit_train_batches=12", "+trainer.limit_val_batches=1"]
+        command += ["+trainer.limit_val_batches=1"]
+        command += [] if baseline else ["+trainer.limit_train_batches=12"]
     if baseline:
-        command.append("callbacks.cpu_threads=null")
+        command += [
+            "callbacks.cpu_threads=null",
+            f"+trainer.limit_train_batches={BASELINE_BATCHES}",
+        ]
     subprocess.run(command, cwd=PROJECT_ROOT, check=True, timeout=RUN_TIMEOUT, capture_output=True)
     return float(json.loads((run_dir / "metrics.json").read_text())["fit_seconds"])
 
@@ -150,7 +157,7 @@ def render_contention(results: dict[str, Any]) -> list[str]:
     lines = [head.format(results["examples_steps"])]
     lines.append("|---|---:|---:|---:|---:|---:|")
     if baseline:
-        lines[0] += " project, torch's threads | slowdown |"
+        lines[0] += f" project, torch's threads, {BASELINE_BATCHES} batches | slowdown |"
         lines[1] += "---:|---:|"
     for load, row in results["loads"].items():
         line = (
@@ -173,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=PROJECT_ROOT / "data")
     parser.add_argument("--out", type=Path, help="where the runs go (default: a temporary dir)")
     args = parser.parse_args(argv)
+    # SIGTERM as an exception: the busy processes and the timed run are ended on the way out
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if args.what == "examples":
         print(f"{time_examples(args.data_dir, args.steps):.3f}")
         return 0
