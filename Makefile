@@ -47,7 +47,7 @@ test: $(DEV) data  ## the whole test suite: tests/unit and tests/integration (re
 test-unit: $(DEV)  ## the fast layer alone (synthetic data, no MNIST, no subprocess)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-bench: $(DEV) data  ## side by side with pytorch/examples and a plain loop, start-up and memory (~8 min); logs/bench/<time>/bench.md
+bench: $(DEV) data  ## side by side with pytorch/examples and a plain loop, start-up, memory, beside busy processes (~18 min); logs/bench/<time>/bench.md
 	$(PY) benchmarks/bench.py
 
 robust: $(ROBUST_RUN)/metrics.json  ## the model make serve uses: experiment=robust (~21 min on 2 cores), trained if missing
