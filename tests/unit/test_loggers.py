@@ -226,6 +226,22 @@ def test_a_resumed_mlflow_run_goes_on_with_its_run_without_repeating_steps(run_d
     # MLflow keeps a param's first value: a new one is a tag
     assert run.data.params["seed"] == "42"
     assert run.data.tags["resume.changed.seed"] == "42 -> 7"
+    assert "resume.changed.ckpt_path" not in run.data.tags  # resume= set it, not the user
+
+
+def test_an_mlflow_run_logs_each_step_once_and_opens_in_the_training_view(run_dir: Path) -> None:
+    """Lightning sends ``epoch`` with a step's train metrics and again with its val metrics:
+    it is stored once. The experiment is tagged for MLflow 3's model-training view, not GenAI."""
+    cfg = compose_job(run_dir, "logger=mlflow")
+    logger = built(cfg, "mlflow")
+    logger.log_metrics({"train/loss": 0.5, "epoch": 0.0}, step=199)
+    logger.log_metrics({"val/acc": 0.9, "epoch": 0.0}, step=199)
+    logger.log_metrics({"train/loss": 0.4, "epoch": 1.0}, step=399)
+    logger.log_metrics({"val/acc": 0.95, "epoch": 1.0}, step=399)
+    client = _mlflow(cfg)
+    assert _history(client, logger.run_id, "epoch") == [(199, 0.0), (399, 1.0)]
+    experiment = client.get_experiment(logger.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_a_run_started_from_another_runs_checkpoint_is_a_new_tracker_run(run_dir: Path) -> None:

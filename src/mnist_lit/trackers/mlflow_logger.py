@@ -49,6 +49,12 @@ class MLflowArguments(Options):
     ckpt_path: str | None = None
 
 
+#: the experiment tag that picks the MLflow UI's view of an experiment
+EXPERIMENT_KIND = "mlflow.experimentKind"
+#: params that resume= itself changes (not the user): no ``resume.changed.<key>`` tag for them
+SET_BY_RESUME = ("ckpt_path",)
+
+
 @contextmanager
 def _store_lock(tracking_uri: str) -> Iterator[None]:
     """Around the first calls to a SQLite store: parallel jobs would create its tables at once."""
@@ -202,6 +208,12 @@ class TrackedMLFlowLogger(MLFlowLogger):
             self.logged_steps = logged_steps(client, self.run_id)
         if self.parent_run_id is not None:
             client.update_run(self.parent_run_id, status="RUNNING")
+        experiment = client.get_experiment(self.experiment_id)
+        if EXPERIMENT_KIND not in experiment.tags:  # a kind set by hand stays
+            # MLflow 3 opens an experiment without a kind in its GenAI view (traces)
+            client.set_experiment_tag(
+                self.experiment_id, EXPERIMENT_KIND, "custom_model_development"
+            )
         self.tracked.remember_ids(
             "mlflow",
             {
@@ -225,7 +237,7 @@ class TrackedMLFlowLogger(MLFlowLogger):
             changed = [
                 RunTag(f"resume.changed.{k}", f"{logged[k]} -> {v}")
                 for k, v in given.items()
-                if k in logged and logged[k] != v
+                if k in logged and logged[k] != v and k not in SET_BY_RESUME
             ]
             for start in range(0, max(len(new), 1), 100):  # MLflow takes 100 params per call
                 batch = new[start : start + 100]
@@ -236,8 +248,11 @@ class TrackedMLFlowLogger(MLFlowLogger):
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         _ = self.experiment  # a resumed run reads what the stopped run logged when it starts
+        new = not_logged_yet(metrics, step, self.logged_steps)
+        if step is not None:  # Lightning sends `epoch` with the train and the val metrics of a step
+            self.logged_steps.update(dict.fromkeys(new, step))
         with _store_errors(self._tracking_uri_or_default()):
-            super().log_metrics(not_logged_yet(metrics, step, self.logged_steps), step)
+            super().log_metrics(new, step)
 
     @rank_zero_only
     def finalize(self, status: str = "success") -> None:
