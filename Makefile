@@ -13,6 +13,12 @@ ROBUST_RUN ?= logs/robust/run
 # what make serve and make bench-serve serve: a run dir, a checkpoint, `last` or an .onnx file
 CKPT ?= $(ROBUST_RUN)
 
+# where runs go: the config's paths.log_dir (conf/local/default.yaml may move it), asked of the
+# config when a target needs it; LOG_DIR=... on the command line skips asking
+LOG_DIR = $(shell $(PY) -c 'from mnist_lit.config import log_dir; print(log_dir())')
+# the port of make tensorboard and make mlflow (default: 6006 and 5000)
+PORT ?=
+
 # what each extra's stamp file says is installed: core (the package alone), dev, serve, ...
 CORE := $(VENV)/.installed-core
 DEV := $(VENV)/.installed-dev
@@ -76,12 +82,12 @@ format: $(DEV)  ## ruff: fix what can be fixed and format
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-tensorboard: $(CORE)  ## open TensorBoard on every run under logs/
-	$(VENV)/bin/tensorboard --logdir logs --port 6006
+tensorboard: $(CORE)  ## open TensorBoard on every run under paths.log_dir: http://localhost:6006 (PORT=, ARGS= more options)
+	$(VENV)/bin/tensorboard --logdir $(LOG_DIR) --port $(or $(PORT),6006) $(ARGS)
 
-mlflow: $(VENV)/.installed-trackers  ## open MLflow's UI on the runs of logger=mlflow (logs/mlflow/mlflow.db): http://localhost:5000
-	mkdir -p logs/mlflow
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/logs/mlflow/mlflow.db --artifacts-destination $(CURDIR)/logs/mlflow/artifacts --port 5000 --workers 1
+mlflow: $(VENV)/.installed-trackers  ## open MLflow's UI on the runs of logger=mlflow (<paths.log_dir>/mlflow/mlflow.db): http://localhost:5000 (PORT=, ARGS=)
+	mkdir -p $(LOG_DIR)/mlflow
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(LOG_DIR)/mlflow/mlflow.db --artifacts-destination $(LOG_DIR)/mlflow/artifacts --port $(or $(PORT),5000) --workers 1 $(ARGS)
 
 notebook: $(VENV)/.installed-notebook  ## open notebooks/inspect_run.ipynb in Jupyter Lab
 	$(VENV)/bin/jupyter lab notebooks/inspect_run.ipynb

@@ -59,6 +59,15 @@ OmegaConf.register_new_resolver("unique_dir", unique_dir, replace=True, use_cach
 OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
 
 
+def log_dir() -> str:
+    """``paths.log_dir`` as the train config composes it (``conf/local/`` included): where
+    ``make tensorboard`` and ``make mlflow`` look."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return str(compose("train").paths.log_dir)
+
+
 def plain_dict(node: DictConfig) -> dict[str, Any]:
     """A config node as plain, resolved data (what checkpoints and loggers store)."""
     return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]

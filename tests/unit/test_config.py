@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from pydantic import BaseModel
 
-from mnist_lit.config import CONFIG_DIR
+from mnist_lit import config as config_module
+from mnist_lit.config import CONFIG_DIR, PROJECT_ROOT, log_dir
 from mnist_lit.config import check as validate
 from mnist_lit.errors import UserError
 from mnist_lit.schema import OPTIONS, TARGETS
@@ -177,3 +180,19 @@ def test_an_unchecked_config_raises_the_first_problem(tmp_path: Path) -> None:
     with pytest.raises(UserError) as caught:
         validate(cfg)
     assert "model.dropout" in str(caught.value) and caught.value.exit_code == 2
+
+
+def test_make_finds_the_log_dir_that_conf_local_sets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """make tensorboard and make mlflow look where runs go (config.log_dir), conf/local too."""
+    conf = tmp_path / "conf"
+    shutil.copytree(CONFIG_DIR, conf)
+    monkeypatch.setattr(config_module, "CONFIG_DIR", conf)
+    GlobalHydra.instance().clear()
+    assert log_dir() == str(PROJECT_ROOT / "logs")
+    (conf / "local" / "default.yaml").write_text(
+        f"# @package _global_\npaths:\n  log_dir: {tmp_path / 'elsewhere'}\n"
+    )
+    GlobalHydra.instance().clear()
+    assert log_dir() == str(tmp_path / "elsewhere")
