@@ -211,6 +211,10 @@ def test_a_2x2_multirun_is_one_parent_run_with_a_child_per_job(
     assert parent.info.run_name == sweep.name and parent.info.status == "FINISHED"
     children = {r.info.run_id: r for r in runs if r is not parent}
     assert len(children) == 4
+    # the sweep's report and best job, given to the parent when the multirun ended
+    assert "sweep/report.md" in {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")}
+    assert parent.data.tags["best_run_id"] in children
+    assert parent.data.params["tags"] == "['grid']"  # shared by every job
     for job in jobs:
         child = children[tracker_ids(job)["mlflow"]["run_id"]]
         assert child.data.tags[MLFLOW_PARENT_RUN_ID] == parent.info.run_id

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from mnist_lit.config import CONFIG_DIR, PROJECT_ROOT
 from mnist_lit.errors import UserError
 from mnist_lit.trackers import TRACKERS_FILE, TrackedMLFlowLogger, TrackedWandbLogger
-from mnist_lit.trackers.mlflow_logger import PARENT_RUN_FILE
+from mnist_lit.trackers.mlflow_logger import PARENT_RUN_FILE, finish_sweep_parent
 from mnist_lit.train import (
     HPARAM_METRICS,
     RESULTS_FILE,
@@ -275,6 +275,33 @@ def test_a_sweeps_jobs_are_children_of_one_parent_run(run_dir: Path) -> None:
     )
     assert sorted(c.info.run_name for c in children) == [f"{sweep.name}/0", f"{sweep.name}/1"]
     assert {c.info.run_id for c in children} == {lg.run_id for lg in loggers}
+
+
+def test_a_sweeps_parent_run_gets_its_report_shared_params_and_best_job(run_dir: Path) -> None:
+    """Once the report is written (the sweep-report callback calls finish_sweep_parent), the
+    parent run holds the params every job shared, the best job's metrics and the report."""
+    sweep = run_dir
+    loggers = []
+    for job, dropout in enumerate((0.1, 0.3)):
+        overrides = ("logger=mlflow", f"model.dropout={dropout}")
+        cfg = compose_job(sweep / str(job), *overrides, sweep_dir=sweep, job=job)
+        loggers.append(built(cfg, "mlflow"))
+    for logger, best in zip(loggers, (0.91, 0.95), strict=True):
+        logger.log_metrics({"val/acc_best": best, "val/loss": 1 - best}, step=1)
+        logger.finalize("success")
+    (sweep / "report.md").write_text("# the sweep\n")
+    (sweep / "report.csv").write_text("job,val/acc_best\n")
+
+    parent_id = finish_sweep_parent(sweep)
+    client = _mlflow(cfg)
+    parent = client.get_run(parent_id)
+    assert parent.data.params["optimizer._target_"] == "torch.optim.Adam"  # shared
+    assert "model.dropout" not in parent.data.params  # differs between the jobs
+    assert parent.data.metrics["best/val/acc_best"] == 0.95
+    assert parent.data.tags["best_run_id"] == loggers[1].run_id
+    artifacts = {a.path for a in client.list_artifacts(parent_id, "sweep")}
+    assert artifacts == {"sweep/report.md", "sweep/report.csv"}
+    assert finish_sweep_parent(sweep / "0") is None  # no parent run recorded there
 
 
 def test_trackers_log_from_rank_zero_only(run_dir: Path, monkeypatch) -> None:

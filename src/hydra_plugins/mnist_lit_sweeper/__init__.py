@@ -8,6 +8,7 @@ runs, and without the extra each says in one line what to install.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +71,11 @@ class SweepReport(Callback):
         from mnist_lit.sweeps.report import write_report
 
         print(f"[mnist-lit] sweep report: {write_report(sweep_dir)}")
+        if importlib.util.find_spec("mlflow") is not None:  # the jobs logged to MLflow, maybe
+            from mnist_lit.trackers.mlflow_logger import finish_sweep_parent
+
+            try:
+                if finish_sweep_parent(sweep_dir):
+                    print("[mnist-lit] the sweep's MLflow parent run has its report and best job")
+            except UserError as err:
+                print(f"[mnist-lit] the sweep's MLflow parent run is left as it was: {err}")

@@ -192,7 +192,11 @@ class TrackedMLFlowLogger(MLFlowLogger):
         tags = {tag: "" for tag in self.tracked.tags} | dict(self.tags or {})
         if self.tracked.sweep_dir is not None:
             self.parent_run_id = sweep_parent_run(
-                client, experiment_id, self.tracked.sweep_dir, self.tracked
+                client,
+                experiment_id,
+                self.tracked.sweep_dir,
+                self.tracked,
+                self._tracking_uri_or_default(),
             )
             tags[MLFLOW_PARENT_RUN_ID] = self.parent_run_id
         return tags
@@ -288,7 +292,9 @@ def logged_steps(client: Any, run_id: str) -> dict[str, int]:
     return {key: max(m.step for m in client.get_metric_history(run_id, key)) for key in keys}
 
 
-def sweep_parent_run(client: Any, experiment_id: str, sweep_dir: Path, run: TrackedRun) -> str:
+def sweep_parent_run(
+    client: Any, experiment_id: str, sweep_dir: Path, run: TrackedRun, tracking_uri: str
+) -> str:
     """The MLflow run that a sweep's jobs are children of, created by the first job to ask.
 
     Its id is kept in the sweep dir, under a file lock: parallel jobs (other processes, other
@@ -300,5 +306,53 @@ def sweep_parent_run(client: Any, experiment_id: str, sweep_dir: Path, run: Trac
             return str(json.loads(path.read_text())["run_id"])
         tags = {tag: "" for tag in run.tags} | {"sweep_dir": str(sweep_dir)}
         parent = client.create_run(experiment_id, run_name=sweep_dir.name, tags=tags)
-        atomic_write_bytes(path, json.dumps({"run_id": parent.info.run_id}).encode())
+        record = {"run_id": parent.info.run_id, "tracking_uri": tracking_uri}
+        atomic_write_bytes(path, json.dumps(record).encode())
         return str(parent.info.run_id)
+
+
+#: what of a sweep dir its parent run keeps as artifacts (sweeps/report.py writes them)
+SWEEP_ARTIFACTS = ("report.md", "report.csv", "*.png", "optimization_results.yaml")
+
+
+def finish_sweep_parent(sweep_dir: Path) -> str | None:
+    """Give a sweep's parent MLflow run what the sweep found, once its report is written: the
+    report's files as artifacts, the params every job shared, and the best job's metrics as
+    ``best/<metric>`` with its run id and dir as tags (best by each job's ``optimized_metric``,
+    lowest for a loss). None when the sweep logged to no MLflow run."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Param
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    try:
+        record = json.loads((sweep_dir / PARENT_RUN_FILE).read_text())
+        parent_id, uri = str(record["run_id"]), str(record["tracking_uri"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no MLflow parent, or one written before the URI was kept
+    with _store_errors(uri):
+        client = MlflowClient(uri)
+        parent = client.get_run(parent_id)
+        children = client.search_runs(
+            [parent.info.experiment_id], f"tags.{MLFLOW_PARENT_RUN_ID} = '{parent_id}'"
+        )
+        if children:
+            shared = dict(children[0].data.params)
+            for child in children[1:]:
+                shared = {k: v for k, v in shared.items() if child.data.params.get(k) == v}
+            new = [Param(k, v) for k, v in shared.items() if k not in parent.data.params]
+            for start in range(0, len(new), 100):  # MLflow takes 100 params per call
+                client.log_batch(parent_id, params=new[start : start + 100])
+            metric = children[0].data.params.get("optimized_metric", "val/acc_best")
+            scored = [c for c in children if metric in c.data.metrics]
+            if scored:
+                lowest = "loss" in metric
+                pick = min if lowest else max
+                best = pick(scored, key=lambda c: c.data.metrics[metric])
+                for key, value in best.data.metrics.items():
+                    client.log_metric(parent_id, f"best/{key}", value)
+                client.set_tag(parent_id, "best_run_id", best.info.run_id)
+                client.set_tag(parent_id, "best_run_name", best.info.run_name)
+        for pattern in SWEEP_ARTIFACTS:
+            for path in sorted(sweep_dir.glob(pattern)):
+                client.log_artifact(parent_id, str(path), "sweep")
+    return parent_id
