@@ -12,7 +12,7 @@ import pytest
 import torch
 from hydra.core.hydra_config import HydraConfig
 
-from mnist_lit import processes
+from mnist_lit.callbacks import cpu_threads
 from mnist_lit.cli import JOB_DIR_ENV, ddp_rank_argv
 from mnist_lit.errors import UserError
 from mnist_lit.processes import processes_of_this_job, share_cpu_cores
@@ -29,11 +29,18 @@ def stand_in_trainer(devices: int = 1, external: bool = False) -> SimpleNamespac
 
 
 @pytest.fixture(autouse=True)
-def _keep_threads_and_env(monkeypatch: pytest.MonkeyPatch):
+def _keep_threads_and_env():
+    # saved and put back by hand: monkeypatch.delenv of an unset variable records nothing, so
+    # the OMP_NUM_THREADS that share_cpu_cores sets would outlive the test (and reach the DDP
+    # tests that read it)
     threads = torch.get_num_threads()
-    for key in ("OMP_NUM_THREADS", JOB_DIR_ENV, "LOCAL_RANK"):
-        monkeypatch.delenv(key, raising=False)
+    keys = ("OMP_NUM_THREADS", JOB_DIR_ENV, "LOCAL_RANK")
+    saved = {key: os.environ.pop(key, None) for key in keys}
     yield
+    for key, value in saved.items():
+        os.environ.pop(key, None)
+        if value is not None:
+            os.environ[key] = value
     torch.set_num_threads(threads)
     HydraConfig.instance().cfg = None
 
@@ -67,7 +74,7 @@ def test_a_started_rank_joins_its_jobs_config_and_dir(
 
 
 def test_one_job_outside_hydra_keeps_its_threads(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(processes, "cpu_allowance", lambda: 8)
+    monkeypatch.setattr(cpu_threads, "cpu_allowance", lambda: 8)
     before = torch.get_num_threads()
     share_cpu_cores(stand_in_trainer())
     assert torch.get_num_threads() == before and "OMP_NUM_THREADS" not in os.environ
@@ -76,7 +83,7 @@ def test_one_job_outside_hydra_keeps_its_threads(monkeypatch: pytest.MonkeyPatch
 def test_the_parallel_launcher_runs_its_n_jobs_side_by_side(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(processes, "cpu_allowance", lambda: 8)
+    monkeypatch.setattr(cpu_threads, "cpu_allowance", lambda: 8)
     before = torch.get_num_threads()
     compose_config("train", [], tmp_path / "run")  # the default launcher: one job at a time
     share_cpu_cores(stand_in_trainer())
@@ -87,13 +94,13 @@ def test_the_parallel_launcher_runs_its_n_jobs_side_by_side(
 
 
 def test_ddp_ranks_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(processes, "cpu_allowance", lambda: 8)
+    monkeypatch.setattr(cpu_threads, "cpu_allowance", lambda: 8)
     share_cpu_cores(stand_in_trainer(devices=2))
     assert torch.get_num_threads() == 4 and os.environ["OMP_NUM_THREADS"] == "4"
 
 
 def test_parallel_jobs_share_the_cores(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(processes, "cpu_allowance", lambda: 8)
+    monkeypatch.setattr(cpu_threads, "cpu_allowance", lambda: 8)
     compose_config("train", ["hydra/launcher=parallel", "hydra.launcher.n_jobs=4"], tmp_path)
     share_cpu_cores(stand_in_trainer(devices=1))
     assert torch.get_num_threads() == 2
@@ -114,7 +121,7 @@ def test_the_thread_count_is_left_alone(case: str, monkeypatch: pytest.MonkeyPat
 def test_a_job_leaves_the_environment_and_threads_as_it_found_them(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(processes, "cpu_allowance", lambda: 8)
+    monkeypatch.setattr(cpu_threads, "cpu_allowance", lambda: 8)
     before = torch.get_num_threads()
     with processes_of_this_job(stand_in_trainer(devices=2), tmp_path):
         assert os.environ[JOB_DIR_ENV] == str(tmp_path)  # for the ranks Lightning starts
