@@ -17,7 +17,7 @@ import lightning as L
 import torch
 from filelock import FileLock, Timeout
 
-from mnist_lit.callbacks.cpu_threads import cpu_allowance, parallel_jobs
+from mnist_lit.callbacks.cpu_threads import cpu_share
 from mnist_lit.cli import JOB_DIR_ENV, accept_resumed_config
 from mnist_lit.errors import INTERRUPTED, UserError
 
@@ -97,8 +97,7 @@ def share_cpu_cores(trainer: L.Trainer) -> None:
     cluster = getattr(trainer.strategy, "cluster_environment", None)
     if cluster is not None and cluster.creates_processes_externally:
         return  # a launcher (torchrun, SLURM) gave each rank its count
-    processes = parallel_jobs() * trainer.num_devices
+    processes, threads = cpu_share(trainer)
     if processes > 1 and not (processes == trainer.num_devices and "OMP_NUM_THREADS" in os.environ):
-        threads = max(1, cpu_allowance() // processes)
         torch.set_num_threads(threads)
         os.environ["OMP_NUM_THREADS"] = str(threads)  # what the DDP ranks it starts inherit

@@ -27,7 +27,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from mnist_lit.callbacks.cpu_threads import CPUThreads
+from mnist_lit.callbacks.cpu_threads import CPUThreads, parallel_jobs
 from mnist_lit.callbacks.training import StartupTime
 from mnist_lit.classifier import LitClassifier
 from mnist_lit.cli import (
@@ -37,7 +37,7 @@ from mnist_lit.cli import (
 )
 from mnist_lit.config import plain_dict
 from mnist_lit.errors import UserError, atomic_write_bytes, first_line
-from mnist_lit.processes import ResumeAccepted, one_writer, parallel_jobs, processes_of_this_job
+from mnist_lit.processes import ResumeAccepted, one_writer, processes_of_this_job
 
 log = logging.getLogger(__name__)
 

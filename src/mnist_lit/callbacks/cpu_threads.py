@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 #: a core counts as taken when other processes keep it at least this busy
 TAKEN = 0.5
+#: how long the load is read at the start of a fit (this process idle meanwhile)
+SAMPLE_SECONDS = 0.2
 
 
 def cpu_allowance() -> int:
@@ -116,19 +118,19 @@ class CoreLoad:
         return max(0.0, (busy - last_busy) - (own - last_own)) / wall
 
 
-def sample_others(seconds: float = 0.2) -> float:
-    """Cores other processes keep busy now, measured over ``seconds`` (this process idle)."""
-    load = CoreLoad()
-    time.sleep(seconds)
-    return load.others()
-
-
 def parallel_jobs() -> int:
     """How many jobs the Hydra launcher runs side by side on this machine (``n_jobs``)."""
     if not HydraConfig.initialized():
         return 1
     n_jobs = OmegaConf.select(cast(DictConfig, HydraConfig.get()), "launcher.n_jobs")
     return n_jobs if isinstance(n_jobs, int) and n_jobs > 1 else 1
+
+
+def cpu_share(trainer: L.Trainer) -> tuple[int, int]:
+    """The processes that train side by side on this machine (the jobs a parallel launcher runs,
+    times the DDP ranks of each) and each one's share of ``cpu_allowance``."""
+    processes = parallel_jobs() * trainer.num_devices
+    return processes, max(1, cpu_allowance() // processes)
 
 
 def threads_for(share: int, others_busy: float) -> int:
@@ -172,18 +174,17 @@ class CPUThreads(L.Callback):
         if stage != "fit" or trainer.accelerator.__class__.__name__ != "CPUAccelerator":
             return
         self.before = torch.get_num_threads()
-        processes = parallel_jobs() * trainer.num_devices
-        self.share = max(1, cpu_allowance() // processes)
+        processes, self.share = cpu_share(trainer)
         if self.threads != "auto":
             chosen = int(self.threads)
-        elif (
-            processes > 1
-        ):  # sweep jobs and DDP ranks start together: each other's start is no load
+        elif processes > 1:
+            # sweep jobs and DDP ranks start together: each other's start is no load
             chosen = self.share
         else:
-            busy = sample_others()
+            self.load = CoreLoad()  # read again every check_every_n_steps from here
+            time.sleep(SAMPLE_SECONDS)
+            busy = self.load.others()
             chosen = threads_for(self.share, busy)
-            self.load = CoreLoad()
             if chosen < self.share:
                 log.info("other processes keep %.1f cores busy: %d CPU thread(s)", busy, chosen)
         torch.set_num_threads(chosen)
