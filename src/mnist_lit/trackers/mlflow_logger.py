@@ -162,8 +162,9 @@ class TrackedMLFlowLogger(MLFlowLogger):
         if self._started or rank_zero_only.rank != 0:  # type: ignore[attr-defined]
             return super().experiment
         self._started = True
-        with _store_errors(self._tracking_uri_or_default()):
-            with _store_lock(self._tracking_uri_or_default()):
+        uri = self._tracking_uri_or_default()
+        with _store_errors(uri):
+            with _store_lock(uri):
                 if not self.resumes_run:
                     self.tags = self._new_run_tags()
                 client = super().experiment  # creates the run, or finds the stopped one
