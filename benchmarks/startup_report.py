@@ -14,6 +14,16 @@ INSTANT_S = 1.0
 OVER_FLOOR_S = 1.5
 
 
+def over_floor(name: str, seconds: float, floor: float) -> Check:
+    """``seconds`` against the floor: what the project adds may be at most ``OVER_FLOOR_S``."""
+    return Check(
+        f"{name}, over the floor",
+        f"{seconds - floor:+.2f} s ({seconds:.2f} s)",
+        f"<= +{OVER_FLOOR_S:g} s",
+        seconds - floor <= OVER_FLOOR_S,
+    )
+
+
 def startup_checks(startup: dict[str, Any], default_run: dict[str, Any]) -> list[Check]:
     """Start-up and memory against the floor measured in the same run."""
     floor = startup["floor"]["import torch, lightning"]["median_s"]
@@ -24,24 +34,11 @@ def startup_checks(startup: dict[str, Any], default_run: dict[str, Any]) -> list
         if name in ANSWERED_WITHOUT_TORCH
     ]
     ckpt = commands["predict.py on the checkpoint, one image"]
-    found.append(
-        Check(
-            "`predict.py` on the checkpoint, one image, over the floor",
-            f"{ckpt - floor:+.2f} s ({ckpt:.2f} s)",
-            f"<= +{OVER_FLOOR_S:g} s",
-            ckpt - floor <= OVER_FLOOR_S,
-        )
-    )
+    found.append(over_floor("`predict.py` on the checkpoint, one image", ckpt, floor))
     first_step = default_run.get("startup_s")
     if first_step is not None:
-        found.append(
-            Check(
-                "launch to the first training step (default run), over the floor",
-                f"{first_step - floor:+.2f} s ({first_step:.2f} s)",
-                f"<= +{OVER_FLOOR_S:g} s",
-                first_step - floor <= OVER_FLOOR_S,
-            )
-        )
+        name = "launch to the first training step (default run)"
+        found.append(over_floor(name, first_step, floor))
     first_steps = startup.get("fast_dev_run_startup_s")
     if first_steps is not None:
         found.append(
