@@ -71,6 +71,22 @@ def test_the_allowance_follows_affinity_quota_and_slurm(monkeypatch: pytest.Monk
     assert cpu_allowance() == CPUS
 
 
+class _Devices:
+    num_devices = 1
+
+
+def test_omp_num_threads_caps_the_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu_threads, "cpu_allowance", lambda: 4)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert cpu_threads.cpu_share(_Devices()) == (1, 4)  # type: ignore[arg-type]
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # make robust's one thread
+    assert cpu_threads.cpu_share(_Devices()) == (1, 1)  # type: ignore[arg-type]
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")  # more than the allowance: the allowance
+    assert cpu_threads.cpu_share(_Devices()) == (1, 4)  # type: ignore[arg-type]
+    monkeypatch.setenv("OMP_NUM_THREADS", "")  # set but empty: ignored
+    assert cpu_threads.cpu_share(_Devices()) == (1, 4)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("share", "busy", "expected"),
     [(2, 0.0, 2), (2, 0.3, 2), (2, 0.6, 1), (2, 1.0, 1), (2, 2.0, 1), (1, 0.0, 1)],

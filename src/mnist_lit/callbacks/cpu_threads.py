@@ -128,9 +128,15 @@ def parallel_jobs() -> int:
 
 def cpu_share(trainer: L.Trainer) -> tuple[int, int]:
     """The processes that train side by side on this machine (the jobs a parallel launcher runs,
-    times the DDP ranks of each) and each one's share of ``cpu_allowance``."""
+    times the DDP ranks of each) and each one's share of ``cpu_allowance``, never above an
+    ``OMP_NUM_THREADS`` the environment sets (the user's word, or the DDP parent's for its
+    ranks)."""
     processes = parallel_jobs() * trainer.num_devices
-    return processes, max(1, cpu_allowance() // processes)
+    share = max(1, cpu_allowance() // processes)
+    asked = os.environ.get("OMP_NUM_THREADS", "")
+    if asked.isdigit() and int(asked) > 0:
+        share = min(share, int(asked))
+    return processes, share
 
 
 def threads_for(share: int, others_busy: float) -> int:
