@@ -16,7 +16,7 @@ CKPT ?= $(ROBUST_RUN)
 # where runs go: the config's paths.log_dir (conf/local/default.yaml may move it), asked of the
 # config when a target needs it; LOG_DIR=... on the command line skips asking
 LOG_DIR = $(shell $(PY) -c 'from mnist_lit.config import log_dir; print(log_dir())')
-# the port of make tensorboard and make mlflow (default: 6006 and 5000)
+# the port of make tensorboard, make mlflow and make notebook (default: 6006, 5000 and 8888)
 PORT ?=
 
 # what each extra's stamp file says is installed: core (the package alone), dev, serve, ...
@@ -89,8 +89,8 @@ mlflow: $(VENV)/.installed-trackers  ## open MLflow's UI on the runs of logger=m
 	mkdir -p $(LOG_DIR)/mlflow
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(LOG_DIR)/mlflow/mlflow.db --artifacts-destination $(LOG_DIR)/mlflow/artifacts --port $(or $(PORT),5000) --workers 1 $(ARGS)
 
-notebook: $(VENV)/.installed-notebook  ## open notebooks/inspect_run.ipynb in Jupyter Lab
-	$(VENV)/bin/jupyter lab notebooks/inspect_run.ipynb
+notebook: $(VENV)/.installed-notebook  ## open notebooks/inspect_run.ipynb in Jupyter Lab: http://localhost:8888 (PORT=, ARGS=)
+	$(VENV)/bin/jupyter lab notebooks/inspect_run.ipynb --port $(or $(PORT),8888) $(ARGS)
 
 clean:  ## remove logs (keeps data/ and .venv/)
 	rm -rf logs

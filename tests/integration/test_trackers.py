@@ -127,7 +127,8 @@ def test_a_run_and_its_resume_in_every_tracker(tmp_path: Path, mnist_data_dir: P
     summary = _metrics(straight)
     assert summary["tags"] == ["tracked", "resume-test"]
     run = client.get_run(tracker_ids(straight)["mlflow"]["run_id"])
-    assert run.info.status == "FINISHED" and run.info.run_name == "straight"
+    # named by where it is: outside paths.log_dir, its whole path
+    assert run.info.status == "FINISHED" and run.info.run_name == str(straight)
     assert {"tracked": "", "resume-test": ""}.items() <= run.data.tags.items()
     assert run.data.params["model._target_"] == "mnist_lit.models.mlp.MLP"
     assert run.data.params["trainer.max_epochs"] == "2"
@@ -147,7 +148,7 @@ def test_a_run_and_its_resume_in_every_tracker(tmp_path: Path, mnist_data_dir: P
     (wandb_run,) = wandb_runs(records)
     assert wandb_run.run_id == tracker_ids(straight)["wandb"]["id"]
     assert list(wandb_run.tags) == ["tracked", "resume-test"]
-    assert wandb_run.display_name == "straight" and not wandb_run.run_group
+    assert wandb_run.display_name == str(straight) and not wandb_run.run_group
     straight_wandb = wandb_histories(records)
     assert straight_wandb["test/acc"] == [(16, pytest.approx(summary["metrics"]["test/acc"]))]
 
@@ -208,7 +209,8 @@ def test_a_2x2_multirun_is_one_parent_run_with_a_child_per_job(
     (experiment,) = [e for e in client.search_experiments() if e.name == "mnist-lit"]
     runs = client.search_runs([experiment.experiment_id])
     (parent,) = [r for r in runs if MLFLOW_PARENT_RUN_ID not in r.data.tags]
-    assert parent.info.run_name == sweep.name and parent.info.status == "FINISHED"
+    name = f"train/multiruns/{sweep.name}"  # where the sweep is in paths.log_dir
+    assert parent.info.run_name == name and parent.info.status == "FINISHED"
     children = {r.info.run_id: r for r in runs if r is not parent}
     assert len(children) == 4
     # the sweep's report and best job, given to the parent when the multirun ended
@@ -218,7 +220,7 @@ def test_a_2x2_multirun_is_one_parent_run_with_a_child_per_job(
     for job in jobs:
         child = children[tracker_ids(job)["mlflow"]["run_id"]]
         assert child.data.tags[MLFLOW_PARENT_RUN_ID] == parent.info.run_id
-        assert child.info.run_name == f"{sweep.name}/{job.name}"
+        assert child.info.run_name == f"{name}/{job.name}"
         assert child.data.tags["grid"] == "" and child.info.status == "FINISHED"
         overrides = dict(
             o.split("=", 1) for o in yaml.safe_load((job / ".hydra/overrides.yaml").read_text())
@@ -231,5 +233,33 @@ def test_a_2x2_multirun_is_one_parent_run_with_a_child_per_job(
         assert list((job / "tensorboard").glob("events.out.tfevents.*"))
         assert "test/acc" in (job / "csv" / "metrics.csv").read_text().splitlines()[0]
         (wandb_run,) = wandb_runs(wandb_records(job))
-        assert wandb_run.run_group == sweep.name
-        assert wandb_run.display_name == f"{sweep.name}/{job.name}"
+        assert wandb_run.run_group == name
+        assert wandb_run.display_name == f"{name}/{job.name}"
+
+
+@pytest.mark.slow
+def test_an_offline_wandb_run_and_its_resume_print_no_warnings(
+    tmp_path: Path, mnist_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lightning gives ``wandb.init`` ``anonymous`` and ``resume`` on every run, and W&B warns
+    about both offline; the logger starts the run without them. ``resume=`` still goes on with
+    the same W&B run, named by where the run dir is in ``paths.log_dir``."""
+    monkeypatch.delenv("WANDB_SILENT")  # what a user sees
+    logs = tmp_path / "logs"
+    run_dir = logs / "x" / "kill"
+    done = run_cli(
+        "train.py", "model=mlp", "logger=wandb", *QUICK, f"paths.data_dir={mnist_data_dir}",
+        f"paths.log_dir={logs}", f"hydra.run.dir={run_dir}",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    first = tracker_ids(run_dir)["wandb"]["id"]
+    resumed = run_cli("train.py", f"resume={run_dir}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for result in (done, resumed):
+        output = result.stdout + result.stderr
+        assert "Tracking run with wandb" in output  # W&B printed what it prints
+        assert "anonymous setting" not in output and "will be ignored" not in output, output
+    assert tracker_ids(run_dir)["wandb"]["id"] == first
+    runs = wandb_runs(wandb_records(run_dir))
+    assert len(runs) == 2 and {r.run_id for r in runs} == {first}  # one run, in two parts
+    assert {r.display_name for r in runs} == {"x/kill"}

@@ -47,15 +47,19 @@ def compose_job(
     sweep_dir: Path | None = None,
     job: int = 0,
     output_subdir: str = ".hydra",
+    log_dir: Path | None = None,
 ) -> DictConfig:
     """The config of a job running in ``run_dir`` (a sweep's ``job`` when ``sweep_dir`` is
-    given), with the composed config saved where Hydra saves it before the task runs."""
+    given), with the composed config saved where Hydra saves it before the task runs;
+    ``paths.log_dir`` is ``log_dir``, or the run dir's parent."""
     extra = [f"hydra.output_subdir={output_subdir}"]
     if sweep_dir is not None:
         extra += ["hydra.mode=MULTIRUN", f"hydra.sweep.dir={sweep_dir}"]
     cfg = compose_config("train", [*overrides, *extra], run_dir)
     with read_write(cfg.hydra):
         cfg.hydra.job.num = job
+    if log_dir is not None:
+        cfg.paths.log_dir = str(log_dir)
     HydraConfig.instance().set_config(cfg)
     task = copy.deepcopy(cfg)
     with open_dict(task):
@@ -200,6 +204,28 @@ def test_an_mlflow_run_has_the_config_as_params_and_the_tags(run_dir: Path) -> N
     assert saved["run_id"] == logger.run_id
 
 
+@pytest.mark.parametrize(
+    ("where", "name"),
+    [
+        ("train/runs/2026-12-05_06-00-00", "train/runs/2026-12-05_06-00-00"),
+        ("x/kill", "x/kill"),  # hydra.run.dir=logs/x/kill
+        ("../elsewhere/kill", None),  # outside paths.log_dir: the whole path
+    ],
+)
+def test_a_run_is_named_by_where_it_is_in_the_log_dir(
+    logs: Path, where: str, name: str | None
+) -> None:
+    """MLflow and W&B show the run dir relative to ``paths.log_dir``, not only its last part."""
+    run_dir = (logs / where).resolve()
+    cfg = compose_job(run_dir, "logger=[mlflow,wandb]", log_dir=logs)
+    mlflow_logger, wandb_logger = built(cfg, "mlflow"), built(cfg, "wandb")
+    mlflow_logger.log_metrics({"val/acc": 0.5}, step=1)
+    mlflow_logger.finalize("success")
+    run = _mlflow(cfg).get_run(mlflow_logger.run_id)
+    assert run.info.run_name == (name or str(run_dir))
+    assert wandb_logger.init_arguments["name"] == run.info.run_name
+
+
 def test_a_resumed_mlflow_run_goes_on_with_its_run_without_repeating_steps(run_dir: Path) -> None:
     cfg = compose_job(run_dir, "logger=mlflow")
     first = built(cfg, "mlflow")
@@ -256,10 +282,13 @@ def test_a_run_started_from_another_runs_checkpoint_is_a_new_tracker_run(run_dir
 
 
 def test_a_sweeps_jobs_are_children_of_one_parent_run(run_dir: Path) -> None:
-    sweep = run_dir
+    """Named by where they are in the log dir: the parent after its sweep dir, each child
+    after the sweep dir and its job number."""
+    sweep = run_dir / "train" / "multiruns" / "2026-12-05_06-00-00"
     loggers = []
     for job in range(2):
-        cfg = compose_job(sweep / str(job), "logger=mlflow", "tags=[s]", sweep_dir=sweep, job=job)
+        overrides = ("logger=mlflow", "tags=[s]")
+        cfg = compose_job(sweep / str(job), *overrides, sweep_dir=sweep, job=job, log_dir=run_dir)
         loggers.append(built(cfg, "mlflow"))
     for logger in loggers:
         logger.log_metrics({"val/acc": 0.5}, step=1)
@@ -268,12 +297,13 @@ def test_a_sweeps_jobs_are_children_of_one_parent_run(run_dir: Path) -> None:
     client = _mlflow(cfg)
     parent_id = json.loads((sweep / PARENT_RUN_FILE).read_text())["run_id"]
     parent = client.get_run(parent_id)
-    assert parent.info.run_name == sweep.name and parent.info.status == "FINISHED"
+    name = "train/multiruns/2026-12-05_06-00-00"
+    assert parent.info.run_name == name and parent.info.status == "FINISHED"
     assert parent.data.tags["s"] == "" and parent.data.tags["sweep_dir"] == str(sweep)
     children = client.search_runs(
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'"
     )
-    assert sorted(c.info.run_name for c in children) == [f"{sweep.name}/0", f"{sweep.name}/1"]
+    assert sorted(c.info.run_name for c in children) == [f"{name}/0", f"{name}/1"]
     assert {c.info.run_id for c in children} == {lg.run_id for lg in loggers}
 
 
@@ -362,7 +392,7 @@ def test_a_finished_run_resumed_again_uploads_only_its_new_results(run_dir: Path
 
 
 def test_a_wandb_run_is_named_grouped_and_tagged_from_hydras_runtime(run_dir: Path) -> None:
-    sweep = run_dir
+    sweep = run_dir / "train" / "multiruns" / "2026-12-05_06-00-00"
     cfg = compose_job(
         sweep / "3",
         "logger=wandb",
@@ -370,30 +400,37 @@ def test_a_wandb_run_is_named_grouped_and_tagged_from_hydras_runtime(run_dir: Pa
         "logger.wandb.tags=[more]",
         sweep_dir=sweep,
         job=3,
+        log_dir=run_dir,
     )
     logger = built(cfg, "wandb")
     assert isinstance(logger, TrackedWandbLogger)
-    init = logger._wandb_init
-    assert init["name"] == f"{sweep.name}/3" and init["group"] == sweep.name
+    init = logger.init_arguments  # what wandb.init gets
+    name = "train/multiruns/2026-12-05_06-00-00"
+    assert init["name"] == f"{name}/3" and init["group"] == name
     assert init["tags"] == ["grid", "more"] and init["id"] is None
     assert init["dir"] == str(sweep / "3") and init["project"] == "mnist-lit"
     assert init["config"]["model._target_"] == cfg.model._target_
     assert init["config"]["tags"] == ["grid"]
+    # offline: no resume (W&B ignores it, with a warning), and never anonymous (no effect)
+    assert init["mode"] == "offline" and init["resume"] is None and "anonymous" not in init
     assert not (sweep / "3" / TRACKERS_FILE).exists()  # nothing before the run starts
 
     single = built(compose_job(run_dir / "single", "logger=wandb"), "wandb")
-    assert single._wandb_init["name"] == "single" and single._wandb_init["group"] is None
+    assert single.init_arguments["name"] == "single" and single.init_arguments["group"] is None
+    online = built(
+        compose_job(run_dir / "on", "logger=wandb", "logger.wandb.offline=false"), "wandb"
+    )
+    assert online.init_arguments["resume"] == "allow" and online.init_arguments["mode"] is None
 
 
 def test_a_resumed_wandb_run_goes_on_with_its_id_and_group(run_dir: Path) -> None:
     (run_dir).mkdir(parents=True)
     (run_dir / TRACKERS_FILE).write_text(json.dumps({"wandb": {"id": "abc123", "group": "g"}}))
     fresh = built(compose_job(run_dir, "logger=wandb"), "wandb")
-    assert fresh._wandb_init["id"] is None  # not resuming: a new W&B run
+    assert fresh.init_arguments["id"] is None  # not resuming: a new W&B run
     ckpt = checkpoint_at(run_dir, 5)
     resumed = built(compose_job(run_dir, "logger=wandb", f"ckpt_path={ckpt}"), "wandb")
-    assert resumed._wandb_init["id"] == "abc123" and resumed._wandb_init["group"] == "g"
-    assert resumed._wandb_init["resume"] == "allow"
+    assert resumed.init_arguments["id"] == "abc123" and resumed.init_arguments["group"] == "g"
     assert resumed.logged_steps == {}  # no W&B files of it here
 
 

@@ -46,6 +46,7 @@ class MLflowArguments(Options):
     log_model: bool | Literal["all"] = False
     prefix: str = ""
     run_dir: str
+    log_dir: str | None = None
     ckpt_path: str | None = None
 
 
@@ -105,8 +106,9 @@ class TrackedMLFlowLogger(MLFlowLogger):
     refuses that: a value given anew on resume is kept as a ``resume.changed.<key>`` tag).
     The run's last finalize uploads the best checkpoint, the config and ``metrics.json``.
 
-    ``run_dir``, ``run_tags`` and ``ckpt_path``: the run's dir, its ``tags`` and the checkpoint it
-    resumes from (``conf/logger/mlflow.yaml`` interpolates them).
+    ``run_dir``, ``log_dir``, ``run_tags`` and ``ckpt_path``: the run's dir, ``paths.log_dir``
+    (the run is named by where it is in it), its ``tags`` and the checkpoint it resumes from
+    (``conf/logger/mlflow.yaml`` interpolates them).
     """
 
     def __init__(
@@ -116,6 +118,7 @@ class TrackedMLFlowLogger(MLFlowLogger):
         tracking_uri: str | None = None,
         artifact_location: str | None = None,
         run_dir: str | Path = ".",
+        log_dir: str | Path | None = None,
         run_tags: Any = None,
         ckpt_path: str | None = None,
         **kwargs: Any,
@@ -127,11 +130,12 @@ class TrackedMLFlowLogger(MLFlowLogger):
             "tracking_uri": tracking_uri,
             "artifact_location": artifact_location,
             "run_dir": str(run_dir),
+            "log_dir": None if log_dir is None else str(log_dir),
             "ckpt_path": ckpt_path,
             **kwargs,
         }
         check_arguments("logger.mlflow", MLflowArguments, given)
-        self.tracked: TrackedRun = tracked_run(run_dir, run_tags, ckpt_path)
+        self.tracked: TrackedRun = tracked_run(run_dir, run_tags, ckpt_path, log_dir)
         self.experiment_name = experiment_name
         self.tracking_uri = tracking_uri
         self.artifact_location = artifact_location
@@ -306,7 +310,7 @@ def sweep_parent_run(
         if path.is_file():
             return str(json.loads(path.read_text())["run_id"])
         tags = {tag: "" for tag in run.tags} | {"sweep_dir": str(sweep_dir)}
-        parent = client.create_run(experiment_id, run_name=sweep_dir.name, tags=tags)
+        parent = client.create_run(experiment_id, run_name=run.sweep_name, tags=tags)
         record = {"run_id": parent.info.run_id, "tracking_uri": tracking_uri}
         atomic_write_bytes(path, json.dumps(record).encode())
         return str(parent.info.run_id)

@@ -1,10 +1,10 @@
 """What a tracker logger knows of its run, found from its own arguments and Hydra's runtime.
 
 The core builds every logger with a plain ``instantiate(logger_cfg)``, so a tracker gets the
-run dir, the run's tags and the checkpoint it resumes from through interpolations in its YAML
-(``${paths.output_dir}``, ``${tags}``, ``${ckpt_path}``); the rest comes from Hydra: a sweep's
-job is named after its sweep dir and number, and the composed config is the one Hydra saved in
-the run dir before the task ran.
+run dir, the log dir, the run's tags and the checkpoint it resumes from through interpolations
+in its YAML (``${paths.output_dir}``, ``${paths.log_dir}``, ``${tags}``, ``${ckpt_path}``); the
+rest comes from Hydra: a sweep's job is named after its sweep dir and number, and the composed
+config is the one Hydra saved in the run dir before the task ran.
 """
 
 from __future__ import annotations
@@ -34,11 +34,14 @@ class TrackedRun:
     """What the trackers record about the run beside its metrics."""
 
     run_dir: Path
-    #: the run dir's name, or ``<sweep dir name>/<job number>`` for a sweep's job
+    #: where the run is: its dir relative to ``paths.log_dir`` (``train/runs/<time>``), a
+    #: sweep's job ``<sweep name>/<job number>`` (``run_name``)
     name: str
     #: the sweep dir of a multirun's job (None for a single run, or a resumed job: its tracker
     #: runs already belong to their sweep)
     sweep_dir: Path | None = None
+    #: the sweep dir's name by the same rule (``train/multiruns/<time>``)
+    sweep_name: str | None = None
     tags: tuple[str, ...] = ()
     #: the step the run resumes at (None: a fresh run)
     resumed_at: int | None = None
@@ -82,23 +85,40 @@ def _stamp(path: Path) -> tuple[int, int] | None:
 
 
 def tracked_run(
-    run_dir: str | Path, tags: str | Iterable[str] | None, ckpt_path: str | None
+    run_dir: str | Path,
+    tags: str | Iterable[str] | None,
+    ckpt_path: str | None,
+    log_dir: str | Path | None = None,
 ) -> TrackedRun:
-    """The ``TrackedRun`` of the job that is running (Hydra's runtime says if it is a sweep's)."""
+    """The ``TrackedRun`` of the job that is running (Hydra's runtime says if it is a sweep's);
+    ``log_dir``: ``paths.log_dir``, what its name is relative to."""
     run_dir = Path(run_dir)
-    name, sweep_dir = run_dir.name, None
+    name, sweep_dir, sweep_name = run_name(run_dir, log_dir), None, None
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         sweep_dir = Path(HydraConfig.get().sweep.dir)
-        name = f"{sweep_dir.name}/{HydraConfig.get().job.num}"
+        sweep_name = run_name(sweep_dir, log_dir)
+        name = f"{sweep_name}/{HydraConfig.get().job.num}"
     return TrackedRun(
         run_dir=run_dir,
         name=name,
         sweep_dir=sweep_dir,
+        sweep_name=sweep_name,
         tags=tuple(tag_list(tags)),
         resumed_at=checkpoint_step(ckpt_path) if ckpt_path else None,
         config=flat_params(composed_config(run_dir)),
         results_before=_stamp(run_dir / RESULTS_FILE),
     )
+
+
+def run_name(path: Path, log_dir: str | Path | None) -> str:
+    """Where a run (or sweep) dir is, as its trackers name it: relative to ``log_dir``
+    (``train/runs/<time>``, ``x/kill``), else the whole path (a dir outside the log dir)."""
+    path = path.resolve()
+    if log_dir is not None and path.is_relative_to(Path(log_dir).resolve()):
+        inside = path.relative_to(Path(log_dir).resolve()).as_posix()
+        if inside != ".":  # the log dir itself: its path
+            return inside
+    return str(path)
 
 
 def tag_list(tags: str | Iterable[str] | None) -> list[str]:

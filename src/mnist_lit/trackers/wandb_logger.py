@@ -8,6 +8,7 @@ runs on rank 0 only. wandb is imported only once the run starts.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -37,18 +38,25 @@ class WandbArguments(Options):
     log_model: bool | Literal["all"] = False
     prefix: str = ""
     run_dir: str
+    log_dir: str | None = None
     ckpt_path: str | None = None
 
 
 class TrackedWandbLogger(WandbLogger):
-    """Lightning's ``WandbLogger`` for one run dir: named after it (a sweep's job:
-    ``<sweep dir name>/<job number>``, in the sweep's group), with the run's tags and composed
-    config; a resumed run goes on with the stopped run's W&B run (same id and group) and skips
-    the steps that W&B's files of it hold. The run's last finalize finishes the W&B run, so the
-    next job of a sweep in this process starts its own.
+    """Lightning's ``WandbLogger`` for one run dir: named by where it is in ``paths.log_dir``
+    (a sweep's job: ``<sweep name>/<job number>``, in the sweep's group), with the run's tags
+    and composed config; a resumed run goes on with the stopped run's W&B run (same id and
+    group) and skips the steps that W&B's files of it hold. The run's last finalize finishes the
+    W&B run, so the next job of a sweep in this process starts its own.
 
-    ``run_dir``, ``run_tags`` and ``ckpt_path``: the run's dir, its ``tags`` and the checkpoint it
-    resumes from (``conf/logger/wandb.yaml`` interpolates them).
+    ``run_dir``, ``log_dir``, ``run_tags`` and ``ckpt_path``: the run's dir, ``paths.log_dir``,
+    its ``tags`` and the checkpoint it resumes from (``conf/logger/wandb.yaml`` interpolates them).
+
+    The W&B run is started here, with ``wandb.init``, and Lightning takes it as the run in
+    progress: two of the arguments Lightning always gives ``wandb.init`` draw a warning on every
+    run, ``anonymous=None`` (W&B takes any value as set: "has no effect") and, offline,
+    ``resume="allow"`` ("will be ignored": an offline run with the same id is written anew, and
+    ``wandb sync`` adds it to that run).
     """
 
     def __init__(
@@ -58,6 +66,7 @@ class TrackedWandbLogger(WandbLogger):
         group: str | None = None,
         tags: Any = None,
         run_dir: str | Path = ".",
+        log_dir: str | Path | None = None,
         run_tags: Any = None,
         ckpt_path: str | None = None,
         **kwargs: Any,
@@ -70,24 +79,36 @@ class TrackedWandbLogger(WandbLogger):
             "group": group,
             "tags": more_tags,
             "run_dir": str(run_dir),
+            "log_dir": None if log_dir is None else str(log_dir),
             "ckpt_path": ckpt_path,
             **kwargs,
         }
         check_arguments("logger.wandb", WandbArguments, given)
-        self.tracked: TrackedRun = tracked_run(run_dir, run_tags, ckpt_path)
+        self.tracked: TrackedRun = tracked_run(run_dir, run_tags, ckpt_path, log_dir)
         saved = self.tracked.saved_ids("wandb")
         if saved.get("id"):  # W&B picks the id of a new run
             kwargs["id"], group = saved["id"], saved.get("group")
         else:
-            group = group or (self.tracked.sweep_dir.name if self.tracked.sweep_dir else None)
-        super().__init__(
-            save_dir=save_dir,
-            name=name or self.tracked.name,
-            group=group,
-            tags=[*self.tracked.tags, *more_tags],
-            config=self.tracked.config,
+            group = group or self.tracked.sweep_name
+        init_arguments = {
+            "name": name or self.tracked.name,
+            "group": group,
+            "tags": [*self.tracked.tags, *more_tags],
+            "config": self.tracked.config,
             **kwargs,
-        )
+        }
+        super().__init__(save_dir=save_dir, **init_arguments)
+        offline = bool(kwargs.get("offline"))
+        #: what ``wandb.init`` is given: Lightning's arguments less ``anonymous``, and ``resume``
+        #: online only
+        self.init_arguments: dict[str, Any] = {
+            "project": self.name,  # Lightning's default project if none was given
+            "dir": self.save_dir,
+            "id": self.version,
+            "mode": "offline" if offline else None,
+            "resume": None if offline else "allow",
+            **{k: v for k, v in init_arguments.items() if k not in NOT_FOR_INIT},
+        }
         self.group = group
         self.logged_steps: dict[str, int] = {}
         if saved.get("id"):
@@ -98,10 +119,22 @@ class TrackedWandbLogger(WandbLogger):
     @property
     def experiment(self) -> Any:
         """W&B's run; the first use on rank 0 starts it and keeps its id in the run dir."""
-        started = super().experiment
-        if not self._started and rank_zero_only.rank == 0:  # type: ignore[attr-defined]
-            self._started = True
-            self.tracked.remember_ids("wandb", {"id": started.id, "group": self.group})
+        if self._started or rank_zero_only.rank != 0:  # type: ignore[attr-defined]
+            return super().experiment
+        self._started = True
+        import wandb
+
+        if wandb.run is not None:  # a run the user started: Lightning takes it, and says so
+            started = super().experiment
+        else:
+            run = wandb.init(**self.init_arguments)
+            # the x-axis Lightning gives a run it starts
+            run.define_metric("trainer/global_step")
+            run.define_metric("*", step_metric="trainer/global_step", step_sync=True)
+            with warnings.catch_warnings():  # Lightning takes the run in progress: ours
+                warnings.filterwarnings("ignore", "There is a wandb run already in progress")
+                started = super().experiment
+        self.tracked.remember_ids("wandb", {"id": started.id, "group": self.group})
         return started
 
     @rank_zero_only
@@ -120,6 +153,14 @@ class TrackedWandbLogger(WandbLogger):
             return  # the end of fit or test: the run goes on
         self._finished = True
         self._experiment.finish(exit_code=0 if status in ("success", "finished") else 1)
+
+
+#: ``WandbLogger``'s arguments that ``init_arguments`` does not pass on as they are: Lightning's
+#: own, and ``anonymous`` (no effect in W&B, only its warning)
+NOT_FOR_INIT = (
+    "offline", "log_model", "prefix", "checkpoint_name", "add_file_policy", "experiment",
+    "id", "version", "dir", "anonymous",
+)  # fmt: skip
 
 
 def wandb_logged_steps(save_dir: Path, run_id: str) -> dict[str, int]:
