@@ -117,7 +117,7 @@ def bad_inputs(digit: bytes) -> dict[str, tuple[bytes, dict[str, str], int, str]
             json.dumps({"image": "not base64!"}).encode(),
             {"Content-Type": "application/json"},
             400,
-            "images[0] is not valid base64",
+            "image is not valid base64"  # the key sent,
         ),
         "malformed form": (
             b"--x\r\nbroken",

@@ -42,7 +42,7 @@ class Prediction:
 
 
 def image_paths(images: str | Sequence[str]) -> tuple[list[Path], list[Prediction]]:
-    """The files to classify (a folder gives its PNG/JPEG files, sorted) and the bad entries."""
+    """The files to classify (a folder gives its image files, sorted) and the bad entries."""
     entries = [images] if isinstance(images, str) else list(images)
     paths: list[Path] = []
     failed: list[Prediction] = []
@@ -51,7 +51,7 @@ def image_paths(images: str | Sequence[str]) -> tuple[list[Path], list[Predictio
         if path.is_dir():
             found = find_images(path)
             if not found:
-                failed.append(Prediction(str(path), [], "a folder with no .png, .jpg or .jpeg"))
+                failed.append(Prediction(str(path), [], "a folder with no .png, .jpg, .jpeg, .webp, .gif or .bmp"))
             paths += found
         elif path.exists():
             paths.append(path)

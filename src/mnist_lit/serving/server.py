@@ -1,7 +1,7 @@
 """The served model: a FastAPI app run by uvicorn, and the page at ``/``.
 
-- ``POST /predict``: one image as the raw body (``Content-Type: image/png``, ``image/jpeg`` or
-  ``application/octet-stream``), or one or more as multipart form files, or as JSON
+- ``POST /predict``: one image file (PNG, JPEG, WebP, GIF or BMP) as the raw body (any
+  ``Content-Type``), or one or more as multipart form files, or as JSON
   ``{"image": "<base64>"}`` / ``{"images": ["<base64>", ...]}``. One image answers one result;
   several (or ``images``) answer ``{"predictions": [...]}``, each a result or ``{"error": ...}``.
   A result: ``label``, ``class``, ``probability``, every class's ``probabilities``, the ``top``
