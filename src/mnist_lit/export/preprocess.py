@@ -30,8 +30,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mnist_lit.errors import UserError, first_line
 
-#: what a folder is searched for (case-insensitive)
-#: the files a folder gives (predict.py): the formats read, each tested (tests/unit/test_preprocess.py)
+#: what a folder is searched for (case-insensitive): the formats read, each decoded in
+#: tests/unit/test_preprocess.py
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
 #: the largest image file read, and the most pixels decoded (a 28x28 input needs far fewer)
 MAX_IMAGE_BYTES = 32 * 2**20
@@ -46,8 +46,8 @@ LUMA = np.array([0.2989, 0.587, 0.114], dtype=np.float32)
 
 
 def decode(data: bytes) -> np.ndarray:
-    """Decode PNG, JPEG, WebP, GIF (its first frame) or BMP bytes to ``[H, W]`` or ``[H, W, C]`` (uint8, or uint16 for
-    16-bit PNG).
+    """Decode PNG, JPEG, WebP, GIF (its first frame) or BMP bytes to ``[H, W]`` or
+    ``[H, W, C]`` (uint8, or uint16 for 16-bit PNG).
 
     At most ``MAX_IMAGE_BYTES`` and ``MAX_IMAGE_PIXELS``: a small PNG can hold billions of pixels.
     """
