@@ -117,7 +117,7 @@ def bad_inputs(digit: bytes) -> dict[str, tuple[bytes, dict[str, str], int, str]
             json.dumps({"image": "not base64!"}).encode(),
             {"Content-Type": "application/json"},
             400,
-            "image is not valid base64"  # the key sent,
+            "image is not valid base64",  # the key sent,
         ),
         "malformed form": (
             b"--x\r\nbroken",
@@ -247,6 +247,7 @@ def test_the_command_refuses_what_it_cannot_serve_in_one_line(
         busy = run_cli("serve.py", f"ckpt_path={ckpt}", f"port={port}", log_dir)
     assert busy.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in error_line(busy.stderr, alone=False)
+    assert "http://" not in busy.stdout + busy.stderr  # no address the server never answers
 
 
 @pytest.mark.slow

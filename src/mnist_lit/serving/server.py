@@ -228,13 +228,14 @@ def serve(cfg: DictConfig, model: Path) -> None:
     check_worker_memory(
         cfg.workers, psutil.Process().memory_info().rss, psutil.virtual_memory().available
     )
+    # the address is printed once the port is known to be free: a port in use is one line
+    check_port_free(cfg.host, cfg.port)
     print(
         f"[mnist-lit] serving {model} ({predictor.dataset}, {len(predictor.classes)} classes, "
         f"{'onnxruntime' if model.suffix.lower() == ONNX_SUFFIX else 'torch'}) at "
         f"http://{cfg.host}:{cfg.port}/ with {cfg.workers} worker(s); Ctrl-C stops",
         flush=True,
     )
-    check_port_free(cfg.host, cfg.port)
     if cfg.workers == 1:
         app: FastAPI | str = create_app(predictor, limits)
     else:  # each worker process builds its own app: uvicorn imports it by name
@@ -253,7 +254,8 @@ def serve(cfg: DictConfig, model: Path) -> None:
 
 
 def check_port_free(host: str, port: int) -> None:
-    """One line for a port in use or a host this machine does not have, before uvicorn tries."""
+    """One line for a port in use or a host this machine does not have, before the address is
+    printed and uvicorn binds it (the probe binds the port and lets it go at once)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -262,5 +264,5 @@ def check_port_free(host: str, port: int) -> None:
         except OSError as err:
             raise UserError(
                 f"cannot listen on {host}:{port} ({err.strerror or err}): pass another "
-                "port=<number> or host=<address>"
+                f"port=<number> (make serve port={port + 1}) or host=<address>"
             ) from None
