@@ -108,7 +108,7 @@ def test_export_missing_exports_the_checkpoint_first(
     ckpt.write_bytes(tiny_ckpts["full"].read_bytes())
     asked: list[Path] = []
 
-    def export_beside(checkpoint: Path) -> None:
+    def export_beside(checkpoint: Path, log_dir: str) -> None:
         asked.append(checkpoint)
         checkpoint.with_suffix(".onnx").write_bytes(b"")
 

@@ -124,7 +124,7 @@ def served_file(cfg: DictConfig) -> Path:
     if path.suffix.lower() != ONNX_SUFFIX and cfg.runtime == "onnx":
         exported = path.with_suffix(ONNX_SUFFIX)
         if not exported.is_file() and cfg.export_missing and path.is_file():
-            export_beside(path)
+            export_beside(path, cfg.paths.log_dir)
         if not exported.is_file():
             raise UserError(
                 f"runtime=onnx serves {exported}, which does not exist: make it with "
@@ -135,12 +135,13 @@ def served_file(cfg: DictConfig) -> Path:
     return checked_model(path)
 
 
-def export_beside(checkpoint: Path) -> None:
+def export_beside(checkpoint: Path, log_dir: str) -> None:
     """``python export.py ckpt_path=<checkpoint> verify=false``: its ``.onnx`` file beside it,
-    as ``make serve`` asks the first time (a few seconds; its output and errors are shown)."""
+    as ``make serve`` asks the first time (a few seconds; its output and errors are shown). Its
+    run dir goes under the serving run's ``log_dir``."""
     print(f"[mnist-lit] exporting {checkpoint} to ONNX for runtime=onnx (python export.py)")
     command = [sys.executable, str(PROJECT_ROOT / "export.py"), f"ckpt_path={checkpoint}"]
-    done = subprocess.run([*command, "verify=false"], check=False)
+    done = subprocess.run([*command, "verify=false", f"paths.log_dir={log_dir}"], check=False)
     if done.returncode != 0:
         raise UserError(
             f"exporting {checkpoint} failed (its error is above): pass runtime=checkpoint to "
