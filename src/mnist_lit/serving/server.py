@@ -262,7 +262,8 @@ def check_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as err:
+            other = port + 1 if port < 65535 else 8000
             raise UserError(
                 f"cannot listen on {host}:{port} ({err.strerror or err}): pass another "
-                f"port=<number> (make serve port={port + 1}) or host=<address>"
+                f"port=<number> (make serve port={other}) or host=<address>"
             ) from None
