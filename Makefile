@@ -12,12 +12,18 @@ PYTEST_ARGS ?=
 ROBUST_RUN ?= logs/robust/run
 # what make serve and make bench-serve serve: a run dir, a checkpoint, `last` or an .onnx file
 CKPT ?= $(ROBUST_RUN)
+# the runtime make serve serves and make bench-serve measures, so that the benchmark measures
+# what is served: onnx (the checkpoint exported beside it, run by onnxruntime; the faster one in
+# docs/serving.md) or checkpoint (torch)
+RUNTIME ?= onnx
 
 # where runs go: the config's paths.log_dir (conf/local/default.yaml may move it), asked of the
 # config when a target needs it; LOG_DIR=... on the command line skips asking
 LOG_DIR = $(shell $(PY) -c 'from mnist_lit.config import log_dir; print(log_dir())')
-# the port of make tensorboard, make mlflow and make notebook (default: 6006, 5000 and 8888)
+# the port of make serve, make tensorboard, make mlflow and make notebook (default: 8000, 6006,
+# 5000 and 8888): PORT=8001 or port=8001
 PORT ?=
+port ?= $(PORT)
 
 # what each extra's stamp file says is installed: core (the package alone), dev, serve, ...
 CORE := $(VENV)/.installed-core
@@ -56,21 +62,25 @@ test-unit: $(DEV)  ## the fast layer alone (synthetic data, no MNIST, no subproc
 bench: $(DEV) data  ## side by side with pytorch/examples and a plain loop, start-up, memory, beside busy processes (~18 min); logs/bench/<time>/bench.md
 	$(PY) benchmarks/bench.py
 
-robust: $(ROBUST_RUN)/metrics.json  ## the model make serve uses: experiment=robust (~21 min on 2 cores), trained if missing
+robust: $(ROBUST_RUN)/metrics.json  ## the model make serve uses: experiment=robust, trained if missing (prints the time it takes here, then the time left)
 
-# one thread: on 2 shared cores a step of this recipe took 0.31 s with 1 thread, 1.0 s with 2
+# one thread: on 2 shared cores a step of this recipe took 0.31 s with 1 thread, 1.0 s with 2.
+# callbacks.time_left prints the time the fit takes on this machine after its first 20 steps,
+# then the time left every minute
 $(ROBUST_RUN)/metrics.json: | data
+	@if [ -d $(ROBUST_RUN) ]; then echo "[mnist-lit] $(ROBUST_RUN) has no metrics.json: resuming its training (experiment=robust) before serving"; \
+	else echo "[mnist-lit] $(ROBUST_RUN) is missing: training the model make serve serves first (experiment=robust, 15 epochs); how long it takes here is printed after its first steps, then the time left every minute"; fi
 	if [ -d $(ROBUST_RUN) ]; then OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) train.py resume=$(ROBUST_RUN); \
-	else OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) train.py experiment=robust hydra.run.dir=$(ROBUST_RUN); fi
+	else OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) train.py experiment=robust "callbacks=[default,time_left]" hydra.run.dir=$(ROBUST_RUN); fi
 
 robustness: $(DEV) robust  ## accuracy on the generated non-MNIST check set: logs/robustness/<time>/robustness.md
 	$(PY) benchmarks/robustness.py --model robust=$(ROBUST_RUN) $(ARGS)
 
-serve: $(VENV)/.installed-serve $(if $(filter $(ROBUST_RUN),$(CKPT)),robust)  ## the model behind HTTP, a drawing page at http://127.0.0.1:8000/ (default: make robust's run; CKPT=<run dir|ckpt|last|file.onnx>, ARGS="runtime=onnx")
-	$(PY) serve.py ckpt_path=$(CKPT) $(ARGS)
+serve: $(VENV)/.installed-serve $(if $(filter $(ROBUST_RUN),$(CKPT)),robust)  ## the model behind HTTP, a drawing page at http://127.0.0.1:8000/ (default: make robust's run by onnxruntime; CKPT=<run dir|ckpt|last|file.onnx>, RUNTIME=checkpoint, port=8001, ARGS="workers=1")
+	$(PY) serve.py ckpt_path=$(CKPT) runtime=$(RUNTIME) export_missing=true $(if $(port),port=$(port)) $(ARGS)
 
-bench-serve: $(DEV) $(if $(filter $(ROBUST_RUN),$(CKPT)),robust,data)  ## the served model under load beside predict.py (~1 min); logs/bench/serve-<time>/serve_bench.md
-	$(PY) benchmarks/serve_bench.py --ckpt $(CKPT) --runtime onnx $(ARGS)
+bench-serve: $(DEV) $(if $(filter $(ROBUST_RUN),$(CKPT)),robust,data)  ## what make serve serves (CKPT, RUNTIME) under load, beside predict.py (~1 min); logs/bench/serve-<time>/serve_bench.md
+	$(PY) benchmarks/serve_bench.py --ckpt $(CKPT) --runtime $(RUNTIME) $(ARGS)
 
 lint: $(DEV)  ## ruff lint and format check; the import contracts (import-linter); mypy over src/
 	$(VENV)/bin/ruff check .
@@ -83,14 +93,14 @@ format: $(DEV)  ## ruff: fix what can be fixed and format
 	$(VENV)/bin/ruff format .
 
 tensorboard: $(CORE)  ## open TensorBoard on every run under paths.log_dir: http://localhost:6006 (PORT=, ARGS= more options)
-	$(VENV)/bin/tensorboard --logdir $(LOG_DIR) --port $(or $(PORT),6006) $(ARGS)
+	$(VENV)/bin/tensorboard --logdir $(LOG_DIR) --port $(or $(port),6006) $(ARGS)
 
 mlflow: $(VENV)/.installed-trackers  ## open MLflow's UI on the runs of logger=mlflow (<paths.log_dir>/mlflow/mlflow.db): http://localhost:5000 (PORT=, ARGS=)
 	mkdir -p $(LOG_DIR)/mlflow
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(LOG_DIR)/mlflow/mlflow.db --artifacts-destination $(LOG_DIR)/mlflow/artifacts --port $(or $(PORT),5000) --workers 1 $(ARGS)
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(LOG_DIR)/mlflow/mlflow.db --artifacts-destination $(LOG_DIR)/mlflow/artifacts --port $(or $(port),5000) --workers 1 $(ARGS)
 
 notebook: $(VENV)/.installed-notebook  ## open notebooks/inspect_run.ipynb in Jupyter Lab: http://localhost:8888 (PORT=, ARGS=)
-	$(VENV)/bin/jupyter lab notebooks/inspect_run.ipynb --port $(or $(PORT),8888) $(ARGS)
+	$(VENV)/bin/jupyter lab notebooks/inspect_run.ipynb --port $(or $(port),8888) $(ARGS)
 
 clean:  ## remove logs (keeps data/ and .venv/)
 	rm -rf logs

@@ -1,10 +1,11 @@
 """The page at ``/`` in a real browser: Debian's headless ``chromium`` driven by Playwright.
 
 Digits are drawn as mouse strokes on the canvas, and the label the page shows is read; another
-test uploads a file. The drawing test also saves a screenshot of the page to
-``docs/images/serve.png`` (the README's picture). Skipped, with the reason, where chromium or
-the ``playwright`` package is missing (``apt-get install chromium``, ``pip install playwright``:
-Playwright's own browser download is not needed).
+test uploads a file; on a phone-sized screen a digit is drawn with touch events, and the square,
+the guess and the 28x28 input must fit the screen. The drawing tests also save screenshots of
+the page to ``docs/images/serve.png`` (the README's picture) and ``serve-phone.png``. Skipped,
+with the reason, where chromium or the ``playwright`` package is missing (``apt-get install
+chromium``, ``pip install playwright``: Playwright's own browser download is not needed).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .served import mnist_onnx, served_url
 __all__ = ["mnist_onnx", "served_url"]  # fixtures, used by name
 
 SCREENSHOT = PROJECT_ROOT / "docs" / "images" / "serve.png"
+PHONE_SCREENSHOT = PROJECT_ROOT / "docs" / "images" / "serve-phone.png"
 
 Stroke = list[tuple[float, float]]  # points in the canvas, 0..1 across and down
 
@@ -175,3 +177,48 @@ def test_a_file_that_is_no_image_shows_the_servers_reason(
     page_errors.remove(
         "Failed to load resource: the server responded with a status of 400 (Bad Request)"
     )
+
+
+PHONE = {"width": 390, "height": 844}  # CSS pixels of a common phone's screen
+
+
+def touch_draw(page, strokes: list[Stroke]) -> None:
+    """Draw ``strokes`` with a finger: touch events sent through the Chrome DevTools Protocol
+    (Playwright's ``touchscreen`` only taps); each stroke's end sends the drawing."""
+    cdp = page.context.new_cdp_session(page)
+    box = page.locator("#pad").bounding_box()
+    for stroke in strokes:
+        points = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke]
+        kinds = ["touchStart"] + ["touchMove"] * (len(points) - 1)
+        for kind, (x, y) in zip(kinds, points, strict=True):
+            cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [{"x": x, "y": y}]})
+        with page.expect_request("**/predict"):
+            cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    answered(page)
+    cdp.detach()
+
+
+def test_on_a_phone_the_pad_the_guess_and_the_input_fit_one_screen(
+    browser, served_url: str
+) -> None:
+    """At 390x844 with touch, a digit drawn with a finger: the square, the guess and the 28x28
+    input all lie inside the screen, nothing scrolled and nothing wider than the screen."""
+    context = browser.new_context(
+        viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=3
+    )
+    page = context.new_page()
+    try:
+        page.goto(served_url)
+        page.wait_for_selector("body[data-ready=true]")
+        touch_draw(page, DIGITS[7])
+        assert shown(page)["label"] == "7"
+        assert page.evaluate("() => [window.scrollX, window.scrollY]") == [0, 0]
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
+        for part in ("#pad", "#guess", "#input28"):
+            box = page.locator(part).bounding_box()
+            assert box is not None and box["width"] > 0, part
+            assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], (part, box)
+            assert box["y"] >= 0 and box["y"] + box["height"] <= PHONE["height"], (part, box)
+        atomic_write_bytes(PHONE_SCREENSHOT, page.screenshot())  # docs/serving.md's picture
+    finally:
+        context.close()

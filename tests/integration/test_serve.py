@@ -117,7 +117,7 @@ def bad_inputs(digit: bytes) -> dict[str, tuple[bytes, dict[str, str], int, str]
             json.dumps({"image": "not base64!"}).encode(),
             {"Content-Type": "application/json"},
             400,
-            "images[0] is not valid base64",
+            "image is not valid base64",  # the key sent,
         ),
         "malformed form": (
             b"--x\r\nbroken",
@@ -211,6 +211,33 @@ def test_a_run_dir_is_served_by_torch_with_the_onnx_files_answers(
             assert from_ckpt["probabilities"] == pytest.approx(from_onnx["probabilities"], abs=1e-4)
 
 
+@pytest.mark.slow
+def test_runtime_onnx_with_export_missing_exports_a_run_once_then_serves_it(
+    served_url: str, mnist_ckpt: Path, digits, tmp_path: Path
+) -> None:
+    """What ``make serve`` runs (``runtime=onnx export_missing=true``) on a run dir without an
+    ``.onnx`` file: ``export.py`` writes it beside the checkpoint, and the answers are those of
+    the session's own export of the same checkpoint."""
+    folder, _ = digits
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(mnist_ckpt, run / "checkpoints" / "last.ckpt")
+    overrides = [f"ckpt_path={run}", "runtime=onnx", "export_missing=true", "workers=1"]
+    log = tmp_path / "serve.log"
+    with running_server(*overrides, f"paths.log_dir={tmp_path / 'logs'}", log=log) as url:
+        health = json.loads(http_get(url, "/health"))
+        assert health["source"] == str(run / "checkpoints" / "last.onnx")
+        for path in sorted(folder.glob("*.png"))[:5]:
+            _, exported_here = post(url, path.read_bytes())
+            _, session_export = post(served_url, path.read_bytes())
+            assert exported_here["probabilities"] == session_export["probabilities"]
+    assert "exporting" in log.read_text()
+    assert list((tmp_path / "logs" / "export" / "runs").iterdir())  # the export's own run dir
+    with running_server(*overrides, f"paths.log_dir={tmp_path / 'logs'}", log=log):
+        pass
+    assert "exporting" not in log.read_text()  # once: the file is there now
+
+
 def http_get(url: str, path: str) -> bytes:
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
@@ -247,6 +274,7 @@ def test_the_command_refuses_what_it_cannot_serve_in_one_line(
         busy = run_cli("serve.py", f"ckpt_path={ckpt}", f"port={port}", log_dir)
     assert busy.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in error_line(busy.stderr, alone=False)
+    assert "http://" not in busy.stdout + busy.stderr  # no address the server never answers
 
 
 @pytest.mark.slow

@@ -126,7 +126,12 @@ def test_cli_run_and_multirun(tmp_path: Path, mnist_data_dir: Path) -> None:
     assert (runs[0] / ".hydra" / "config.yaml").is_file() and (runs[0] / "train.log").is_file()
     assert "[mnist-lit] model=mlp test/acc=" in single.stdout
     output = single.stdout + single.stderr
-    assert output.count("Seed set to 42") == 1  # each of Lightning's INFO lines once
+    # each of Lightning's INFO lines once: Hydra's handler prints it ("[<time>][lightning...]
+    # [INFO] - <message>"), and the handler `import lightning` adds must not print it again
+    lightning_info = re.findall(r"^\[[^]]*\]\[lightning[\w.]*\]\[INFO\] - (.+)$", output, re.M)
+    assert "Seed set to 42" in lightning_info
+    printed = {message: output.count(message) for message in lightning_info}
+    assert printed == dict.fromkeys(lightning_info, 1), printed
 
     sweep = run_cli(
         "train.py",

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from mnist_lit.callbacks.images import SampleBatchImages
 from mnist_lit.callbacks.images import TestReportImages as ReportImages  # (not a test to pytest)
+from mnist_lit.callbacks.time_left import TimeLeft, duration
 from mnist_lit.callbacks.training import (
     ChannelsLast,
     ExactResume,
@@ -244,3 +245,41 @@ def test_startup_time_is_measured_from_the_process_launch(train_cfg) -> None:
     summary = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     started = psutil.Process().create_time()
     assert 0 < summary["startup_seconds"] < time.time() - started
+
+
+# ----------------------------------------------------------------------------- TimeLeft
+
+
+def test_time_left_is_printed_from_the_measured_steps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After ``first_after_steps`` steps, then every ``every_seconds`` (0 here: each step), a
+    line with the step, the time left and the seconds a step takes; the first also gives the
+    whole fit's time."""
+    trainer = L.Trainer(
+        max_steps=5,
+        limit_val_batches=0,
+        callbacks=[TimeLeft(every_seconds=0, first_after_steps=3)],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    data = TensorDataset(torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,)))
+    trainer.fit(LitClassifier(net=TINY_CNN, optimizer=ADAM), DataLoader(data, batch_size=2))
+    lines = [line for line in capsys.readouterr().out.splitlines() if "left" in line]
+    assert [line.split(":")[0] for line in lines] == [
+        "[mnist-lit] step 3/5",
+        "[mnist-lit] step 4/5",
+        "[mnist-lit] step 5/5",
+    ]
+    assert "for the whole fit" in lines[0] and "for the whole fit" not in lines[1]
+    assert lines[-1].startswith("[mnist-lit] step 5/5: about 0 s left")
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"), [(44.6, "45 s"), (200, "3 min 20 s"), (3900, "1 h 05 min")]
+)
+def test_durations_read_as_a_person_says_them(seconds: float, shown: str) -> None:
+    assert duration(seconds) == shown

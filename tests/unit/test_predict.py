@@ -132,7 +132,7 @@ def test_an_unforeseen_failure_is_reported_for_that_file(
 def _predictions() -> list[Prediction]:
     return [
         Prediction("a.png", [(7, 0.9), (1, 0.05), (2, 0.01)]),
-        Prediction("b.png", [], "not an image (PNG or JPEG expected)"),
+        Prediction("b.png", [], "not an image (PNG, JPEG, WebP, GIF or BMP expected)"),
     ]
 
 
@@ -140,7 +140,8 @@ def test_records_and_both_output_formats(tmp_path: Path) -> None:
     classes = [str(d) for d in range(10)]
     rows = records(_predictions(), classes)
     assert rows[0]["label"] == 7 and rows[0]["class"] == "7" and rows[0]["probability"] == 0.9
-    assert rows[1] == {"file": "b.png", "error": "not an image (PNG or JPEG expected)"}
+    error = "not an image (PNG, JPEG, WebP, GIF or BMP expected)"
+    assert rows[1] == {"file": "b.png", "error": error}
 
     write_output(tmp_path / "out.JSON", rows)
     assert json.loads((tmp_path / "out.JSON").read_text()) == rows

@@ -124,18 +124,25 @@ def test_broken_files_say_why(data: bytes, cause: str) -> None:
     assert cause in str(caught.value) and "\n" not in str(caught.value)
 
 
-@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
-def test_png_and_jpeg_decode_to_the_same_shape(fmt: str) -> None:
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF", "BMP"])
+def test_each_format_read_decodes_to_the_same_digit(fmt: str) -> None:
+    """The formats docs/serving.md and docs/predict-export.md name: each decoded to the image
+    written (JPEG and lossy WebP within a few levels), and prepared as the PNG is."""
     pixels = seven()
-    image = decode(encoded(pixels, fmt))
-    assert image.shape == pixels.shape
+    gray = to_gray(decode(encoded(pixels, fmt))) * 255
+    assert gray.shape == pixels.shape
+    lossy = fmt in ("JPEG", "WEBP")
+    assert np.abs(gray - pixels).max() <= (40 if lossy else 0.5)
+    prepared = prepare(encoded(pixels, fmt)) - prepare(encoded(pixels, "PNG"))
+    assert np.abs(prepared).mean() < (0.05 if lossy else 1e-6)
 
 
 def test_reading_files_and_folders(tmp_path) -> None:
-    for name in ("b.png", "a.JPG", "c.jpeg", "notes.txt"):
+    for name in ("b.png", "a.JPG", "c.jpeg", "d.webp", "e.GIF", "f.bmp", "notes.txt", "g.tiff"):
         (tmp_path / name).write_bytes(encoded(seven(), "PNG"))
     (tmp_path / "sub.png").mkdir()
-    assert [p.name for p in find_images(tmp_path)] == ["a.JPG", "b.png", "c.jpeg"]
+    found = [p.name for p in find_images(tmp_path)]
+    assert found == ["a.JPG", "b.png", "c.jpeg", "d.webp", "e.GIF", "f.bmp"]
     assert read_image(tmp_path / "b.png").shape == (90, 70)
     with pytest.raises(UserError, match="cannot read it"):
         read_image(tmp_path / "missing.png")

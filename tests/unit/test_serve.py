@@ -200,7 +200,13 @@ BAD = {
     ),
     "JSON of another shape": (dict(json={"picture": "x"}), 400, "JSON must be"),
     "JSON image not a string": (dict(json={"images": [3]}), 400, "images[0] is not a base64"),
-    "JSON image not base64": (dict(json={"image": "#!?"}), 400, "images[0] is not valid base64"),
+    # each error names the key that was sent
+    "JSON image not base64": (dict(json={"image": "#!?"}), 400, "image is not valid base64"),
+    "JSON images[1] not base64": (
+        dict(json={"images": [base64.b64encode(DIGIT).decode(), "#!?"]}),
+        400,
+        "images[1] is not valid base64",
+    ),
     "form without a boundary": (
         dict(content=b"x", headers={"Content-Type": "multipart/form-data"}),
         400,

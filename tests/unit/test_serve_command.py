@@ -96,6 +96,32 @@ def test_runtime_onnx_serves_the_export_beside_the_checkpoint(
         check_serve(serve_cfg(tmp_path, f"ckpt_path={tmp_path / 'model.onnx'}"))
 
 
+def test_export_missing_exports_the_checkpoint_first(
+    tiny_ckpts: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``export_missing=true`` (make serve): the missing ``.onnx`` is exported, then served;
+    the export itself (``python export.py``, a subprocess) is replaced by a file written here."""
+    import mnist_lit.serving as serving
+
+    ckpt = tmp_path / "run" / "epoch_003.ckpt"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(tiny_ckpts["full"].read_bytes())
+    asked: list[Path] = []
+
+    def export_beside(checkpoint: Path, log_dir: str) -> None:
+        asked.append(checkpoint)
+        checkpoint.with_suffix(".onnx").write_bytes(b"")
+
+    monkeypatch.setattr(serving, "export_beside", export_beside)
+    refused = serve_cfg(tmp_path, f"ckpt_path={ckpt}", "runtime=onnx")
+    with pytest.raises(UserError, match="pass export_missing=true"):
+        served_file(refused)
+    assert asked == []
+    cfg = serve_cfg(tmp_path, f"ckpt_path={ckpt}", "runtime=onnx", "export_missing=true")
+    assert served_file(cfg) == ckpt.with_suffix(".onnx") and asked == [ckpt]
+    assert served_file(cfg) == ckpt.with_suffix(".onnx") and asked == [ckpt]  # once
+
+
 def test_a_checkpoint_it_cannot_serve_is_refused_before_the_server_loads(
     tiny_ckpts: dict, tmp_path: Path
 ) -> None:

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, ListConfig
 
 from mnist_lit.errors import FAILED, UserError, atomic_write_bytes, first_line
 from mnist_lit.export.predictors import Predictor, load_predictor, top_classes
-from mnist_lit.export.preprocess import find_images, read_file
+from mnist_lit.export.preprocess import IMAGE_SUFFIXES, find_images, read_file
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Prediction:
 
 
 def image_paths(images: str | Sequence[str]) -> tuple[list[Path], list[Prediction]]:
-    """The files to classify (a folder gives its PNG/JPEG files, sorted) and the bad entries."""
+    """The files to classify (a folder gives its image files, sorted) and the bad entries."""
     entries = [images] if isinstance(images, str) else list(images)
     paths: list[Path] = []
     failed: list[Prediction] = []
@@ -51,7 +51,8 @@ def image_paths(images: str | Sequence[str]) -> tuple[list[Path], list[Predictio
         if path.is_dir():
             found = find_images(path)
             if not found:
-                failed.append(Prediction(str(path), [], "a folder with no .png, .jpg or .jpeg"))
+                no_images = f"a folder with no {', '.join(IMAGE_SUFFIXES)} file"
+                failed.append(Prediction(str(path), [], no_images))
             paths += found
         elif path.exists():
             paths.append(path)

@@ -30,8 +30,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mnist_lit.errors import UserError, first_line
 
-#: what a folder is searched for (case-insensitive)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+#: what a folder is searched for (case-insensitive): the formats read, each decoded in
+#: tests/unit/test_preprocess.py
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
 #: the largest image file read, and the most pixels decoded (a 28x28 input needs far fewer)
 MAX_IMAGE_BYTES = 32 * 2**20
 MAX_IMAGE_PIXELS = 40_000_000
@@ -45,8 +46,8 @@ LUMA = np.array([0.2989, 0.587, 0.114], dtype=np.float32)
 
 
 def decode(data: bytes) -> np.ndarray:
-    """Decode PNG/JPEG (GIF, WebP) bytes to ``[H, W]`` or ``[H, W, C]`` (uint8, or uint16 for
-    16-bit PNG).
+    """Decode PNG, JPEG, WebP, GIF (its first frame) or BMP bytes to ``[H, W]`` or
+    ``[H, W, C]`` (uint8, or uint16 for 16-bit PNG).
 
     At most ``MAX_IMAGE_BYTES`` and ``MAX_IMAGE_PIXELS``: a small PNG can hold billions of pixels.
     """
@@ -61,7 +62,7 @@ def decode(data: bytes) -> np.ndarray:
     except UnidentifiedImageError:
         if data.startswith(SIGNATURES):  # an image's first bytes, but PIL could not read on
             raise UserError("the image is truncated or corrupt (its header is cut)") from None
-        raise UserError("not an image (PNG or JPEG expected)") from None
+        raise UserError("not an image (PNG, JPEG, WebP, GIF or BMP expected)") from None
     except Image.DecompressionBombError:  # PIL's own limit, far above ours
         raise _too_many_pixels() from None
     width, height = image.size
@@ -118,7 +119,7 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def find_images(folder: str | Path) -> list[Path]:
-    """The PNG and JPEG files directly in ``folder``, sorted by name."""
+    """The image files (``IMAGE_SUFFIXES``) directly in ``folder``, sorted by name."""
     return sorted(
         p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
     )

@@ -12,6 +12,8 @@ file. Nothing here imports torch or FastAPI.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
@@ -20,7 +22,7 @@ from omegaconf import DictConfig
 from pydantic import Field
 
 from mnist_lit.cli import best_checkpoint, override_key, run_dirs
-from mnist_lit.config import check
+from mnist_lit.config import PROJECT_ROOT, check
 from mnist_lit.errors import UserError, require_extra
 from mnist_lit.export import ONNX_SUFFIX, checked_model
 from mnist_lit.schema import Count, Node, Options
@@ -115,18 +117,37 @@ def check_worker_memory(workers: int, per_worker: int, available: int) -> None:
 
 def served_file(cfg: DictConfig) -> Path:
     """The file the server loads: ``ckpt_path``, or with ``runtime=onnx`` the ``.onnx`` export
-    beside a checkpoint. A ``UserError`` when it is missing or not a model of this project
-    (``export.checked_model``: a checkpoint is read to tell)."""
+    beside a checkpoint (exported first with ``export_missing=true``). A ``UserError`` when it
+    is missing or not a model of this project (``export.checked_model``: a checkpoint is read to
+    tell)."""
     path = Path(str(cfg.ckpt_path))
     if path.suffix.lower() != ONNX_SUFFIX and cfg.runtime == "onnx":
         exported = path.with_suffix(ONNX_SUFFIX)
+        if not exported.is_file() and cfg.export_missing and path.is_file():
+            export_beside(path, cfg.paths.log_dir)
         if not exported.is_file():
             raise UserError(
                 f"runtime=onnx serves {exported}, which does not exist: make it with "
-                f"`python export.py ckpt_path={path} format=onnx`, or pass runtime=checkpoint"
+                f"`python export.py ckpt_path={path} format=onnx` (or pass export_missing=true), "
+                "or pass runtime=checkpoint"
             )
         path = exported
     return checked_model(path)
+
+
+def export_beside(checkpoint: Path, log_dir: str) -> None:
+    """``python export.py ckpt_path=<checkpoint> verify=false``: its ``.onnx`` file beside it,
+    as ``make serve`` asks the first time (a few seconds; its output and errors are shown). Its
+    run dir goes under the serving run's ``log_dir``."""
+    print(f"[mnist-lit] exporting {checkpoint} to ONNX for runtime=onnx (python export.py)")
+    command = [sys.executable, str(PROJECT_ROOT / "export.py"), f"ckpt_path={checkpoint}"]
+    done = subprocess.run([*command, "verify=false", f"paths.log_dir={log_dir}"], check=False)
+    if done.returncode != 0:
+        raise UserError(
+            f"exporting {checkpoint} failed (its error is above): pass runtime=checkpoint to "
+            "serve it with torch",
+            done.returncode,
+        )
 
 
 class ServeLimits(Node):
@@ -143,6 +164,7 @@ class ServeOptions(Options):
 
     ckpt_path: str
     runtime: Literal["checkpoint", "onnx"]
+    export_missing: bool
     host: str
     port: Annotated[int, Field(ge=1, le=65535)]
     workers: Count

@@ -164,7 +164,7 @@ async def request_images(request: Request, limits: Limits) -> tuple[list[bytes],
     if kind == "application/json":
         return json_images(body)
     if not body:
-        raise BadRequest("the request has no body: send a PNG or JPEG image")
+        raise BadRequest("the request has no body: send a PNG, JPEG, WebP, GIF or BMP image")
     return [body], False
 
 
@@ -175,22 +175,23 @@ def json_images(body: bytes) -> tuple[list[bytes], bool]:
         raise BadRequest(f"malformed JSON: {first_line(err)}") from None
     except RecursionError:  # json's parser recurses per level: [[[[... a few kB deep stops it
         raise BadRequest("malformed JSON: nested too deeply") from None
+    # each string is named in an error as it was sent: `image`, or `images[i]` of a batch
     if isinstance(payload, dict) and isinstance(payload.get("image"), str):
-        encoded, batch = [payload["image"]], False
+        named, batch = [("image", payload["image"])], False
     elif isinstance(payload, dict) and isinstance(payload.get("images"), list):
-        encoded, batch = payload["images"], True
+        named, batch = [(f"images[{i}]", item) for i, item in enumerate(payload["images"])], True
     else:
         raise BadRequest(
-            'JSON must be {"image": "<base64 PNG/JPEG>"} or {"images": ["<base64>", ...]}'
+            'JSON must be {"image": "<base64 image file>"} or {"images": ["<base64>", ...]}'
         )
     images = []
-    for i, item in enumerate(encoded):
+    for key, item in named:
         if not isinstance(item, str):
-            raise BadRequest(f"images[{i}] is not a base64 string")
+            raise BadRequest(f"{key} is not a base64 string")
         if item.startswith("data:"):  # a data URL, as a canvas's toDataURL() gives
             item = item.partition(",")[2]
         try:
             images.append(base64.b64decode(item, validate=True))
         except (binascii.Error, ValueError):
-            raise BadRequest(f"images[{i}] is not valid base64") from None
+            raise BadRequest(f"{key} is not valid base64") from None
     return images, batch

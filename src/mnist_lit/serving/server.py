@@ -1,7 +1,7 @@
 """The served model: a FastAPI app run by uvicorn, and the page at ``/``.
 
-- ``POST /predict``: one image as the raw body (``Content-Type: image/png``, ``image/jpeg`` or
-  ``application/octet-stream``), or one or more as multipart form files, or as JSON
+- ``POST /predict``: one image file (PNG, JPEG, WebP, GIF or BMP) as the raw body (any
+  ``Content-Type``), or one or more as multipart form files, or as JSON
   ``{"image": "<base64>"}`` / ``{"images": ["<base64>", ...]}``. One image answers one result;
   several (or ``images``) answer ``{"predictions": [...]}``, each a result or ``{"error": ...}``.
   A result: ``label``, ``class``, ``probability``, every class's ``probabilities``, the ``top``
@@ -228,13 +228,14 @@ def serve(cfg: DictConfig, model: Path) -> None:
     check_worker_memory(
         cfg.workers, psutil.Process().memory_info().rss, psutil.virtual_memory().available
     )
+    # the address is printed once the port is known to be free: a port in use is one line
+    check_port_free(cfg.host, cfg.port)
     print(
         f"[mnist-lit] serving {model} ({predictor.dataset}, {len(predictor.classes)} classes, "
         f"{'onnxruntime' if model.suffix.lower() == ONNX_SUFFIX else 'torch'}) at "
         f"http://{cfg.host}:{cfg.port}/ with {cfg.workers} worker(s); Ctrl-C stops",
         flush=True,
     )
-    check_port_free(cfg.host, cfg.port)
     if cfg.workers == 1:
         app: FastAPI | str = create_app(predictor, limits)
     else:  # each worker process builds its own app: uvicorn imports it by name
@@ -253,14 +254,16 @@ def serve(cfg: DictConfig, model: Path) -> None:
 
 
 def check_port_free(host: str, port: int) -> None:
-    """One line for a port in use or a host this machine does not have, before uvicorn tries."""
+    """One line for a port in use or a host this machine does not have, before the address is
+    printed and uvicorn binds it (the probe binds the port and lets it go at once)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as err:
+            other = port + 1 if port < 65535 else 8000
             raise UserError(
                 f"cannot listen on {host}:{port} ({err.strerror or err}): pass another "
-                "port=<number> or host=<address>"
+                f"port=<number> (make serve port={other}) or host=<address>"
             ) from None
