@@ -50,8 +50,14 @@ def slurm_env() -> dict[str, str] | None:
     if "SLURM_CONF" not in env and DEFAULT_CONF.is_file():
         env["SLURM_CONF"] = str(DEFAULT_CONF)
     try:
-        states = subprocess.run(["sinfo", "--noheader", "--format=%T"], env=env, text=True,
-                                capture_output=True, timeout=20, check=False)  # fmt: skip
+        states = subprocess.run(
+            ["sinfo", "--noheader", "--format=%T"],
+            env=env,
+            text=True,
+            capture_output=True,
+            timeout=20,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         return None
     up = states.returncode == 0 and re.search(r"^(idle|mixed|allocated)", states.stdout, re.M)
@@ -73,9 +79,15 @@ def cluster() -> dict[str, str]:
 def train(*args: str, env: dict[str, str], timeout: int) -> subprocess.CompletedProcess[str]:
     """``python train.py <args>`` from the repo root, in its own process group: killed whole if it
     outlives ``timeout`` (with the jobs it submitted, by ``cancel_jobs``)."""
-    process = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "train.py"), *args],
-                               cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, str(PROJECT_ROOT / "train.py"), *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     finally:
@@ -95,8 +107,13 @@ def job_ids(sweep_dir: Path) -> list[str]:
 def cancel_jobs(sweep_dir: Path, env: dict[str, str]) -> None:
     """``scancel`` whatever the sweep submitted: a failed test leaves no job in the queue."""
     if (sweep_dir / ".submitit").is_dir() and job_ids(sweep_dir):
-        subprocess.run(["scancel", *{i.split("_")[0] for i in job_ids(sweep_dir)}], env=env,
-                       capture_output=True, timeout=30, check=False)  # fmt: skip
+        subprocess.run(
+            ["scancel", *{i.split("_")[0] for i in job_ids(sweep_dir)}],
+            env=env,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +122,14 @@ def sweep(
 ) -> Iterator[tuple[Path, list[str], subprocess.CompletedProcess[str]]]:
     """A 2-job sweep (seeds 1 and 2, QUICK's few batches) run to its end on the cluster."""
     sweep_dir = tmp_path_factory.mktemp("slurm") / "sweep"
-    overrides = [*ON_THIS_CLUSTER, *QUICK, "model=mlp", "seed=1,2",
-                 f"paths.data_dir={mnist_data_dir}", f"hydra.sweep.dir={sweep_dir}"]  # fmt: skip
+    overrides = [
+        *ON_THIS_CLUSTER,
+        *QUICK,
+        "model=mlp",
+        "seed=1,2",
+        f"paths.data_dir={mnist_data_dir}",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
     try:
         result = train("-m", *overrides, env=cluster, timeout=420)
         yield sweep_dir, overrides, result
@@ -138,11 +161,23 @@ def test_the_dry_run_printed_what_sbatch_received(
     sweep_dir, overrides, result = sweep
     assert result.returncode == 0, result.stderr[-3000:]
     (array,) = {i.split("_")[0] for i in job_ids(sweep_dir)}
-    received = subprocess.run(["scontrol", "write", "batch_script", array, "-"], env=cluster,
-                              capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
-    dry = subprocess.run([sys.executable, "-m", "mnist_lit.cluster", *overrides],
-                         cwd=PROJECT_ROOT, env=cluster, capture_output=True, text=True,
-                         timeout=120, check=False)  # fmt: skip
+    received = subprocess.run(
+        ["scontrol", "write", "batch_script", array, "-"],
+        env=cluster,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    dry = subprocess.run(
+        [sys.executable, "-m", "mnist_lit.cluster", *overrides],
+        cwd=PROJECT_ROOT,
+        env=cluster,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert dry.returncode == 0, dry.stderr[-2000:]
     printed = dry.stdout.split("# ---- sbatch script 1 of 1 ----\n", 1)[1]
     printed = printed.split("\n# ---- each job:", 1)[0]
@@ -162,10 +197,23 @@ def test_a_preempted_job_requeues_and_ends_as_if_never_stopped(
     assert done.returncode == 0, done.stderr[-2000:]
 
     sweep_dir = tmp_path / "sweep"
-    command = [sys.executable, str(PROJECT_ROOT / "train.py"), "-m", *ON_THIS_CLUSTER, *common,
-               f"hydra.sweep.dir={sweep_dir}"]  # fmt: skip
-    process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=cluster, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    command = [
+        sys.executable,
+        str(PROJECT_ROOT / "train.py"),
+        "-m",
+        *ON_THIS_CLUSTER,
+        *common,
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+    process = subprocess.Popen(
+        command,
+        cwd=PROJECT_ROOT,
+        env=cluster,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         marker = sweep_dir / "0" / "checkpoints" / "resume" / "step_0000003.ckpt"
         deadline = time.monotonic() + 240
@@ -175,7 +223,7 @@ def test_a_preempted_job_requeues_and_ends_as_if_never_stopped(
             time.sleep(0.05)
         (job,) = job_ids(sweep_dir)
         subprocess.run(["scancel", "--signal=USR2", job], env=cluster, timeout=30, check=True)
-        stdout, stderr = process.communicate(timeout=300)
+        _, stderr = process.communicate(timeout=300)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
@@ -190,8 +238,14 @@ def test_a_preempted_job_requeues_and_ends_as_if_never_stopped(
     step = int(line[1])
     assert step >= 3 and step < 16  # mid-run: the second epoch ends at step 16
     assert (sweep_dir / "0" / "checkpoints" / "resume" / f"step_{step:07d}.ckpt").is_file()
-    shown = subprocess.run(["scontrol", "show", "job", job], env=cluster, capture_output=True,
-                           text=True, timeout=30, check=True)  # fmt: skip
+    shown = subprocess.run(
+        ["scontrol", "show", "job", job],
+        env=cluster,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     assert "Restarts=1" in shown.stdout and "JobState=COMPLETED" in shown.stdout
     resumed = json.loads((sweep_dir / "0" / "metrics.json").read_text())["metrics"]
     assert resumed == json.loads((straight / "metrics.json").read_text())["metrics"]
@@ -200,9 +254,79 @@ def test_a_preempted_job_requeues_and_ends_as_if_never_stopped(
 def test_a_refused_submission_is_one_line(cluster: dict[str, str], tmp_path: Path) -> None:
     """A GPU on a cluster without any: sbatch refuses it, train.py says which key to change."""
     quick = [o for o in QUICK if o != "trainer=cpu"]
-    result = train("-m", *ON_THIS_CLUSTER, *quick, "trainer=gpu", "model=mlp", "seed=1,2",
-                   f"hydra.sweep.dir={tmp_path / 'sweep'}", env=cluster, timeout=120)  # fmt: skip
+    result = train(
+        "-m",
+        *ON_THIS_CLUSTER,
+        *quick,
+        "trainer=gpu",
+        "model=mlp",
+        "seed=1,2",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        env=cluster,
+        timeout=120,
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     line = error_line(result.stderr, alone=False)  # after sbatch's own line, which submitit prints
     assert line.startswith("error: sbatch refused --gpus-per-node")
     assert "trainer=cpu" in line
+
+
+def test_ddp_through_srun_matches_one_node(
+    cluster: dict[str, str], tmp_path: Path, mnist_data_dir: Path
+) -> None:
+    """``srun`` starts ``trainer=ddp_multinode``'s ranks: 2 tasks on the one node (one node only:
+    this cluster has no second one), Lightning's SLURMEnvironment gives them ranks 0 and 1, and
+    they train to the metrics of ``trainer=ddp``'s 2 processes, which Lightning started itself."""
+    quick = [o for o in QUICK if o != "trainer=cpu"] + [
+        "model=mlp",
+        f"paths.data_dir={mnist_data_dir}",
+    ]
+    one_node = tmp_path / "one_node"
+    result = train(*quick, "trainer=ddp", f"hydra.run.dir={one_node}", env=cluster, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    under_srun = tmp_path / "srun"
+    srun = [
+        "srun",
+        "--nodes=1",
+        "--ntasks=2",
+        "--ntasks-per-node=2",
+        "--cpus-per-task=1",
+        "--mem=2G",
+        "--time=10",
+        "--job-name=ddp-srun",
+        sys.executable,
+        str(PROJECT_ROOT / "train.py"),
+        *quick,
+        "trainer=ddp_multinode",
+        "trainer.accelerator=cpu",
+        "trainer.num_nodes=1",
+        "trainer.devices=2",
+        f"hydra.run.dir={under_srun}",
+    ]
+    process = subprocess.Popen(
+        srun,
+        cwd=PROJECT_ROOT,
+        env=cluster,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _, stderr = process.communicate(timeout=600)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)  # srun cancels its job step on SIGTERM
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            subprocess.run(["scancel", "--name=ddp-srun"], env=cluster, timeout=30, check=False)
+    assert process.returncode == 0, stderr[-3000:]
+
+    logs = "".join(p.read_text() for p in under_srun.rglob("train.log"))
+    assert "rank 0 of 2" in logs and "rank 1 of 2" in logs, logs[-2000:]
+    summary = json.loads((under_srun / "metrics.json").read_text())
+    assert summary["metrics"] == json.loads((one_node / "metrics.json").read_text())["metrics"]

@@ -15,9 +15,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
     SlurmLauncher as SubmititSlurmLauncher,
 )
-from hydra_plugins.mnist_lit_cluster import SlurmLauncher
 from submitit.core.utils import FailedJobError
 
+from hydra_plugins.mnist_lit_cluster import SlurmLauncher
 from mnist_lit.cluster import dry_run as cluster
 from mnist_lit.cluster.launcher import sbatch_refusal, submission_error
 from mnist_lit.config import gpus_per_task
