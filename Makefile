@@ -23,7 +23,7 @@ PORT ?=
 CORE := $(VENV)/.installed-core
 DEV := $(VENV)/.installed-dev
 
-.PHONY: help install data train eval test test-unit bench lint format tensorboard mlflow notebook robust robustness serve bench-serve slurm-up slurm-down slurm-status clean
+.PHONY: help install data train eval test test-unit bench lint format tensorboard mlflow notebook robust robustness serve bench-serve slurm-up slurm-down slurm-test slurm-status clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -102,6 +102,9 @@ slurm-up:  ## start a one-node SLURM cluster here (root; then: export SLURM_CONF
 
 slurm-down:  ## stop it: cancel its jobs, stop slurmd, slurmctld and munged
 	$(SLURM_LOCAL) down
+
+slurm-test: $(DEV) data  ## the slurm tests (pytest -m slurm) on the cluster of make slurm-up (~5 min on 2 cores)
+	SLURM_CONF=$${SLURM_CONF:-$$($(SLURM_LOCAL) env | cut -d= -f2)} $(PY) -m pytest -m slurm $(PYTEST_ARGS)
 
 slurm-status:  ## whether the one-node cluster is up
 	$(SLURM_LOCAL) status

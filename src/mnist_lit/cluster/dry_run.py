@@ -51,7 +51,8 @@ Prints the sbatch script and the jobs that
   python train.py -m hydra/launcher=slurm trainer=ddp_multinode [overrides]
 would submit to SLURM, after checking them; submits nothing. Examples:
   python -m mnist_lit.cluster trainer.num_nodes=2 trainer.devices=4 hydra.launcher.partition=gpu
-  python -m mnist_lit.cluster trainer=gpu seed=1,2,3     # 3 single-GPU jobs, one array job"""
+  python -m mnist_lit.cluster trainer=gpu seed=1,2,3     # 3 single-GPU jobs, one array job
+  python -m mnist_lit.cluster trainer=cpu seed=1,2       # CPU jobs: no GPU asked for"""
 #: the ``_target_`` of ``hydra/launcher=slurm``: submitit's SLURM launcher, with a refused sbatch in
 #: one line (by name: Hydra's plugin scan imports it); submitit's own launcher submits the same jobs
 SLURM_LAUNCHER = "hydra_plugins.mnist_lit_cluster.SlurmLauncher"
