@@ -29,6 +29,8 @@ from .conftest import RESUMABLE_RUN
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
+#: the one-node cluster's script (``make slurm-up`` and ``make slurm-down`` run it)
+SLURM_SH = PROJECT_ROOT / "src" / "mnist_lit" / "cluster" / "local" / "slurm.sh"
 #: where ``slurm.sh up`` writes the cluster's config unless MNIST_LIT_SLURM_DIR moves it
 DEFAULT_CONF = Path(os.environ.get("MNIST_LIT_SLURM_DIR", "/tmp/mnist-lit-slurm")) / "slurm.conf"
 #: what fits the one-node cluster: 1 CPU and 1 GB a job (two run side by side on 2 cores), and
@@ -74,6 +76,31 @@ def cluster() -> dict[str, str]:
             " (needs apt-get install -y slurm-wlm munge; docs/clusters.md)"
         )
     return {**env, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
+
+
+def test_the_cluster_config_describes_this_machine(tmp_path: Path) -> None:
+    """``slurm.sh config``: the slurm.conf ``make slurm-up`` would write, with this machine's CPUs,
+    the process tracking that needs no cgroups, one partition, everything under its state dir."""
+    if shutil.which("slurmd") is None:
+        pytest.skip("SLURM is not installed: apt-get install -y slurm-wlm munge (docs/clusters.md)")
+    done = subprocess.run(
+        [str(SLURM_SH), "config"],
+        env={**os.environ, "MNIST_LIT_SLURM_DIR": str(tmp_path / "state")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line and line[0] != "#"]
+    settings = dict(line.split("=", 1) for line in lines)
+    assert not [line for line in lines if "@" in line]  # every field filled in
+    assert settings["ProctrackType"] == "proctrack/linuxproc"
+    assert settings["TaskPlugin"] == "task/none"
+    assert settings["AuthInfo"].startswith(f"socket={tmp_path / 'state'}/munge/")
+    assert re.search(rf"^NodeName=\S+ CPUs={os.cpu_count()} .*RealMemory=\d+", done.stdout, re.M)
+    assert len(re.findall(r"^PartitionName=", done.stdout, re.M)) == 1
+    assert not (tmp_path / "state").exists()  # printed, nothing written
 
 
 def train(*args: str, env: dict[str, str], timeout: int) -> subprocess.CompletedProcess[str]:

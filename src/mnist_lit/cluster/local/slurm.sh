@@ -6,6 +6,7 @@
 #   slurm.sh down     cancel its jobs and stop the three daemons
 #   slurm.sh status   say whether it is up (exit 0) or not (exit 1)
 #   slurm.sh env      the line that points SLURM's commands at it: eval "$(slurm.sh env)"
+#   slurm.sh config   print the slurm.conf that `up` would write (starts nothing)
 #
 # Everything lives in $MNIST_LIT_SLURM_DIR (default /tmp/mnist-lit-slurm): the config written
 # from slurm.conf.in, the munge key and socket, the daemons' state, logs and pid files. Needs
@@ -20,7 +21,7 @@ PARTITION="${SLURM_PARTITION_NAME:-debug}"
 UP_TIMEOUT_S="${UP_TIMEOUT_S:-60}"
 
 say() { echo "[slurm.sh] $*" >&2; }
-fail() { echo "error: $*" >&2; exit "${2:-1}"; }
+fail() { echo "error: $1" >&2; exit "${2:-1}"; }
 
 need() {
     local missing=()
@@ -43,7 +44,7 @@ node_state() {
     SLURM_CONF="$CONF" sinfo --noheader --format=%T 2>/dev/null | head -n1 | tr -d '*~#'
 }
 
-write_config() {
+config_text() {
     local node_line
     # `slurmd -C`: this machine's NodeName line (CPUs, sockets, cores, threads, RealMemory)
     node_line="$(slurmd -C | head -n1)"
@@ -54,7 +55,11 @@ write_config() {
         -e "s|@CRED_EXPIRE@|${CRED_EXPIRE:-10}|g" \
         -e "s|@PARTITION@|$PARTITION|g" \
         -e "s|@NODE_LINE@|$node_line|g" \
-        "$HERE/slurm.conf.in" >"$CONF"
+        "$HERE/slurm.conf.in"
+}
+
+write_config() {
+    config_text >"$CONF"
 }
 
 start_munge() {
@@ -141,5 +146,9 @@ up) up ;;
 down) down ;;
 status) status ;;
 env) echo "export SLURM_CONF=$CONF" ;;
-*) fail "usage: slurm.sh up|down|status|env" 2 ;;
+config)
+    command -v slurmd >/dev/null || fail "not installed: slurmd: apt-get install -y slurm-wlm munge" 2
+    config_text
+    ;;
+*) fail "usage: slurm.sh up|down|status|env|config" 2 ;;
 esac
