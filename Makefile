@@ -103,7 +103,7 @@ slurm-up:  ## start a one-node SLURM cluster here (root; then: export SLURM_CONF
 slurm-down:  ## stop it: cancel its jobs, stop slurmd, slurmctld and munged
 	$(SLURM_LOCAL) down
 
-slurm-test: $(DEV) data  ## the slurm tests (pytest -m slurm) on the cluster of make slurm-up (~5 min on 2 cores)
+slurm-test: $(DEV) data  ## the slurm tests (pytest -m slurm) on the cluster of make slurm-up (~3.5 min on 2 shared cores)
 	SLURM_CONF=$${SLURM_CONF:-$$($(SLURM_LOCAL) env | cut -d= -f2)} $(PY) -m pytest -m slurm $(PYTEST_ARGS)
 
 slurm-status:  ## whether the one-node cluster is up

@@ -173,8 +173,9 @@ def test_ddp_multinode_over_torchrun_matches_one_node(tmp_path: Path, mnist_data
     ranks, the same shards, the same all-reduce; only who started the processes differs."""
     quick = [o for o in QUICK if o != "trainer=cpu"] + ["model=mlp"]
     one_node = tmp_path / "one_node"
-    result = run_cli("train.py", *quick, "trainer=ddp", f"hydra.run.dir={one_node}", timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    one = [sys.executable, str(PROJECT_ROOT / "train.py"), *quick, "trainer=ddp"]
+    ((code, stderr),) = run_nodes([[*one, f"hydra.run.dir={one_node}"]], timeout=600)
+    assert code == 0, stderr[-3000:]
 
     two_nodes, port = tmp_path / "two_nodes", free_port()
     node = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
