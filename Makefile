@@ -29,7 +29,7 @@ port ?= $(PORT)
 CORE := $(VENV)/.installed-core
 DEV := $(VENV)/.installed-dev
 
-.PHONY: help install data train eval test test-unit bench lint format tensorboard mlflow notebook robust robustness serve bench-serve clean
+.PHONY: help install data train eval test test-unit bench lint format tensorboard mlflow notebook robust robustness serve bench-serve slurm-up slurm-down slurm-test slurm-status clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -101,6 +101,23 @@ mlflow: $(VENV)/.installed-trackers  ## open MLflow's UI on the runs of logger=m
 
 notebook: $(VENV)/.installed-notebook  ## open notebooks/inspect_run.ipynb in Jupyter Lab: http://localhost:8888 (PORT=, ARGS=)
 	$(VENV)/bin/jupyter lab notebooks/inspect_run.ipynb --port $(or $(port),8888) $(ARGS)
+
+# the throwaway one-node SLURM cluster (as root; apt-get install -y slurm-wlm munge first): its
+# config and state in $(MNIST_LIT_SLURM_DIR), default /tmp/mnist-lit-slurm; docs/clusters.md
+SLURM_LOCAL := src/mnist_lit/cluster/local/slurm.sh
+
+slurm-up:  ## start a one-node SLURM cluster here (root; then: export SLURM_CONF=/tmp/mnist-lit-slurm/slurm.conf)
+	$(SLURM_LOCAL) up
+	@$(SLURM_LOCAL) env
+
+slurm-down:  ## stop it: cancel its jobs, stop slurmd, slurmctld and munged
+	$(SLURM_LOCAL) down
+
+slurm-test: $(DEV) data  ## the slurm tests (pytest -m slurm) on the cluster of make slurm-up (~3.5 min on 2 shared cores)
+	SLURM_CONF=$${SLURM_CONF:-$$($(SLURM_LOCAL) env | cut -d= -f2)} $(PY) -m pytest -m slurm $(PYTEST_ARGS)
+
+slurm-status:  ## whether the one-node cluster is up
+	$(SLURM_LOCAL) status
 
 clean:  ## remove logs (keeps data/ and .venv/)
 	rm -rf logs

@@ -59,6 +59,19 @@ OmegaConf.register_new_resolver("unique_dir", unique_dir, replace=True, use_cach
 OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
 
 
+def gpus_per_task(accelerator: str | None, tasks: int) -> int | None:
+    """``${gpus_per_task:<trainer.accelerator>,<tasks>}``: how many GPUs a job of ``tasks``
+    processes asks a scheduler for: one per process, none when the trainer runs on the CPU.
+
+    ``auto`` asks for them too: on a cluster it means "a GPU when the node has one", and a job
+    that asked for none would never get one (``trainer=cpu`` is the way to ask for none).
+    """
+    return None if str(accelerator).lower() == "cpu" else tasks
+
+
+OmegaConf.register_new_resolver("gpus_per_task", gpus_per_task, replace=True)
+
+
 def log_dir() -> str:
     """``paths.log_dir`` as the train config composes it (``conf/local/`` included): where
     ``make tensorboard`` and ``make mlflow`` look."""

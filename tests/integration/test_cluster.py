@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -80,3 +81,28 @@ def test_dry_run_counts_the_sweep_in_an_experiments_config(
     out, err = capsys.readouterr()
     assert err == ""
     assert re.search(r"^#SBATCH --array=0-23%24$", out, re.MULTILINE)
+
+
+def test_a_refused_sbatch_is_one_line(tmp_path: Path) -> None:
+    """``python train.py -m hydra/launcher=slurm ...`` whose ``sbatch`` (a stand-in first on PATH
+    that says what SLURM 22.05's says to a GPU on a cluster without any) refuses the job: one
+    ``error:`` line naming the option and the key, exit code 2, no submitit traceback.
+    (The real sbatch: tests/integration/test_slurm.py.)"""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    sbatch = bin_dir / "sbatch"
+    sbatch.write_text(
+        "#!/bin/sh\necho 'sbatch: error: Invalid generic resource (gres) specification' >&2\n"
+        "exit 1\n"
+    )
+    sbatch.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(
+        [sys.executable, "train.py", "-m", "hydra/launcher=slurm", "trainer=gpu", "seed=1,2",
+         f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    line = error_line(result.stderr, alone=False)  # after sbatch's own line (submitit prints it)
+    assert line.startswith("error: sbatch refused --gpus-per-node")
+    assert "trainer=cpu" in line

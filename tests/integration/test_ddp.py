@@ -9,6 +9,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -128,3 +133,63 @@ def test_ddp_matches_one_process_accuracy(tmp_path: Path, mnist_data_dir: Path) 
         accuracies[name] = json.loads((run / "metrics.json").read_text())["metrics"]["test/acc"]
     assert accuracies["single"] > 0.97
     assert accuracies["ddp"] == pytest.approx(accuracies["single"], abs=0.005), accuracies
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for the rendezvous)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def run_nodes(commands: list[list[str]], timeout: int) -> list[tuple[int, str]]:
+    """Start every command at once, each in its own process group, and wait for all: a node
+    that outlives ``timeout`` (or a failed start of another) has its whole group killed."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
+    processes: list[subprocess.Popen[str]] = []
+    try:
+        for command in commands:
+            processes.append(subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, text=True,
+                                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                              start_new_session=True))  # fmt: skip
+        deadline = time.monotonic() + timeout
+        ends = []
+        for process in processes:
+            _, stderr = process.communicate(timeout=max(1, deadline - time.monotonic()))
+            ends.append((process.returncode, stderr))
+        return ends
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@pytest.mark.slow
+def test_ddp_multinode_over_torchrun_matches_one_node(tmp_path: Path, mnist_data_dir: Path) -> None:
+    """``trainer=ddp_multinode`` as 2 nodes x 1 process on this machine: two torchrun launchers
+    (``--nnodes 2``, node ranks 0 and 1, rendezvous on 127.0.0.1) train one 2-rank job in one run
+    dir, to the metrics of ``trainer=ddp``'s 2 processes on one node, to the last digit: the same
+    ranks, the same shards, the same all-reduce; only who started the processes differs."""
+    quick = [o for o in QUICK if o != "trainer=cpu"] + ["model=mlp"]
+    one_node = tmp_path / "one_node"
+    one = [sys.executable, str(PROJECT_ROOT / "train.py"), *quick, "trainer=ddp"]
+    ((code, stderr),) = run_nodes([[*one, f"hydra.run.dir={one_node}"]], timeout=600)
+    assert code == 0, stderr[-3000:]
+
+    two_nodes, port = tmp_path / "two_nodes", free_port()
+    node = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
+            "--master-addr=127.0.0.1", f"--master-port={port}"]  # fmt: skip
+    train = [str(PROJECT_ROOT / "train.py"), *quick, "trainer=ddp_multinode",
+             "trainer.accelerator=cpu", "trainer.num_nodes=2", "trainer.devices=1",
+             f"hydra.run.dir={two_nodes}"]  # fmt: skip
+    ends = run_nodes([[*node, f"--node-rank={rank}", *train] for rank in (0, 1)], timeout=600)
+    for rank, (code, stderr) in enumerate(ends):
+        assert code == 0, f"node {rank}: {stderr[-3000:]}"
+
+    # both nodes' ranks joined one job: rank 0 and rank 1 of 2, in the one run dir
+    logs = "".join(p.read_text() for p in two_nodes.rglob("train.log"))
+    assert "rank 0 of 2" in logs and "rank 1 of 2" in logs, logs[-2000:]
+    summary = json.loads((two_nodes / "metrics.json").read_text())
+    expected = json.loads((one_node / "metrics.json").read_text())
+    assert summary["metrics"] == expected["metrics"]

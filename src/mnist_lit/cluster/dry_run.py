@@ -26,7 +26,9 @@ from hydra.core.plugins import Plugins
 from hydra.errors import OverrideParseException
 from hydra.types import HydraContext, RunMode
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
-from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
+    SlurmLauncher as SubmititSlurmLauncher,
+)
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mnist_lit.cli import hydra_refusals
@@ -49,9 +51,15 @@ Prints the sbatch script and the jobs that
   python train.py -m hydra/launcher=slurm trainer=ddp_multinode [overrides]
 would submit to SLURM, after checking them; submits nothing. Examples:
   python -m mnist_lit.cluster trainer.num_nodes=2 trainer.devices=4 hydra.launcher.partition=gpu
-  python -m mnist_lit.cluster trainer=gpu seed=1,2,3     # 3 single-GPU jobs, one array job"""
-#: the ``_target_`` of submitit's SLURM launcher config (``submitit_slurm``)
-SLURM_LAUNCHER = f"{SlurmLauncher.__module__}.{SlurmLauncher.__qualname__}"
+  python -m mnist_lit.cluster trainer=gpu seed=1,2,3     # 3 single-GPU jobs, one array job
+  python -m mnist_lit.cluster trainer=cpu seed=1,2       # CPU jobs: no GPU asked for"""
+#: the ``_target_`` of ``hydra/launcher=slurm``: submitit's SLURM launcher, with a refused sbatch in
+#: one line (by name: Hydra's plugin scan imports it); submitit's own launcher submits the same jobs
+SLURM_LAUNCHER = "hydra_plugins.mnist_lit_cluster.SlurmLauncher"
+SLURM_LAUNCHERS = {
+    SLURM_LAUNCHER,
+    f"{SubmititSlurmLauncher.__module__}.{SubmititSlurmLauncher.__qualname__}",
+}
 #: the ``_target_`` of the callback that stops and requeues a preempted job (by name: the dry run
 #: loads no Lightning)
 REQUEUE_CALLBACK = "mnist_lit.cluster.slurm.RequeueOnPreemption"
@@ -105,7 +113,7 @@ def _dry_run(overrides: Sequence[str]) -> str:
         assert hydra is not None
         cfg = hydra.compose_config("train", list(overrides), run_mode=RunMode.MULTIRUN)
         # by name: Hydra's plugin scan imports the plugin modules again, as new class objects
-        if cfg.hydra.launcher.get("_target_") != SLURM_LAUNCHER:
+        if cfg.hydra.launcher.get("_target_") not in SLURM_LAUNCHERS:
             choice = cfg.hydra.runtime.choices.get("hydra/launcher")
             raise UserError(f"hydra/launcher={choice} does not submit to SLURM: use slurm")
         batches, note = _job_batches(cfg)
@@ -201,7 +209,7 @@ def _check_layout(job: Job, params: dict[str, Any]) -> None:
             )
 
 
-def slurm_executor(launcher: SlurmLauncher) -> submitit.AutoExecutor:
+def slurm_executor(launcher: SubmititSlurmLauncher) -> submitit.AutoExecutor:
     """The executor ``BaseSubmititLauncher.launch`` builds from ``hydra.launcher``.
 
     The same mapping as hydra-submitit-launcher 1.2's ``launch`` (which builds and submits in one
