@@ -32,7 +32,7 @@ def test_each_style_is_drawn_inside_the_canvas_and_in_mnist_format(style) -> Non
         assert points.min() >= drawing.width / 2 - 1e-6
         assert points.max() <= 280 - drawing.width / 2 + 1e-6
         canvas = pen_digits.draw_canvas(drawing)
-        assert canvas.shape == (280, 280) and 0 <= canvas.min() and canvas.max() > 0.9
+        assert canvas.shape == (280, 280) and canvas.min() >= 0 and canvas.max() > 0.9
         digit = pen_digits.mnist_digit(drawing)
         assert digit.shape == (28, 28) and digit.dtype == np.uint8
         rows, cols = np.flatnonzero(digit.max(1) > 25), np.flatnonzero(digit.max(0) > 25)
@@ -91,7 +91,7 @@ def test_pen_digits_join_training_batches_only(synthetic_datamodule) -> None:
     images, labels = next(iter(mixed.train_dataloader()))
     assert images.shape == (25, 1, 28, 28) and labels.shape == (25,)
     assert torch.equal(images[:20], plain_images) and torch.equal(labels[:20], plain_labels)
-    assert labels.dtype == plain_labels.dtype and 0 <= int(labels[20:].min())
+    assert labels.dtype == plain_labels.dtype and set(labels[20:].tolist()) <= set(range(10))
     for stage in ("val_dataloader", "test_dataloader"):
         one, other = (next(iter(getattr(dm, stage)())) for dm in (plain, mixed))
         assert torch.equal(one[0], other[0])
