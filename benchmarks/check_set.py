@@ -1,14 +1,18 @@
 """A check set of digits that are not from MNIST, generated from a seed: how a model does on
 the digits people draw, type, photograph and scan.
 
-``python benchmarks/check_set.py --out DIR [--seed 0] [--per-category 300]`` writes
-``DIR/<category>/<number>.png`` and ``DIR/labels.csv`` (``file,label,category,source``). Nothing
-here reads MNIST: every digit is drawn from scratch (``digit_drawing.py``), either as pen strokes
-(what a mouse or a pen on a canvas makes) or as text in a font that matplotlib ships
-(``CHECK_FONTS``). Each category is one way people's digits differ from MNIST's:
+``python benchmarks/check_set.py --out DIR [--seed 0] [--per-category 300] [--per-style 100]``
+writes ``DIR/<category>/<number>.png`` and ``DIR/labels.csv`` (``file,label,category,source``).
+Nothing here reads MNIST: every digit is drawn from scratch, either as pen strokes (what a mouse
+or a pen on a canvas makes) or as text in a font only matplotlib ships (``CHECK_FONTS``, not a
+system's DejaVu files). Each category is one way people's digits differ from MNIST's:
 
+``pen``        digits drawn on a 280-pixel canvas as the page's is, in every writing style of
+               ``mnist_lit.data.pen_digits`` (a 1 with a flag, a 7 with a bar, an open 4...),
+               ``--per-style`` of each: the held-apart draws of the styles training mixes in
+               (its own seed stream, ``pen_digits.CHECK``; training draws from ``TRAIN``)
 ``font``       typed digits in the fonts, dark on light or light on dark
-``thin``       hairline pen strokes and the extra-light font
+``thin``       hairline pen strokes
 ``thick``      strokes a fifth of the digit's height wide, bold fonts with a wide outline
 ``offcentre``  a small digit far from the centre of a large page
 ``rotated``    turned by 10 to 25 degrees either way
@@ -16,8 +20,10 @@ here reads MNIST: every digit is drawn from scratch (``digit_drawing.py``), eith
 ``lowres``     scanned at 10 to 16 pixels a side
 ``scan``       dark ink on tinted, grainy, not quite evenly lit paper, through JPEG
 
-Image ``i`` of a category depends on ``(seed, category, i)`` alone, so a smaller set is a prefix
-of a larger one and the same seed gives the same files (PIL and its FreeType the same).
+The categories after ``pen`` draw their strokes from ``digit_drawing.py``'s own skeletons, which
+training never sees. Image ``i`` of a category depends on ``(seed, category, i)`` alone, so a
+smaller set is a prefix of a larger one and the same seed gives the same files (PIL and its
+FreeType the same).
 """
 
 from __future__ import annotations
@@ -32,10 +38,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from digit_drawing import BOLD_FONTS, CHECK_FONTS, PAGE, THIN_FONTS, draw_strokes, draw_text
+from digit_drawing import BOLD_FONTS, CHECK_FONTS, PAGE, draw_strokes, draw_text
 from PIL import Image, ImageFilter
 
-CATEGORIES = ("font", "thin", "thick", "offcentre", "rotated", "blurry", "lowres", "scan")
+from mnist_lit.data import pen_digits
+
+CATEGORIES = ("pen", "font", "thin", "thick", "offcentre", "rotated", "blurry", "lowres", "scan")
 
 # ----------------------------------------------------------------------------- the categories
 
@@ -74,9 +82,7 @@ def _font(label: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
 
 
 def _thin(label: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
-    if rng.random() < 0.8:
-        return draw_strokes(label, rng, rng.uniform(0.015, 0.04))
-    return draw_text(label, THIN_FONTS[0], rng)
+    return draw_strokes(label, rng, rng.uniform(0.015, 0.04))
 
 
 def _thick(label: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
@@ -154,10 +160,24 @@ _INK: dict[str, Callable[[int, np.random.Generator], tuple[np.ndarray, str]]] = 
 }
 
 
+def pen_sample(index: int, seed: int = 0) -> Sample:
+    """Image ``index`` of the ``pen`` category: style ``index % len(STYLES)``, drawn from
+    ``pen_digits.rng(CHECK, seed, index)`` on the page's 280-pixel canvas, white on black as
+    the page sends it or, one in four, dark on light as a drawing on paper."""
+    rng = pen_digits.rng(pen_digits.CHECK, seed, index)
+    style = pen_digits.STYLES[index % len(pen_digits.STYLES)]
+    ink = pen_digits.draw_canvas(pen_digits.pointer_strokes(style, rng))
+    pixels = _to_image(ink, rng, dark_on_light=rng.random() < 0.25)
+    return Sample(pixels, style.label, "pen", f"pen/{style.name}")
+
+
 def sample(category: str, index: int, seed: int = 0) -> Sample:
-    """Image ``index`` of ``category``: its label is ``index % 10``, its draws its own."""
+    """Image ``index`` of ``category``: its label is ``index % 10`` (``pen``: its style's), its
+    draws its own."""
     if category not in CATEGORIES:
         raise ValueError(f"category={category!r}: one of {', '.join(CATEGORIES)}")
+    if category == "pen":
+        return pen_sample(index, seed)
     # a stable key per (seed, category, index): Python's hash() of a str changes per process
     rng = np.random.default_rng([seed, zlib.crc32(category.encode()), index])
     label = index % 10
@@ -174,8 +194,10 @@ def generate(
     per_category: int = 300,
     seed: int = 0,
     categories: Sequence[str] = CATEGORIES,
+    per_style: int = 100,
 ) -> Path:
-    """Write ``per_category`` PNG files per category and ``labels.csv`` under ``out``.
+    """Write ``per_category`` PNG files per category (``pen``: ``per_style`` per writing style)
+    and ``labels.csv`` under ``out``.
 
     Returns the path of ``labels.csv``, written last (atomically), so a folder that has it is
     complete.
@@ -187,7 +209,8 @@ def generate(
     for category in categories:
         folder = out / category
         folder.mkdir(parents=True, exist_ok=True)
-        for index in range(per_category):
+        count = per_style * len(pen_digits.STYLES) if category == "pen" else per_category
+        for index in range(count):
             item = sample(category, index, seed)
             name = f"{category}/{index:05d}.png"
             buffer = io.BytesIO()
@@ -224,7 +247,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--per-category",
         type=int,
         default=300,
-        help=f"images per category (default 300, x {len(CATEGORIES)})",
+        help=f"images per category but pen (default 300, x {len(CATEGORIES) - 1})",
+    )
+    parser.add_argument(
+        "--per-style",
+        type=int,
+        default=100,
+        help=f"pen images per writing style (default 100, x {len(pen_digits.STYLES)})",
     )
     parser.add_argument(
         "--categories", default=",".join(CATEGORIES), help="comma-separated subset (default: all)"
@@ -232,20 +261,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     categories = [c for c in args.categories.split(",") if c]
     unknown = sorted(set(categories) - set(CATEGORIES))
-    if unknown or args.per_category < 1 or args.seed < 0:
+    if unknown or args.per_category < 1 or args.per_style < 1 or args.seed < 0:
         problem = (
             f"unknown categories {unknown}: pick from {', '.join(CATEGORIES)}"
             if unknown
-            else "--per-category must be >= 1 and --seed >= 0"
+            else "--per-category and --per-style must be >= 1 and --seed >= 0"
         )
         print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
-        labels = generate(args.out, args.per_category, args.seed, categories)
+        labels = generate(args.out, args.per_category, args.seed, categories, args.per_style)
     except OSError as err:
         print(f"error: cannot write --out={args.out}: {err.strerror or err}", file=sys.stderr)
         return 1
-    print(f"[mnist-lit] wrote {args.per_category * len(categories)} images and {labels}")
+    print(f"[mnist-lit] wrote {len(read_labels(labels.parent))} images and {labels}")
     return 0
 
 

@@ -1,6 +1,6 @@
 """One digit drawn from scratch, for the check set (``check_set.py``): as pen strokes (a
 skeleton per digit and variant, jittered, slanted and stretched: what a mouse or a pen on a
-canvas makes) or as text in a font that matplotlib ships. Ink in [0, 1] on a square page,
+canvas makes) or as text in a font that only matplotlib ships. Ink in [0, 1] on a square page,
 antialiased by drawing ``SUPERSAMPLE`` times larger and downsampling.
 """
 
@@ -12,27 +12,21 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-#: the fonts of the check set: matplotlib's own files, so every install has them. A recipe that
-#: trains on rendered digits must use other fonts, or the check set measures memory.
+#: the fonts of the check set: files only matplotlib ships (STIX and Computer Modern), read from
+#: its own folder: not the DejaVu files a system has (and a user types or screenshots), and none
+#: that training renders (it renders no font). A recipe that trains on rendered digits must use
+#: other fonts, or the check set measures memory.
 CHECK_FONTS = (
-    "DejaVuSans.ttf",
-    "DejaVuSans-Bold.ttf",
-    "DejaVuSans-Oblique.ttf",
-    "DejaVuSerif.ttf",
-    "DejaVuSerif-Bold.ttf",
-    "DejaVuSerif-Italic.ttf",
-    "DejaVuSansMono.ttf",
-    "DejaVuSansMono-Bold.ttf",
     "STIXGeneral.ttf",
     "STIXGeneralBol.ttf",
     "STIXGeneralItalic.ttf",
+    "STIXGeneralBolIta.ttf",
     "cmr10.ttf",
     "cmss10.ttf",
     "cmtt10.ttf",
     "cmb10.ttf",
 )
-THIN_FONTS = ("DejaVuSans-ExtraLight.ttf",)
-BOLD_FONTS = ("DejaVuSans-Bold.ttf", "DejaVuSerif-Bold.ttf", "STIXGeneralBol.ttf", "cmb10.ttf")
+BOLD_FONTS = ("STIXGeneralBol.ttf", "STIXGeneralBolIta.ttf", "cmb10.ttf")
 
 #: side of the square page a digit is drawn on before a category's treatment, in pixels
 PAGE = 112
@@ -182,13 +176,11 @@ def draw_strokes(
 
 
 def font_path(name: str) -> Path:
-    """The file of one of matplotlib's fonts; a clear error when this install lacks it."""
-    from matplotlib import font_manager
+    """The file of one of matplotlib's own fonts, from its folder (never a system font of the
+    same name); a clear error when this install lacks it."""
+    import matplotlib
 
-    for entry in font_manager.fontManager.ttflist:
-        if Path(entry.fname).name == name:
-            return Path(entry.fname)
-    fonts_dir = Path(font_manager.__file__).parent / "mpl-data" / "fonts" / "ttf"
+    fonts_dir = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
     if (fonts_dir / name).is_file():
         return fonts_dir / name
     raise FileNotFoundError(f"font {name} is not among matplotlib's fonts ({fonts_dir})")

@@ -60,6 +60,12 @@ class Augment(Node):
     p: Annotated[float, Field(gt=0, le=1)]
 
 
+class PenDigits(Node):
+    """``data.pen_digits``: pen-drawn digits (``data/pen_digits.py``) added to training batches."""
+
+    fraction: Annotated[float, Field(gt=0, le=1)]
+
+
 class Data(Node):
     """``conf/data/*.yaml``: ``MNISTDataModule`` and its subclasses."""
 
@@ -73,6 +79,7 @@ class Data(Node):
     std: Positive
     augment: Augment | None
     on_device: bool
+    pen_digits: PenDigits | None
 
 
 class Network(Node):

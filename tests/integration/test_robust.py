@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mnist_lit.config import PROJECT_ROOT
+from mnist_lit.data import pen_digits
 
 from ..conftest import QUICK, error_line, run_cli
 
@@ -42,8 +43,9 @@ def test_robust_recipe_trains_augmented_and_is_scored_on_the_check_set(
     assert 0 <= tested <= 1
     config = (robust_run / ".hydra" / "config.yaml").read_text()
     assert "thicken: 2.0" in config and "low_res: 0.5" in config
+    assert "pen_digits:\n    fraction: 0.2" in config
     check_set = tmp_path / "check_set"
-    generate(check_set, per_category=2, seed=0)
+    generate(check_set, per_category=2, seed=0, per_style=1)
     out = tmp_path / "report"
     done = run_cli(
         "benchmarks/robustness.py",
@@ -60,13 +62,16 @@ def test_robust_recipe_trains_augmented_and_is_scored_on_the_check_set(
     assert model["mnist_test_acc"] == pytest.approx(tested)
     assert Path(model["checkpoint"]).name == Path(metrics["best_ckpt"]).name
     assert set(model["by_category"]) == set(CATEGORIES)
-    assert len(model["predictions"]) == 2 * len(CATEGORIES)
+    assert len(model["predictions"]) == 2 * (len(CATEGORIES) - 1) + len(pen_digits.STYLES)
     correct = sum(p["predicted"] == p["label"] for p in model["predictions"])
     assert model["check_set_acc"] == pytest.approx(correct / len(model["predictions"]))
     report = (out / "robustness.md").read_text()
     assert "| **check set, all** |" in report and report in done.stdout
     for category in CATEGORIES:
         assert f"| {category} |" in report
+    for style in pen_digits.STYLES:  # a row per writing style of the held-apart pen digits
+        assert f"| {style.name} |" in report
+        assert f"pen/{style.name}" in model["by_source"]
 
 
 def test_robustness_refuses_bad_models_in_one_line(tmp_path: Path) -> None:

@@ -87,8 +87,10 @@ class InMemoryBatches:
         std: float,
         sampler: EpochShuffleSampler,
         augment: Any = None,
+        pen_digits: float = 0.0,
     ) -> None:
         self.images, self.labels = images, labels
+        self.pen_digits = pen_digits
         self.batch_size, self.mean, self.std = batch_size, mean, std
         self.augment = augment if augment is not None and augment.enabled else None
         # Lightning looks up these two DataLoader attributes: it calls sampler.set_epoch
@@ -118,13 +120,33 @@ class InMemoryBatches:
                 continue
             self.served = number + 1
             # index_select: much faster than advanced indexing on the CPU (docs/speed.md)
-            images = self.images.index_select(0, batch_indices).unsqueeze(1).float()
+            images = self.images.index_select(0, batch_indices)
+            labels = self.labels.index_select(0, batch_indices)
+            if self.pen_digits:
+                images, labels = self._add_pen_digits(images, labels, number)
+            images = images.unsqueeze(1).float()
             if self.augment is None:  # pixel/255 normalized, in two passes instead of three
                 images.sub_(255.0 * self.mean).div_(255.0 * self.std)
             else:  # augmentation works on [0, 1] images
                 images = self.augment(images.div_(255.0), self._generator(number))
                 images.sub_(self.mean).div_(self.std)
-            yield images, self.labels.index_select(0, batch_indices)
+            yield images, labels
+
+    def _add_pen_digits(
+        self, images: Tensor, labels: Tensor, batch_number: int
+    ) -> tuple[Tensor, Tensor]:
+        """The batch with ``pen_digits`` times as many pen-drawn digits appended
+        (``pen_digits.py``), each drawn from (seed, epoch, rank, batch, its index) alone."""
+        from mnist_lit.data.pen_digits import training_digits
+
+        sampler = self.sampler
+        count = max(1, round(self.pen_digits * len(images)))
+        pen_images, pen_labels = training_digits(
+            count, sampler.seed, sampler.epoch, sampler.rank, batch_number
+        )
+        images = torch.cat([images, torch.from_numpy(pen_images).to(images.device)])
+        labels = torch.cat([labels, torch.from_numpy(pen_labels).to(labels.device, labels.dtype)])
+        return images, labels
 
     def _generator(self, batch_number: int) -> torch.Generator:
         """The augmentation draws of one batch: fixed by (seed, epoch, rank, batch) alone."""
@@ -141,6 +163,8 @@ class MNISTDataModule(L.LightningDataModule):
     spec: ClassVar[DatasetSpec] = MNIST
     num_classes = 10
     train_total = 60_000
+    #: its classes are the digits 0-9: pen-drawn digits (``pen_digits``) can join its batches
+    digits: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -154,6 +178,7 @@ class MNISTDataModule(L.LightningDataModule):
         std: float = 0.3081,
         augment: dict[str, float] | None = None,
         on_device: bool = True,
+        pen_digits: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
         if not 1 <= val_size < self.train_total:
@@ -161,8 +186,16 @@ class MNISTDataModule(L.LightningDataModule):
                 f"val_size={val_size} must be in [1, {self.train_total - 1}]: the training set "
                 f"has {self.train_total} images and the rest of them train"
             )
-        # a plain dict (not Hydra's DictConfig), so checkpoints load with weights_only=True
+        if pen_digits and not self.digits:
+            raise ValueError(
+                f"data.pen_digits draws the digits 0-9, not {self.spec.title}'s classes: "
+                "set data.pen_digits=null"
+            )
+        # plain dicts (not Hydra's DictConfig), so checkpoints load with weights_only=True
         augment = {key: float(value) for key, value in augment.items()} if augment else None
+        pen_digits = (
+            {key: float(value) for key, value in pen_digits.items()} if pen_digits else None
+        )
         self.save_hyperparameters(logger=False)
         # saved in checkpoints with the other hparams (``datamodule_hyper_parameters``), so that
         # predict, eval and export can tell which data set a model was trained on
@@ -212,8 +245,17 @@ class MNISTDataModule(L.LightningDataModule):
             len(images), shuffle, self.hparams["shuffle_seed"], rank=rank, world_size=world_size
         )
         augment = self.augment if split == "train" else None
+        pen = self.hparams["pen_digits"]
+        pen_fraction = pen["fraction"] if pen and split == "train" else 0.0
         return InMemoryBatches(
-            images, labels, batch_size, self.hparams["mean"], self.hparams["std"], sampler, augment
+            images,
+            labels,
+            batch_size,
+            self.hparams["mean"],
+            self.hparams["std"],
+            sampler,
+            augment,
+            pen_fraction,
         )
 
     def train_dataloader(self) -> InMemoryBatches:

@@ -36,3 +36,4 @@ class FashionMNISTDataModule(MNISTDataModule):
     """Fashion-MNIST: 60k training images (train/val split as for MNIST), 10k test."""
 
     spec: ClassVar[DatasetSpec] = FASHION_MNIST
+    digits = False
