@@ -69,6 +69,8 @@ TOP_K = 3
 WORK_THREADS = 2
 #: prctl's option that has the kernel signal a process when its parent exits (linux/prctl.h)
 PR_SET_PDEATHSIG = 1
+#: how long uvicorn's supervisor waits for a worker's answer before it replaces the worker
+WORKER_PING_SECONDS = 60
 
 
 # ----------------------------------------------------------------------------- answers
@@ -248,6 +250,10 @@ def serve(cfg: DictConfig, model: Path) -> None:
         host=cfg.host,
         port=cfg.port,
         workers=cfg.workers,
+        # uvicorn kills a worker that does not answer its supervisor's ping in time (5 s by
+        # default) and starts another: a worker still importing torch and loading the model on
+        # busy cores can take longer, and each replacement adds to the load
+        timeout_worker_healthcheck=WORKER_PING_SECONDS,
         access_log=cfg.access_log,
         log_level="info",
     )
