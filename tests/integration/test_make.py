@@ -17,10 +17,11 @@ VIEWERS = {"tensorboard": "6006", "mlflow": "5000", "notebook": "8888"}
 
 
 def planned(*args: str) -> str:
-    """What ``make -n`` would run (nothing is run), with this environment's venv."""
+    """What ``make -n`` would run (nothing is run), with this environment's venv; under
+    ``make test`` a nested make would also print the directory it enters and leaves."""
     venv = Path(sys.executable).parent.parent
     result = subprocess.run(
-        ["make", "-n", *args, f"VENV={venv}"],
+        ["make", "-n", "--no-print-directory", *args, f"VENV={venv}"],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
