@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -96,3 +97,17 @@ def page_png(digit: np.ndarray, size: int = 280) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(digit).resize((size, size), Image.BILINEAR).save(buffer, "PNG")
     return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    """Debian's headless chromium driven by Playwright (the page tests); skipped, saying what to
+    install, without either."""
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        pytest.skip("no chromium on PATH: apt-get install chromium")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        yield browser
+        browser.close()

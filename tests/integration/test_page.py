@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import math
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,9 +23,9 @@ from torchvision.datasets.mnist import read_image_file, read_label_file
 from mnist_lit.config import PROJECT_ROOT
 from mnist_lit.errors import atomic_write_bytes
 
-from .served import mnist_onnx, served_url
+from .served import browser, mnist_onnx, served_url
 
-__all__ = ["mnist_onnx", "served_url"]  # fixtures, used by name
+__all__ = ["browser", "mnist_onnx", "served_url"]  # fixtures, used by name
 
 SCREENSHOT = PROJECT_ROOT / "docs" / "images" / "serve.png"
 PHONE_SCREENSHOT = PROJECT_ROOT / "docs" / "images" / "serve-phone.png"
@@ -53,18 +52,6 @@ DIGITS: dict[int, list[Stroke]] = {
     7: [[(0.26, 0.2), (0.74, 0.2), (0.42, 0.86)]],
     3: [arc(0.5, 0.32, 0.18, 0.16, 200, 450) + arc(0.5, 0.66, 0.2, 0.18, -90, 160)],
 }
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    if executable is None:
-        pytest.skip("no chromium on PATH: apt-get install chromium")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

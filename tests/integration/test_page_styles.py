@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import shutil
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +35,9 @@ from mnist_lit.data.pen_digits import CHECK, STYLES, Drawing
 from mnist_lit.export.preprocess import prepare
 
 from .conftest import ADAM, SMALL_CNN
-from .served import running_server
+from .served import browser, running_server
+
+__all__ = ["browser"]  # a fixture, used by name
 
 #: the page's pen width for a mouse or a finger (app.js: 14 + 16 * 0.5) on its 280-pixel pad
 PAGE_PEN, PAD = 22.0, 280
@@ -81,18 +82,6 @@ def url(pen_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
         log=folder / "serve.log",
     ) as base:
         yield base
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    if executable is None:
-        pytest.skip("no chromium on PATH: apt-get install chromium")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
