@@ -80,9 +80,13 @@ ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.003}
 
 
 @functools.cache
-def _train_small_cnn(path: Path, batches: int) -> Path:
+def train_small_cnn(path: Path, batches: int, pen_fraction: float = 0.0) -> Path:
+    """``SMALL_CNN`` fitted on ``batches`` real MNIST batches of 128, seed 0, saved to ``path``;
+    with ``pen_fraction``, each batch gets that many times as many pen-drawn digits
+    (``data.pen_digits``)."""
     L.seed_everything(0)
-    datamodule = MNISTDataModule(data_dir=str(DATA_DIR), batch_size=128)
+    pen_digits = {"fraction": pen_fraction} if pen_fraction else None
+    datamodule = MNISTDataModule(data_dir=str(DATA_DIR), batch_size=128, pen_digits=pen_digits)
     model = LitClassifier(net=SMALL_CNN, optimizer=ADAM)
     trainer = L.Trainer(
         accelerator="cpu",
@@ -103,4 +107,4 @@ def _train_small_cnn(path: Path, batches: int) -> Path:
 @pytest.fixture(scope="session")
 def mnist_ckpt(tmp_path_factory: pytest.TempPathFactory, mnist_data_dir: Path) -> Path:
     """SMALL_CNN fitted on 300 real MNIST batches of 128, saved with its data module (once)."""
-    return _train_small_cnn(tmp_path_factory.getbasetemp() / "mnist-small-cnn" / "small.ckpt", 300)
+    return train_small_cnn(tmp_path_factory.getbasetemp() / "mnist-small-cnn" / "small.ckpt", 300)

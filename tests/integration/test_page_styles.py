@@ -24,17 +24,15 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_lit.classifier import LitClassifier
-from mnist_lit.data import MNISTDataModule, pen_digits
+from mnist_lit.data import pen_digits
 from mnist_lit.data.pen_digits import CHECK, STYLES, Drawing
 from mnist_lit.export.preprocess import prepare
 
-from .conftest import ADAM, SMALL_CNN
+from .conftest import train_small_cnn
 from .served import browser, running_server
 
 __all__ = ["browser"]  # a fixture, used by name
@@ -51,25 +49,7 @@ TRAIN_BATCHES, PEN_FRACTION = 250, 0.25
 def pen_ckpt(tmp_path_factory: pytest.TempPathFactory, mnist_data_dir: Path) -> Path:
     """The small CNN fitted on ``TRAIN_BATCHES`` real MNIST batches with pen digits added."""
     path = tmp_path_factory.mktemp("pen-cnn") / "pen.ckpt"
-    L.seed_everything(0)
-    datamodule = MNISTDataModule(
-        data_dir=str(mnist_data_dir), batch_size=128, pen_digits={"fraction": PEN_FRACTION}
-    )
-    model = LitClassifier(net=SMALL_CNN, optimizer=ADAM)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        limit_train_batches=TRAIN_BATCHES,
-        limit_val_batches=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=path.parent,
-    )
-    trainer.fit(model, datamodule=datamodule)
-    trainer.save_checkpoint(path)
-    return path
+    return train_small_cnn(path, TRAIN_BATCHES, PEN_FRACTION)
 
 
 @pytest.fixture(scope="module")
