@@ -204,6 +204,14 @@ def _seven_plain(r: np.random.Generator) -> list[Stroke]:
     return [[(0.0, r.uniform(0.0, 0.06)), (1.0, 0.0), (r.uniform(0.3, 0.5), 1.0)]]
 
 
+def _seven_short_top(r: np.random.Generator) -> list[Stroke]:
+    """A narrow 7, as many of MNIST's are: a short top, near level (a 1's flag falls steeply to
+    the left: ``_flag``), and a stem almost straight down."""
+    corner = r.uniform(0.7, 0.9)
+    top = [(corner - r.uniform(0.3, 0.55), r.uniform(0.0, 0.08)), (corner, 0.0)]
+    return [[*top, (corner - r.uniform(0.0, 0.2), 1.0)]]
+
+
 def _seven_bar(r: np.random.Generator) -> list[Stroke]:
     foot = r.uniform(0.3, 0.5)
     height = r.uniform(0.42, 0.58)
@@ -269,6 +277,7 @@ STYLES: tuple[Style, ...] = (
     Style("6-straight", 6, _six_straight),
     Style("7-plain", 7, _seven_plain),
     Style("7-bar", 7, _seven_bar),
+    Style("7-short-top", 7, _seven_short_top),
     Style("8-two-loops", 8, _eight_loops),
     Style("8-one-stroke", 8, _eight_one_stroke),
     Style("9-straight-tail", 9, _nine_straight),
