@@ -69,7 +69,7 @@ robust: $(ROBUST_RUN)/metrics.json  ## the model make serve uses: experiment=rob
 # then the time left every minute
 $(ROBUST_RUN)/metrics.json: | data
 	@if [ -d $(ROBUST_RUN) ]; then echo "[mnist-lit] $(ROBUST_RUN) has no metrics.json: resuming its training (experiment=robust) before serving"; \
-	else echo "[mnist-lit] $(ROBUST_RUN) is missing: training the model make serve serves first (experiment=robust, 20 epochs, about 33 min on 2 shared cores); how long it takes here is printed after its first steps, then the time left every minute"; fi
+	else echo "[mnist-lit] $(ROBUST_RUN) is missing: training the model make serve serves first (experiment=robust, 20 epochs, about 25 min with one thread on a 2-core machine); how long it takes here is printed after its first steps, then the time left every minute"; fi
 	if [ -d $(ROBUST_RUN) ]; then OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) train.py resume=$(ROBUST_RUN); \
 	else OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) train.py experiment=robust "callbacks=[default,time_left]" hydra.run.dir=$(ROBUST_RUN); fi
 
