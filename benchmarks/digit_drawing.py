@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from mnist_lit.data.pen_digits import Point, Stroke, arc, bezier
+
 #: the fonts of the check set: files only matplotlib ships (STIX and Computer Modern), read from
 #: its own folder: not the DejaVu files a system has (and a user types or screenshots), and none
 #: that training renders (it renders no font). A recipe that trains on rendered digits must use
@@ -33,31 +35,13 @@ PAGE = 112
 #: strokes are drawn this many times larger, then downsampled: antialiased edges
 SUPERSAMPLE = 4
 
-Point = tuple[float, float]
-Stroke = list[Point]
-
 
 # ----------------------------------------------------------------------------- pen strokes
 
 
 def _arc(cx: float, cy: float, rx: float, ry: float, start: float, end: float) -> Stroke:
-    """Points along an elliptical arc; angles in degrees, 0 to the right, 90 downwards."""
-    steps = max(8, int(abs(end - start) / 8))
-    return [
-        (cx + rx * math.cos(math.radians(a)), cy + ry * math.sin(math.radians(a)))
-        for a in np.linspace(start, end, steps)
-    ]
-
-
-def _bezier(p0: Point, p1: Point, p2: Point, steps: int = 16) -> Stroke:
-    """A quadratic Bezier curve from ``p0`` to ``p2`` pulled towards ``p1``."""
-    return [
-        (
-            (1 - t) ** 2 * p0[0] + 2 * (1 - t) * t * p1[0] + t**2 * p2[0],
-            (1 - t) ** 2 * p0[1] + 2 * (1 - t) * t * p1[1] + t**2 * p2[1],
-        )
-        for t in np.linspace(0, 1, steps)
-    ]
+    """``pen_digits.arc`` with a point every 8 degrees, as the check set was first drawn."""
+    return arc(cx, cy, rx, ry, start, end, step=8)
 
 
 #: each digit's ways of being written, as strokes in a unit box (x right, y down)
@@ -72,8 +56,8 @@ SKELETONS: dict[int, list[list[Stroke]]] = {
         [[*_arc(0.5, 0.3, 0.3, 0.26, 195, 380), (0.18, 0.96), (0.84, 0.96)]],
         [
             _arc(0.5, 0.3, 0.3, 0.26, 200, 370)
-            + _bezier((0.79, 0.4), (0.5, 0.75), (0.2, 0.95))
-            + _bezier((0.2, 0.95), (0.35, 0.85), (0.85, 0.94))
+            + bezier((0.79, 0.4), (0.5, 0.75), (0.2, 0.95))
+            + bezier((0.2, 0.95), (0.35, 0.85), (0.85, 0.94))
         ],
     ],
     3: [
@@ -92,8 +76,8 @@ SKELETONS: dict[int, list[list[Stroke]]] = {
         ],
     ],
     6: [
-        [_bezier((0.72, 0.04), (0.22, 0.28), (0.22, 0.7)) + _arc(0.5, 0.7, 0.28, 0.26, 180, 540)],
-        [_bezier((0.62, 0.04), (0.3, 0.3), (0.24, 0.72)) + _arc(0.5, 0.74, 0.26, 0.22, 180, 520)],
+        [bezier((0.72, 0.04), (0.22, 0.28), (0.22, 0.7)) + _arc(0.5, 0.7, 0.28, 0.26, 180, 540)],
+        [bezier((0.62, 0.04), (0.3, 0.3), (0.24, 0.72)) + _arc(0.5, 0.74, 0.26, 0.22, 180, 520)],
     ],
     7: [
         [[(0.14, 0.04), (0.86, 0.04), (0.4, 0.96)]],
@@ -103,22 +87,22 @@ SKELETONS: dict[int, list[list[Stroke]]] = {
                 (0.14, 0.14),
                 (0.14, 0.04),
                 (0.86, 0.04),
-                *_bezier((0.86, 0.04), (0.5, 0.45), (0.46, 0.96)),
+                *bezier((0.86, 0.04), (0.5, 0.45), (0.46, 0.96)),
             ]
         ],
     ],
     8: [
         [_arc(0.5, 0.27, 0.23, 0.23, 90, 450), _arc(0.5, 0.73, 0.29, 0.23, -90, 270)],
         [
-            _bezier((0.72, 0.1), (0.3, -0.1), (0.3, 0.3))
-            + _bezier((0.3, 0.3), (0.82, 0.6), (0.5, 0.96))
-            + _bezier((0.5, 0.96), (0.15, 0.8), (0.5, 0.5))
-            + _bezier((0.5, 0.5), (0.8, 0.3), (0.72, 0.1))
+            bezier((0.72, 0.1), (0.3, -0.1), (0.3, 0.3))
+            + bezier((0.3, 0.3), (0.82, 0.6), (0.5, 0.96))
+            + bezier((0.5, 0.96), (0.15, 0.8), (0.5, 0.5))
+            + bezier((0.5, 0.5), (0.8, 0.3), (0.72, 0.1))
         ],
     ],
     9: [
         [[*_arc(0.5, 0.3, 0.28, 0.26, 0, 360), (0.78, 0.3), (0.74, 0.96)]],
-        [_arc(0.48, 0.3, 0.28, 0.26, -10, 350) + _bezier((0.76, 0.26), (0.76, 0.75), (0.34, 0.96))],
+        [_arc(0.48, 0.3, 0.28, 0.26, -10, 350) + bezier((0.76, 0.26), (0.76, 0.75), (0.34, 0.96))],
     ],
 }
 

@@ -43,9 +43,12 @@ def rng(stream: int, *key: int) -> np.random.Generator:
 # ----------------------------------------------------------------------------- skeletons
 
 
-def arc(cx: float, cy: float, rx: float, ry: float, start: float, end: float) -> Stroke:
-    """Points along an elliptical arc; angles in degrees, 0 to the right, 90 downwards."""
-    steps = max(6, int(abs(end - start) / 6))
+def arc(
+    cx: float, cy: float, rx: float, ry: float, start: float, end: float, step: int = 6
+) -> Stroke:
+    """Points along an elliptical arc, about one every ``step`` degrees (at least ``step``
+    points); angles in degrees, 0 to the right, 90 downwards."""
+    steps = max(step, int(abs(end - start) / step))
     return [
         (cx + rx * math.cos(math.radians(a)), cy + ry * math.sin(math.radians(a)))
         for a in np.linspace(start, end, steps)
