@@ -33,6 +33,9 @@ class LitClassifier(L.LightningModule):
             (``OneCycleLR.total_steps``, ``CosineAnnealingLR.T_max``) and is stepped every batch;
             any other (``StepLR``) is stepped every epoch.
         num_classes: number of classes (10 for MNIST).
+        label_smoothing: the share of each training target spread over all classes
+            (``nn.CrossEntropyLoss``'s); validation and test losses stay plain cross-entropy,
+            comparable between runs.
     """
 
     def __init__(
@@ -41,12 +44,14 @@ class LitClassifier(L.LightningModule):
         optimizer: dict[str, Any],
         scheduler: dict[str, Any] | None = None,
         num_classes: int = 10,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         # logger=False: train.py logs all hyper-parameters with the final metrics, once.
         self.save_hyperparameters(logger=False)
         self.net: nn.Module = instantiate(net)
         self.criterion = nn.CrossEntropyLoss()
+        self.train_criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
@@ -65,17 +70,19 @@ class LitClassifier(L.LightningModule):
     def forward(self, images: Tensor) -> Tensor:
         return self.net(images)
 
-    def _step(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    def _step(
+        self, batch: tuple[Tensor, Tensor], criterion: nn.Module | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """``(loss, logits, labels)`` of a batch: what every stage logs from."""
         images, labels = batch
         logits = self(images)
-        return self.criterion(logits, labels), logits, labels
+        return (criterion or self.criterion)(logits, labels), logits, labels
 
     # Metrics are updated per batch and logged once per epoch: a `self.log` per step costs
     # more than a whole MLP step. `compute()` reduces across DDP ranks.
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss, logits, labels = self._step(batch)
+        loss, logits, labels = self._step(batch, self.train_criterion)
         self.train_acc.update(logits, labels)  # torchmetrics takes the argmax of [N, C] scores
         self.train_loss.update(loss.detach(), weight=len(labels))
         return loss

@@ -184,6 +184,7 @@ class TrainOptions(Options):
     ckpt_path: str | None
     stop_at: Annotated[float, Field(gt=0, le=1)] | None
     compile: bool
+    label_smoothing: Probability
     optimized_metric: str
     tags: list[Annotated[str, Field(pattern=r"^[\w.\- ]{1,64}$")]] | str = []
 

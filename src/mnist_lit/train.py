@@ -133,6 +133,7 @@ def build_model(cfg: DictConfig) -> LitClassifier:
         net=plain_dict(cfg.model),
         optimizer=plain_dict(cfg.optimizer),
         scheduler=plain_dict(cfg.scheduler) if cfg.scheduler else None,
+        label_smoothing=cfg.label_smoothing,
     )
 
 

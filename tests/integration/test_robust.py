@@ -44,6 +44,9 @@ def test_robust_recipe_trains_augmented_and_is_scored_on_the_check_set(
     config = (robust_run / ".hydra" / "config.yaml").read_text()
     assert "thicken: 2.0" in config and "low_res: 0.5" in config
     assert "pen_digits:\n    fraction: 0.2" in config
+    assert "label_smoothing: 0.1" in config
+    # the model kept and tested is the last epoch's, where the one-cycle schedule ends
+    assert Path(metrics["best_ckpt"]).name == f"epoch_{metrics['epochs'] - 1:03d}.ckpt"
     check_set = tmp_path / "check_set"
     generate(check_set, per_category=2, seed=0, per_style=1)
     out = tmp_path / "report"

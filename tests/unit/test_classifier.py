@@ -110,6 +110,19 @@ def test_predict_step_returns_probabilities() -> None:
     assert torch.allclose(probabilities.sum(dim=1), torch.ones(3))
 
 
+def test_label_smoothing_softens_the_training_loss_only() -> None:
+    torch.manual_seed(0)
+    images, labels = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    model = LitClassifier(net=MLP_CONFIG, optimizer=ADAM, label_smoothing=0.1).eval()
+    logits = model(images)
+    smoothed = torch.nn.functional.cross_entropy(logits, labels, label_smoothing=0.1)
+    plain = torch.nn.functional.cross_entropy(logits, labels)
+    assert not torch.isclose(smoothed, plain)
+    assert torch.isclose(model.training_step((images, labels), 0), smoothed)
+    model.validation_step((images, labels), 0)
+    assert torch.isclose(model.val_loss.compute(), plain)
+
+
 # ----------------------------------------------------------------------------- resuming a schedule
 
 

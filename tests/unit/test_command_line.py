@@ -86,6 +86,7 @@ BAD_OVERRIDES = [
     case("train.py", "seed=-1", "seed"),
     case("train.py", "seed=4294967296", "seed"),
     case("train.py", "stop_at=1.5", "stop_at"),
+    case("train.py", "label_smoothing=1.0", "label_smoothing"),
     # groups the command needs, groups that clash
     case("train.py", "model=null", "model"),
     case("train.py", "~model", "model"),
